@@ -151,8 +151,25 @@ class PgServer:
     def initialised(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
 
+    def running(self) -> bool:
+        """True when this cluster's postmaster is alive (e.g. left running by an earlier demo)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def start(self) -> PgServer:
         self._prepare()
+        if self.running():
+            # postmaster.pid line 4 is the port: reuse the server instead of failing.
+            self.port = int((self.pgdata / "postmaster.pid").read_text().split("\n")[3])
+            return self
         if not self.initialised():
             pwfile = self.datadir / "pwfile"
             pwfile.write_text(SUPERUSER_PASSWORD + "\n")

@@ -1,0 +1,11 @@
+-- db/policies/01_functions.sql — who may call the helper functions; idempotent
+
+-- Functions are executable by PUBLIC by default; ours are for the application and its triggers.
+REVOKE ALL ON SCHEMA vechat FROM PUBLIC;
+GRANT USAGE ON SCHEMA vechat TO vechat_app, vechat_auditor;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA vechat FROM PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA vechat TO vechat_app;
+GRANT EXECUTE ON FUNCTION
+    vechat.current_organisation_id(), vechat.current_user_id(), vechat.current_user_type(),
+    vechat.current_role_name()
+    TO vechat_auditor;

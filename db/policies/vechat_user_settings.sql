@@ -1,0 +1,22 @@
+-- db/policies/vechat_user_settings.sql — settings belong to their user alone
+
+ALTER TABLE public.vechat_user_settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.vechat_user_settings FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON public.vechat_user_settings FROM PUBLIC;
+
+DROP POLICY IF EXISTS vechat_user_settings_organisation_isolation ON public.vechat_user_settings;
+CREATE POLICY vechat_user_settings_organisation_isolation ON public.vechat_user_settings
+    AS RESTRICTIVE FOR ALL
+    USING (organisation_id = (SELECT vechat.current_organisation_id()))
+    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+COMMENT ON POLICY vechat_user_settings_organisation_isolation ON public.vechat_user_settings IS
+    'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
+GRANT SELECT, INSERT, UPDATE ON public.vechat_user_settings TO vechat_app;
+
+DROP POLICY IF EXISTS vechat_user_settings_all_owner ON public.vechat_user_settings;
+CREATE POLICY vechat_user_settings_all_owner ON public.vechat_user_settings
+    FOR ALL
+    USING (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()))
+    WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
+COMMENT ON POLICY vechat_user_settings_all_owner ON public.vechat_user_settings IS
+    'A user reads and writes only their own settings.';
