@@ -1,0 +1,367 @@
+"""The application's database edge: the `vechat_app` pool, the tenant transaction, role safety.
+
+Every request runs in one transaction that starts with its tenant context — `BEGIN` and the
+transaction-local settings travel together in a single round trip (architecture.md: round trips,
+not policies, decide throughput). Because the context is transaction-local, a released connection
+carries nothing into the next request, so the pool skips asyncpg's reset query on release.
+
+This module (with migrate.py and the realtime listener) is the only one that imports the driver;
+the API uses `Connection`, `PostgresError`, `DatabaseUnavailable` from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import asyncpg
+import asyncpg.pool
+import msgspec
+
+from vechat_rls.auth import ROLE_PATTERN, USER_TYPES, Identity
+from vechat_rls.config import Settings, redact_url
+
+log = logging.getLogger(__name__)
+
+# What `tenant()` yields: a pooled connection (a proxy) or, for one-off checks, a plain one.
+Connection: TypeAlias = (
+    "asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+)
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Record = asyncpg.Record
+PostgresError = asyncpg.PostgresError  # every error the server reports; `.sqlstate` says which
+
+CONNECT_TIMEOUT_S = 5.0
+ACQUIRE_TIMEOUT_S = 5.0
+PING_TIMEOUT_S = 2.0
+RETRY_AFTER_S = 2
+
+# Errors that mean "the database is not reachable right now", as opposed to a bad query.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable, DNS
+    asyncio.TimeoutError,  # connect or acquire timed out
+    asyncpg.ConnectionDoesNotExistError,  # the connection died under a query
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.CannotConnectNowError,  # 57P03 starting up / shutting down
+    asyncpg.AdminShutdownError,  # 57P01
+    asyncpg.TooManyConnectionsError,  # 53300
+)
+_PING_FAILURES: tuple[type[BaseException], ...] = (
+    *_UNREACHABLE,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresError,
+)
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    *_UNREACHABLE,
+    asyncpg.InterfaceError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # no such role, pg_hba
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached; the API answers 503 with `Retry-After`."""
+
+    def __init__(self, message: str = "database unavailable", retry_after: int = RETRY_AFTER_S):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RoleSafetyError(Exception):
+    """The application's role could switch row-level security off; `serve` refuses to start."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The tenant transaction
+
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+
+def begin_sql(identity: Identity, *, readonly: bool, statement_timeout_ms: int | None) -> str:
+    """`BEGIN` plus the tenant settings as one simple-protocol batch (one round trip).
+
+    A batch cannot take parameters, so values are rendered here: integers via `int`, the user
+    type from its two allowed words, the role by `ROLE_PATTERN` (letters, digits, `_.:-`) and
+    quoted anyway — nothing from a request reaches this text unchecked.
+    """
+    if identity.user_type not in USER_TYPES:
+        raise ValueError("invalid user_type")
+    role = identity.role or ""
+    if role and not ROLE_PATTERN.fullmatch(role):
+        raise ValueError("invalid role")
+    settings = [
+        ("vechat.organisation_id", str(int(identity.organisation_id))),
+        ("vechat.user_id", str(int(identity.user_id))),
+        ("vechat.user_type", identity.user_type),
+        ("vechat.role", role),
+    ]
+    if statement_timeout_ms is not None:
+        settings.append(("statement_timeout", str(int(statement_timeout_ms))))
+    calls = ", ".join(f"set_config({_literal(k)}, {_literal(v)}, true)" for k, v in settings)
+    return f"{_BEGIN}{' READ ONLY' if readonly else ''}; SELECT {calls}"
+
+
+def _literal(value: str) -> str:
+    if "\x00" in value or "\\" in value:
+        raise ValueError("unquotable value")
+    return "'" + value.replace("'", "''") + "'"
+
+
+@contextlib.asynccontextmanager
+async def tenant(
+    pool: Pool | Database,
+    identity: Identity,
+    *,
+    readonly: bool = False,
+    statement_timeout_ms: int | None = None,
+) -> AsyncIterator[Connection]:
+    """A connection inside a transaction acting for `identity`; commits on success.
+
+    `readonly=True` runs `READ ONLY` (a write raises SQLSTATE 25006). Any exception rolls back and
+    propagates; failures to reach the database become `DatabaseUnavailable`.
+    """
+    if isinstance(pool, Database):
+        if statement_timeout_ms is None:
+            statement_timeout_ms = pool.settings.statement_timeout_ms
+        pool = pool.pool
+    sql = begin_sql(identity, readonly=readonly, statement_timeout_ms=statement_timeout_ms)
+    try:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+            await conn.execute(sql)
+            try:
+                yield conn
+            except BaseException:
+                if not conn.is_closed():
+                    # A failed rollback leaves the connection in a transaction; the pool's
+                    # release then rolls back or discards it, so the original error wins.
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+    except _UNREACHABLE as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    except asyncpg.InterfaceError as exc:
+        if "closed" in str(exc) or "is being released" in str(exc):
+            raise DatabaseUnavailable("database connection lost") from exc
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Pools
+
+
+async def _no_reset(conn: Connection) -> None:
+    """Release without a round trip: the tenant context is transaction-local (see module doc).
+
+    asyncpg still rolls back a transaction left open before calling this hook, so a connection
+    never goes back to the pool mid-transaction.
+    """
+
+
+def _json_encode(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def _init_connection(conn: Connection) -> None:
+    # json/jsonb columns travel as Python objects, encoded and decoded by msgspec.
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=_json_encode, decoder=msgspec.json.decode
+        )
+
+
+async def create_pool(url: str, *, min_size: int = 0, max_size: int = 10, **kwargs: Any) -> Pool:
+    """A pool without reset-on-release and with msgspec JSON codecs.
+
+    `min_size` connections are opened in the background, so a pool can be created while the
+    database is down (requests then answer 503 until it is back).
+    """
+    pool = asyncpg.create_pool(
+        url,
+        min_size=0,
+        max_size=max_size,
+        reset=_no_reset,
+        init=_init_connection,
+        timeout=CONNECT_TIMEOUT_S,
+        server_settings={"application_name": "vechat-rls"},
+        **kwargs,
+    )
+    await pool
+    if min_size:
+        task = asyncio.get_running_loop().create_task(_warm_up(pool, min_size))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+    return pool
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _warm_up(pool: Pool, count: int) -> None:
+    with contextlib.suppress(Exception):
+        conns = [await pool.acquire(timeout=CONNECT_TIMEOUT_S) for _ in range(count)]
+        for conn in conns:
+            await pool.release(conn)
+
+
+class Database:
+    """One database's pool plus the settings its transactions need."""
+
+    def __init__(self, settings: Settings, url: str | None = None) -> None:
+        self.settings = settings
+        self.url = url or settings.database_url
+        self._pool: Pool | None = None
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError("Database.open() has not been awaited")
+        return self._pool
+
+    @property
+    def label(self) -> str:
+        """host:port/database, for messages (never the password)."""
+        parts = urlsplit(self.url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+
+    async def open(self) -> None:
+        self._pool = await create_pool(
+            self.url, min_size=self.settings.pool_min, max_size=self.settings.pool_max
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), timeout=5)
+
+    def tenant(
+        self, identity: Identity, *, readonly: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[Connection]:
+        """See `tenant()`; uses this database's statement timeout."""
+        return tenant(self, identity, readonly=readonly)
+
+    async def ping(self) -> None:
+        """Raise `DatabaseUnavailable` unless a query round trip succeeds within 2 s."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                async with self.pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except _PING_FAILURES as exc:
+            raise DatabaseUnavailable(f"database {self.label} unreachable") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Role safety: the application's role must not be able to switch row-level security off.
+
+_ROLE_SAFETY_SQL = """
+SELECT r.rolname,
+       r.rolsuper,
+       r.rolbypassrls,
+       ARRAY(SELECT m.rolname::text FROM pg_catalog.pg_roles m
+             WHERE m.oid <> r.oid AND (m.rolsuper OR m.rolbypassrls)
+               AND pg_catalog.pg_has_role(r.oid, m.oid, 'MEMBER')
+             ORDER BY 1) AS privileged_roles,
+       ARRAY(SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+               AND ((n.nspname = 'public' AND c.relname LIKE 'vechat\\_%')
+                    OR n.nspname IN ('vechat', 'vechat_audit'))
+               AND pg_catalog.pg_has_role(r.oid, c.relowner, 'MEMBER')
+             ORDER BY 1) AS owned_relations,
+       ARRAY(SELECT n.nspname::text FROM pg_catalog.pg_namespace n
+             WHERE n.nspname IN ('vechat', 'vechat_audit')
+               AND pg_catalog.pg_has_role(r.oid, n.nspowner, 'MEMBER')
+             ORDER BY 1) AS owned_schemas,
+       ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname IN ('vechat', 'vechat_audit')
+               AND pg_catalog.pg_has_role(r.oid, p.proowner, 'MEMBER')
+             ORDER BY 1) AS owned_functions
+FROM pg_catalog.pg_roles r
+WHERE r.rolname = current_user
+"""
+
+
+def _some(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+async def role_safety_problems(conn: Connection) -> list[str]:
+    """Why the connected role could bypass row-level security; empty when it cannot.
+
+    Membership counts as ownership: a member of the owning role can `SET ROLE` to it and then
+    `ALTER TABLE … NO FORCE ROW LEVEL SECURITY`.
+    """
+    row = await conn.fetchrow(_ROLE_SAFETY_SQL)
+    assert row is not None
+    role = row["rolname"]
+    if row["rolsuper"]:
+        return [f"role {role!r} is a superuser (row-level security never applies to it)"]
+    problems = []
+    if row["rolbypassrls"]:
+        problems.append(f"role {role!r} has BYPASSRLS")
+    if row["privileged_roles"]:
+        problems.append(
+            f"role {role!r} is a member of superuser/BYPASSRLS role(s) "
+            f"{_some(row['privileged_roles'])}"
+        )
+    owned = row["owned_relations"] + [f"schema {s}" for s in row["owned_schemas"]]
+    owned += [f"function {f}" for f in row["owned_functions"]]
+    if owned:
+        problems.append(
+            f"role {role!r} owns (or is a member of the owner of) {_some(owned)}, "
+            "and an owner can switch row-level security off"
+        )
+    return problems
+
+
+async def check_role_safety(
+    target: Pool | Database | str, *, allow_privileged: bool = False
+) -> list[str]:
+    """Raise `RoleSafetyError` naming the problems, unless `allow_privileged` (then log loudly).
+
+    `target` is a pool, a `Database` or a URL (one short-lived connection). Returns the problems
+    found, empty for a safe role; an unreachable database raises `DatabaseUnavailable`.
+    """
+    if isinstance(target, str):
+        label = redact_url(target)
+        connection: contextlib.AbstractAsyncContextManager[Connection] = _connect(target)
+    else:
+        label = target.label if isinstance(target, Database) else "the database"
+        pool = target.pool if isinstance(target, Database) else target
+        connection = pool.acquire(timeout=CONNECT_TIMEOUT_S)
+    try:
+        async with connection as conn:
+            problems = await role_safety_problems(conn)
+    except _CONNECT_FAILURES as exc:
+        raise DatabaseUnavailable(f"cannot connect to {label}: {_reason(exc)}") from exc
+    if problems and not allow_privileged:
+        raise RoleSafetyError(
+            "; ".join(problems) + " — connect as vechat_app (see VECHAT_DATABASE_URL)"
+        )
+    for problem in problems:
+        log.warning(
+            "UNSAFE (--allow-privileged-role): %s; tenant isolation is NOT enforced", problem
+        )
+    return problems
+
+
+@contextlib.asynccontextmanager
+async def _connect(url: str) -> AsyncIterator[Connection]:
+    conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
