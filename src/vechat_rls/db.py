@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -28,10 +28,15 @@ from vechat_rls.config import Settings, redact_url
 log = logging.getLogger(__name__)
 
 # What `tenant()` yields: a pooled connection (a proxy) or, for one-off checks, a plain one.
-Connection: TypeAlias = (
-    "asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
-)
-Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+# Real objects at run time too: Litestar resolves handler annotations such as `conn: Connection`.
+if TYPE_CHECKING:
+    Connection: TypeAlias = (
+        asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]
+    )
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    Connection = asyncpg.pool.PoolConnectionProxy | asyncpg.Connection
+    Pool = asyncpg.Pool
 Record = asyncpg.Record
 PostgresError = asyncpg.PostgresError  # every error the server reports; `.sqlstate` says which
 

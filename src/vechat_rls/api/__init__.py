@@ -1,0 +1,1 @@
+"""The HTTP API: the Litestar app (`app.py`), one module per resource, errors, security."""

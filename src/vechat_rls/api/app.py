@@ -1,0 +1,153 @@
+"""The Litestar application: routes, lifespans, errors, limits, OpenAPI and metrics in one place.
+
+Adding a resource: write `api/<resource>.py` with one `Controller` and add it to `CONTROLLERS`.
+Its handlers may ask for `identity: Identity`, `conn: db.Connection` (the request's tenant
+transaction, READ ONLY for GET/HEAD) or `database: db.Database` (to open transactions
+themselves) and `settings: Settings`. Every route under `/api/v1` requires a valid token.
+Something that must run for the life of the process (the realtime listener) is a context manager
+in `LIFESPANS`; if it can fail, it registers a readiness check in `app.state.readiness`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    ScalarRenderPlugin,
+    StoplightRenderPlugin,
+    SwaggerRenderPlugin,
+    YamlRenderPlugin,
+)
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ControllerRouterHandler
+
+from vechat_rls import __version__, db
+from vechat_rls.api.errors import EXCEPTION_HANDLERS
+from vechat_rls.api.health import HealthController, ReadinessCheck
+from vechat_rls.api.me import MeController
+from vechat_rls.api.security import (
+    provide_conn,
+    provide_database,
+    provide_identity,
+    require_identity,
+)
+from vechat_rls.auth import TokenVerifier
+from vechat_rls.config import Settings
+
+API_PREFIX = "/api/v1"
+
+CONTROLLERS: list[ControllerRouterHandler] = [
+    MeController,
+]
+"""Resource controllers mounted under `/api/v1`, one line each."""
+
+Lifespan = Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]
+
+
+@contextlib.asynccontextmanager
+async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """The pool for the life of the process; the app starts even while the database is down."""
+    database: db.Database = app.state.database
+    await database.open()
+    readiness: dict[str, ReadinessCheck] = app.state.readiness
+    readiness["database"] = database.ping
+    try:
+        yield
+    finally:
+        readiness.pop("database", None)
+        await database.close()
+
+
+LIFESPANS: list[Lifespan] = [
+    database_lifespan,
+    # realtime listener: started after the pool it reads through, stopped before it
+]
+"""Entered in order at startup, left in reverse at shutdown."""
+
+BEARER_SCHEME = "BearerToken"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    controllers: Sequence[ControllerRouterHandler] | None = None,
+    debug: bool = False,
+) -> Litestar:
+    """The ASGI app for `settings`; `controllers` replaces `CONTROLLERS` (tests)."""
+    verifier = TokenVerifier(settings)  # a bad key fails here, before serving anything
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=list(CONTROLLERS if controllers is None else controllers),
+        guards=[require_identity],
+        dependencies={
+            "identity": Provide(provide_identity),
+            "database": Provide(provide_database),
+            "conn": Provide(provide_conn),
+        },
+        security=[{BEARER_SCHEME: []}],
+    )
+    prometheus = PrometheusConfig(
+        app_name="vechat_rls",
+        prefix="vechat",
+        group_path=True,
+        exclude=["/metrics"],
+    )
+    return Litestar(
+        route_handlers=[api, HealthController, PrometheusController],
+        lifespan=list(LIFESPANS),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        middleware=[prometheus.middleware],
+        cors_config=(
+            CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
+        ),
+        dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
+        openapi_config=_openapi(),
+        state=_state(settings, verifier),
+        debug=debug,
+    )
+
+
+def _state(settings: Settings, verifier: TokenVerifier) -> Any:
+    from litestar.datastructures import State
+
+    return State(
+        {
+            "settings": settings,
+            "verifier": verifier,
+            "database": db.Database(settings),
+            "readiness": {},
+        }
+    )
+
+
+def _openapi() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="vechat-rls",
+        version=__version__,
+        description=(
+            "Multi-tenant 1:1 chat. Every `/api/v1` route needs `Authorization: Bearer <jwt>`; "
+            "errors are RFC 9457 problem details (`application/problem+json`)."
+        ),
+        path="/schema",
+        render_plugins=[
+            JsonRenderPlugin(path=["/", "/openapi.json"]),
+            YamlRenderPlugin(),
+            SwaggerRenderPlugin(),
+            StoplightRenderPlugin(),
+            ScalarRenderPlugin(),
+        ],
+        components=Components(
+            security_schemes={
+                BEARER_SCHEME: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }
+        ),
+    )

@@ -1,0 +1,73 @@
+"""Bearer token → `Identity` for every `/api/v1` route, and the per-request tenant connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.handlers.base import BaseRouteHandler
+
+from vechat_rls import db
+from vechat_rls.auth import AuthError, Identity, TokenVerifier, http_token, websocket_token
+
+AUTH_IN_HANDLER = "vechat_auth_in_handler"
+"""Route `opt` key: a WebSocket handler that authenticates itself (to accept, then close 4401)."""
+
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
+def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
+    """The caller's identity, verified once per connection and kept in `scope["user"]`.
+
+    HTTP reads `Authorization: Bearer` only; a WebSocket handshake also `?access_token=` and the
+    cookie `access_token`. Raises `AuthError` (→ 401, or close 4401 on a WebSocket).
+    """
+    cached = connection.scope.get("user")
+    if isinstance(cached, Identity):
+        return cached
+    verifier: TokenVerifier = connection.app.state.verifier
+    if connection.scope["type"] == ScopeType.WEBSOCKET:
+        token = websocket_token(connection)
+    else:
+        token = http_token(connection)
+    identity = verifier.verify(token)
+    connection.scope["user"] = identity
+    return identity
+
+
+async def require_identity(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Router guard: no `/api/v1` handler runs without a verified token."""
+    if handler.opt.get(AUTH_IN_HANDLER):
+        return
+    authenticate(connection)
+
+
+async def provide_identity(request: ASGIConnection[Any, Any, Any, Any]) -> Identity:
+    """Dependency `identity`: the guard has already verified the token."""
+    identity = request.scope.get("user")
+    if not isinstance(identity, Identity):
+        raise AuthError("missing bearer token", error="")
+    return identity
+
+
+async def provide_database(request: ASGIConnection[Any, Any, Any, Any]) -> db.Database:
+    """Dependency `database`: for handlers that open their own tenant transactions."""
+    database: db.Database = request.app.state.database
+    return database
+
+
+async def provide_conn(
+    request: ASGIConnection[Any, Any, Any, Any], identity: Identity, database: db.Database
+) -> AsyncIterator[db.Connection]:
+    """Dependency `conn`: the request's tenant transaction (READ ONLY for GET/HEAD).
+
+    Litestar builds the response before this generator resumes, so the commit happens before a
+    single byte is sent and a failed commit still becomes an error response.
+    """
+    readonly = request.scope.get("method") in READ_ONLY_METHODS
+    async with database.tenant(identity, readonly=readonly) as conn:
+        yield conn

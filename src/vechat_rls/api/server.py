@@ -1,0 +1,97 @@
+"""`vechat-rls serve`: check settings and the database role, then run the app under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import logging
+import re
+import sys
+from typing import Any
+
+import uvicorn
+import uvicorn.config
+from litestar import Litestar
+
+from vechat_rls import db
+from vechat_rls.api.app import create_app
+from vechat_rls.auth import TokenVerifier
+from vechat_rls.config import ConfigError, Settings
+
+APP_FACTORY = "vechat_rls.api.server:app_factory"
+_TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s\"']+")
+
+
+class TokenRedactingFilter(logging.Filter):
+    """Blanks `access_token=` values (WebSocket URLs) in log records: tokens are never logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "access_token=" in message:
+            record.msg = _TOKEN_IN_TEXT.sub(r"\1***", message)
+            record.args = ()
+        return True
+
+
+def app_factory() -> Litestar:
+    """What each uvicorn worker process imports: the app for the environment's settings."""
+    return create_app(Settings.from_env())
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the token filter on its access and error loggers."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"redact_tokens": {"()": f"{__name__}.TokenRedactingFilter"}}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    return config
+
+
+def check_before_serving(settings: Settings, *, allow_privileged_role: bool) -> None:
+    """Everything that must hold before accepting a request; raises `CliError` otherwise."""
+    from vechat_rls.cli import CliError
+
+    try:
+        TokenVerifier(settings)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if settings.registry:
+        raise CliError("VECHAT_REGISTRY is not supported by serve yet; use VECHAT_DATABASE_URL")
+    try:
+        problems = asyncio.run(
+            db.check_role_safety(settings.database_url, allow_privileged=allow_privileged_role)
+        )
+    except db.RoleSafetyError as exc:
+        raise CliError(f"refusing to serve: {exc}", 1) from None
+    except db.DatabaseUnavailable as exc:
+        raise CliError(str(exc), 1) from None
+    for problem in problems:
+        print(
+            f"vechat-rls: WARNING: {problem}. Tenant isolation is NOT enforced "
+            "(--allow-privileged-role: benchmarks only).",
+            file=sys.stderr,
+        )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from vechat_rls.cli import CliError
+
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    check_before_serving(settings, allow_privileged_role=args.allow_privileged_role)
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_config=log_config(),
+        server_header=False,
+        lifespan="on",
+    )
+    return 0
