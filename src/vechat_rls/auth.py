@@ -76,6 +76,7 @@ class TokenVerifier:
         self._key = _load_key(self.algorithm, settings.jwt_verification_key())
         self._options: jwt.types.Options = {
             "require": ["exp"],
+            "verify_sub": False,  # an integer `sub` is accepted (contract.md); checked below
             "verify_aud": self.audience is not None,
             "verify_iss": self.issuer is not None,
         }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 from litestar import Controller, get
 
-from vechat_rls import db
-from vechat_rls.auth import Identity, UserType
+from vechat_rls.api.security import DatabaseDep, IdentityDep
+from vechat_rls.auth import UserType
 
 
 class Me(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,7 +43,7 @@ class MeController(Controller):
     tags = ["me"]
 
     @get(summary="The caller: identity from the token and their contact row (created on first use)")
-    async def get_me(self, identity: Identity, database: db.Database) -> Me:
+    async def get_me(self, identity: IdentityDep, database: DatabaseDep) -> Me:
         # A GET that may insert (first use), so not the read-only `conn` of GET requests.
         async with database.tenant(identity) as conn:
             row = await conn.fetchrow(

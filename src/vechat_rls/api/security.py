@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
 from vechat_rls import db
 from vechat_rls.auth import AuthError, Identity, TokenVerifier, http_token, websocket_token
+from vechat_rls.config import Settings
+
+# Handler parameter types; the parameter *name* selects the dependency (Litestar's named DI):
+#   identity: IdentityDep, conn: ConnDep, database: DatabaseDep, settings: SettingsDep
+IdentityDep: TypeAlias = NamedDependency[Identity]
+ConnDep: TypeAlias = NamedDependency[db.Connection]
+DatabaseDep: TypeAlias = NamedDependency[db.Database]
+SettingsDep: TypeAlias = NamedDependency[Settings]
 
 AUTH_IN_HANDLER = "vechat_auth_in_handler"
 """Route `opt` key: a WebSocket handler that authenticates itself (to accept, then close 4401)."""
@@ -61,7 +70,7 @@ async def provide_database(request: ASGIConnection[Any, Any, Any, Any]) -> db.Da
 
 
 async def provide_conn(
-    request: ASGIConnection[Any, Any, Any, Any], identity: Identity, database: db.Database
+    request: ASGIConnection[Any, Any, Any, Any], identity: IdentityDep, database: DatabaseDep
 ) -> AsyncIterator[db.Connection]:
     """Dependency `conn`: the request's tenant transaction (READ ONLY for GET/HEAD).
 
