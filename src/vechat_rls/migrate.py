@@ -516,7 +516,7 @@ def _run_file(
         raise _sql_error(exc, where or path.name, text, target) from None
 
 
-def _as_owner(conn: psycopg.Connection[Any], target: Target) -> None:
+def act_as_owner(conn: psycopg.Connection[Any], target: Target) -> None:
     """Inside a transaction: act as vechat_owner, so every object created is owned by it."""
     conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
     conn.execute("SET LOCAL search_path = public, vechat")
@@ -561,7 +561,7 @@ def check_can_become_owner(conn: psycopg.Connection[Any]) -> None:
 
 def apply_migration(conn: psycopg.Connection[Any], migration: Migration, target: Target) -> None:
     with conn.transaction():
-        _as_owner(conn, target)
+        act_as_owner(conn, target)
         _run_file(conn, migration.up, target)
         if migration.verify is not None:
             _run_file(conn, migration.verify, target)
@@ -574,7 +574,7 @@ def apply_migration(conn: psycopg.Connection[Any], migration: Migration, target:
 
 def revert_migration(conn: psycopg.Connection[Any], migration: Migration, target: Target) -> None:
     with conn.transaction():
-        _as_owner(conn, target)
+        act_as_owner(conn, target)
         _run_file(conn, migration.down, target)
         _as_dba(conn)
         conn.execute(
@@ -588,7 +588,7 @@ def apply_policies(
     conn: psycopg.Connection[Any], layout: Layout, files: Sequence[PolicyFile], target: Target
 ) -> None:
     with conn.transaction():
-        _as_owner(conn, target)
+        act_as_owner(conn, target)
         for policy in files:
             _run_file(conn, policy.path, target, f"policies/{policy.name}")
         _as_dba(conn)
@@ -744,10 +744,8 @@ WHO_AM_I_SQL = (
 
 COUNT_SQL = "SELECT count(*) AS total, count(organisation_id) AS with_organisation FROM public.{}"
 
-FINDINGS_COUNT_SQL = """
-SELECT CASE WHEN to_regprocedure('vechat_audit.findings()') IS NULL THEN NULL
-            ELSE (SELECT count(*) FROM vechat_audit.findings()) END
-"""
+HAS_AUDIT_SQL = "SELECT to_regprocedure('vechat_audit.findings()') IS NOT NULL"
+FINDINGS_COUNT_SQL = "SELECT count(*) FROM vechat_audit.findings()"
 
 
 @dataclass
@@ -839,11 +837,12 @@ def verify(target: Target, layout: Layout, say: Say) -> bool:
             off,
         )
 
-        row = conn.execute(FINDINGS_COUNT_SQL).fetchone()
-        findings = row[0] if row else None
-        if findings is None:
+        row = conn.execute(HAS_AUDIT_SQL).fetchone()
+        if not (row and row[0]):
             checks.check(False, "isolation audit: schema vechat_audit is missing")
         else:
+            row = conn.execute(FINDINGS_COUNT_SQL).fetchone()
+            findings = row[0] if row else 0
             checks.check(
                 findings == 0,
                 f"isolation audit: {findings} findings"
@@ -893,6 +892,9 @@ def run_each(targets: Sequence[Target], action: Action) -> int:
             ok = action(target, report.say)
         except MigrationError as exc:
             report.fail(str(exc))
+            ok = False
+        except psycopg.Error as exc:  # a query of ours failed: still one line, never a traceback
+            report.fail(_one_line(exc, target))
             ok = False
         except OSError as exc:
             report.fail(f"{exc.filename or ''}: {exc.strerror or exc}")
