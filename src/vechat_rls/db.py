@@ -28,14 +28,15 @@ from vechat_rls.config import Settings, redact_url
 log = logging.getLogger(__name__)
 
 # What `tenant()` yields: a pooled connection (a proxy) or, for one-off checks, a plain one.
-# Real objects at run time too: Litestar resolves handler annotations such as `conn: Connection`.
+# At run time a single class, because Litestar resolves (and msgspec checks) handler annotations
+# such as `conn: Connection`, and a union of two classes is not supported there.
 if TYPE_CHECKING:
     Connection: TypeAlias = (
         asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]
     )
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
 else:
-    Connection = asyncpg.pool.PoolConnectionProxy | asyncpg.Connection
+    Connection = asyncpg.pool.PoolConnectionProxy
     Pool = asyncpg.Pool
 Record = asyncpg.Record
 PostgresError = asyncpg.PostgresError  # every error the server reports; `.sqlstate` says which
@@ -45,8 +46,9 @@ ACQUIRE_TIMEOUT_S = 5.0
 PING_TIMEOUT_S = 2.0
 RETRY_AFTER_S = 2
 
-# Errors that mean "the database is not reachable right now", as opposed to a bad query.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
+# Errors that mean "the database is not reachable right now", as opposed to a bad query:
+# the API answers them 503 + Retry-After wherever they are raised.
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # refused, reset, unreachable, DNS
     asyncio.TimeoutError,  # connect or acquire timed out
     asyncpg.ConnectionDoesNotExistError,  # the connection died under a query
@@ -55,13 +57,13 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,  # 57P01
     asyncpg.TooManyConnectionsError,  # 53300
 )
-_PING_FAILURES: tuple[type[BaseException], ...] = (
-    *_UNREACHABLE,
+_PING_FAILURES: tuple[type[Exception], ...] = (
+    *UNREACHABLE_ERRORS,
     asyncpg.InterfaceError,
     asyncpg.PostgresError,
 )
-_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
-    *_UNREACHABLE,
+_CONNECT_FAILURES: tuple[type[Exception], ...] = (
+    *UNREACHABLE_ERRORS,
     asyncpg.InterfaceError,
     asyncpg.InvalidAuthorizationSpecificationError,  # no such role, pg_hba
     asyncpg.InvalidPasswordError,
@@ -127,8 +129,9 @@ async def tenant(
 ) -> AsyncIterator[Connection]:
     """A connection inside a transaction acting for `identity`; commits on success.
 
-    `readonly=True` runs `READ ONLY` (a write raises SQLSTATE 25006). Any exception rolls back and
-    propagates; failures to reach the database become `DatabaseUnavailable`.
+    `readonly=True` runs `READ ONLY` (a write raises SQLSTATE 25006). An exception raised in the
+    block rolls back and propagates unchanged (api/errors.py maps `UNREACHABLE_ERRORS` to 503);
+    failing to acquire, begin or commit because the database is gone raises `DatabaseUnavailable`.
     """
     if isinstance(pool, Database):
         if statement_timeout_ms is None:
@@ -136,24 +139,32 @@ async def tenant(
         pool = pool.pool
     sql = begin_sql(identity, readonly=readonly, statement_timeout_ms=statement_timeout_ms)
     try:
-        async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-            await conn.execute(sql)
-            try:
-                yield conn
-            except BaseException:
-                if not conn.is_closed():
-                    # A failed rollback leaves the connection in a transaction; the pool's
-                    # release then rolls back or discards it, so the original error wins.
-                    with contextlib.suppress(Exception):
-                        await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
-    except _UNREACHABLE as exc:
+        conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+    except UNREACHABLE_ERRORS as exc:
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-    except asyncpg.InterfaceError as exc:
-        if "closed" in str(exc) or "is being released" in str(exc):
-            raise DatabaseUnavailable("database connection lost") from exc
-        raise
+    try:
+        try:
+            await conn.execute(sql)
+        except UNREACHABLE_ERRORS as exc:
+            raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        try:
+            yield conn
+        except BaseException:
+            if not conn.is_closed():
+                # A failed rollback leaves the connection in a transaction; release then rolls
+                # back or discards it, so the original error is the one that propagates.
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            raise
+        try:
+            await conn.execute("COMMIT")
+        except UNREACHABLE_ERRORS as exc:
+            raise DatabaseUnavailable("database connection lost during COMMIT") from exc
+    finally:
+        try:
+            await pool.release(conn)
+        except Exception:  # the pool has already discarded the connection; nothing to add
+            log.debug("connection discarded on release", exc_info=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
 
 from vechat_rls import __version__, db
+from vechat_rls.api.body import StrictBody
 from vechat_rls.api.errors import EXCEPTION_HANDLERS
 from vechat_rls.api.health import HealthController, ReadinessCheck
 from vechat_rls.api.me import MeController
@@ -93,6 +94,8 @@ def create_app(
             "conn": Provide(provide_conn),
         },
         security=[{BEARER_SCHEME: []}],
+        dto=StrictBody,  # request bodies: strict msgspec decoding (api/body.py)
+        return_dto=None,  # responses: msgspec encodes structs directly
     )
     prometheus = PrometheusConfig(
         app_name="vechat_rls",

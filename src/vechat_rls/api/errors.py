@@ -167,15 +167,14 @@ def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[d
     return problem(status, detail, headers=exc.headers)
 
 
-def _database_unavailable(
-    _: Request[Any, Any, Any], exc: db.DatabaseUnavailable
-) -> Response[dict[str, Any]]:
-    log.warning("database unavailable: %s", exc)
+def _database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    retry_after = exc.retry_after if isinstance(exc, db.DatabaseUnavailable) else db.RETRY_AFTER_S
     return problem(
         503,
         "database unavailable, retry later",
         slug="service-unavailable",
-        headers={"Retry-After": str(exc.retry_after)},
+        headers={"Retry-After": str(retry_after)},
     )
 
 
@@ -207,7 +206,7 @@ def _postgres_error(_: Request[Any, Any, Any], exc: db.PostgresError) -> Respons
             return problem(404, "resource not found", slug="not-found")
         log.error("privilege error (a missing GRANT?): sqlstate=%s", sqlstate, exc_info=exc)
         return problem(403, "not allowed", slug="forbidden")
-    mapped = _SQLSTATES.get(sqlstate) or _SQLSTATE_CLASSES.get(sqlstate[:2])
+    mapped = _SQLSTATES.get(sqlstate, _SQLSTATE_CLASSES.get(sqlstate[:2]))
     if mapped is None:
         log.error("unmapped database error sqlstate=%s", sqlstate, exc_info=exc)
         return problem(500, slug="internal-error")
@@ -218,7 +217,14 @@ def _postgres_error(_: Request[Any, Any, Any], exc: db.PostgresError) -> Respons
     return problem(status, detail, slug=slug, headers=headers)
 
 
-def _internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        # Litestar groups exceptions raised while cleaning up generator dependencies.
+        inner = exc.exceptions[0]
+        for cls in type(inner).__mro__:
+            handler = EXCEPTION_HANDLERS.get(cls)
+            if handler is not None and cls is not Exception:
+                return handler(request, inner)
     log.error("unhandled %s", type(exc).__name__, exc_info=exc)
     return problem(500, slug="internal-error")
 
@@ -228,7 +234,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     AuthError: _auth_error,
     HTTPException: _http_exception,
     db.DatabaseUnavailable: _database_unavailable,
+    **{cls: _database_unavailable for cls in db.UNREACHABLE_ERRORS},
     db.PostgresError: _postgres_error,
     Exception: _internal_error,
 }
-"""Passed to `Litestar(exception_handlers=…)`; the most specific class wins."""
+"""Passed to `Litestar(exception_handlers=…)`; the handler of the closest class in the MRO wins."""
