@@ -1,0 +1,140 @@
+"""`vechat-rls serve`: refuses roles that could bypass RLS; serves with several worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import Database
+from tests.pg import TestPostgres
+from tests.scratch import Scratch, create_scratch
+from vechat_rls import cli
+from vechat_rls.api.server import TokenRedactingFilter
+from vechat_rls.auth import mint_token
+from vechat_rls.pgserver import free_port
+
+SECRET = "serve-test-secret-long-enough-for-hs256"
+
+
+@pytest.fixture(scope="module")
+def scratch(postgres: TestPostgres) -> Iterator[Scratch]:
+    s = create_scratch(postgres)
+    yield s
+    postgres.drop_database(s.database)
+
+
+def _serve(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> tuple[int, str]:
+    monkeypatch.setenv("VECHAT_DATABASE_URL", url)
+    monkeypatch.setenv("VECHAT_JWT_SECRET", SECRET)
+    code = cli.main(["serve", "--port", str(free_port())])
+    return code, capsys.readouterr().err
+
+
+def test_serve_refuses_a_superuser(
+    scratch: Scratch, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _serve(monkeypatch, capsys, scratch.admin_url)
+    assert code != 0
+    assert err.count("\n") == 1 and "refusing to serve" in err and "superuser" in err
+
+
+def test_serve_refuses_a_bypassrls_role(
+    scratch: Scratch, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _serve(monkeypatch, capsys, scratch.url_for(scratch.new_login_role("BYPASSRLS")))
+    assert code != 0 and "BYPASSRLS" in err and err.count("\n") == 1
+
+
+def test_serve_refuses_a_role_that_owns_a_vechat_table(
+    scratch: Scratch, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    role = scratch.new_login_role(f"IN ROLE {scratch.owner_role}")
+    code, err = _serve(monkeypatch, capsys, scratch.url_for(role))
+    assert code != 0 and "public.vechat_items" in err and err.count("\n") == 1
+
+
+def test_serve_names_an_unreachable_database_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"postgresql://vechat_app:pw-not-shown@127.0.0.1:{free_port()}/nowhere"
+    code, err = _serve(monkeypatch, capsys, url)
+    assert code != 0 and "cannot connect" in err and "pw-not-shown" not in err
+
+
+def test_serve_without_jwt_key_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VECHAT_JWT_SECRET", raising=False)
+    monkeypatch.delenv("VECHAT_JWT_PUBLIC_KEY", raising=False)
+    assert cli.main(["serve"]) == 2
+    assert "VECHAT_JWT_SECRET" in capsys.readouterr().err
+
+
+def test_serve_runs_worker_processes_behind_one_port(migrated_database: Database) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "VECHAT_DATABASE_URL": migrated_database.app_url,
+        "VECHAT_JWT_SECRET": SECRET,
+        "VECHAT_POOL_MIN": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        headers = {
+            "Authorization": "Bearer "
+            + mint_token(organisation_id=9301, user_id=1, user_type="personnel", key=SECRET)
+        }
+        me = httpx.get(base + "/api/v1/me", headers=headers, timeout=5)
+        assert me.status_code == 200 and me.json()["organisation_id"] == 9301
+        assert httpx.get(base + "/api/v1/me", timeout=5).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with psycopg.connect(migrated_database.admin_url) as conn:
+            conn.execute("DELETE FROM vechat_contacts WHERE organisation_id = 9301")
+
+
+def test_access_tokens_in_urls_are_redacted_from_logs() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5000", "/api/v1/ws?since=3&access_token=eyJ.secret.sig"),
+        None,
+    )
+    assert TokenRedactingFilter().filter(record)
+    assert "eyJ" not in record.getMessage() and "access_token=***" in record.getMessage()
