@@ -311,3 +311,59 @@ def test_audit_of_a_database_that_is_not_migrated_is_a_one_line_error(
         "vechat-rls: schema vechat_audit is missing: this database is not migrated "
         "(vechat-rls db migrate)\n"
     )
+
+
+WALKTHROUGH_DATA = """
+BEGIN;
+SET LOCAL ROLE vechat_app;
+SELECT set_config('vechat.organisation_id', '{org}', true),
+       set_config('vechat.user_id', '{user}', true),
+       set_config('vechat.user_type', 'personnel', true);
+INSERT INTO vechat_conversations
+    (organisation_id, participant1_id, participant1_type, participant2_id, participant2_type)
+VALUES ({org}, {user}, 'personnel', {peer}, 'client');
+INSERT INTO vechat_messages
+    (organisation_id, conversation_id, sender_id, sender_type, receiver_id, receiver_type, message)
+SELECT {org}, id, {user}, 'personnel', {peer}, 'client', 'hello from organisation {org}'
+FROM vechat_conversations;
+COMMIT;
+"""
+
+
+def test_walkthrough_tenant_context_sees_one_organisation_and_no_context_sees_nothing(
+    fresh_database: FreshDatabase,
+) -> None:
+    """docs/auditing.md step 6, statement for statement."""
+    db = fresh_database(migrated=True)
+    execute(db.admin_url, WALKTHROUGH_DATA.format(org=1, user=10, peer=11))
+    execute(db.admin_url, WALKTHROUGH_DATA.format(org=2, user=20, peer=21))
+    with psycopg.connect(db.admin_url) as conn:  # one transaction, rolled back at the end
+        conn.execute("SET LOCAL ROLE vechat_app")
+        assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
+        conn.execute("""
+            SELECT set_config('vechat.organisation_id', '1', true),
+                   set_config('vechat.user_id', '10', true),
+                   set_config('vechat.user_type', 'personnel', true)
+        """)
+        assert conn.execute("SELECT organisation_id, message FROM vechat_messages").fetchall() == [
+            (1, "hello from organisation 1")
+        ]
+        assert conn.execute(
+            "SELECT count(*) FROM vechat_messages WHERE organisation_id = 2"
+        ).fetchone() == (0,)
+        conn.execute("SELECT set_config('vechat.organisation_id', '', true)")
+        assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
+        conn.execute(
+            "SELECT set_config('vechat.organisation_id', '2', true), "
+            "set_config('vechat.user_id', '20', true)"
+        )
+        assert conn.execute("SELECT organisation_id, message FROM vechat_messages").fetchall() == [
+            (2, "hello from organisation 2")
+        ]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="organisation_isolation"):
+            conn.execute("""
+                INSERT INTO vechat_conversations (organisation_id, participant1_id,
+                    participant1_type, participant2_id, participant2_type)
+                VALUES (1, 20, 'personnel', 22, 'client')
+            """)
+        conn.rollback()

@@ -934,7 +934,7 @@ SELECT 'schema ' || pg_catalog.quote_ident(n.nspname), n.nspowner, pg_catalog.pg
 FROM pg_catalog.pg_namespace n
 WHERE n.nspname IN ('vechat', 'vechat_audit');
 COMMENT ON VIEW vechat_audit.objects IS
-    'Every vechat object (tenant tables, sequences, views, functions, the schemas vechat and vechat_audit; extension objects left out) and its owner. All should be owned by vechat_owner.';
+    'Every vechat object (tenant tables, sequences, views, functions, the schemas vechat and vechat_audit; extension objects left out) and its owner. All should be owned by vechat_owner, except the migration ledger (vechat.schema_*), which is the DBA''s.';
 
 CREATE OR REPLACE VIEW vechat_audit.privileged_roles WITH (security_invoker = true) AS
 SELECT r.rolname::text AS role_name,
