@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from vechat_rls import migrate
+from vechat_rls.cli import CliError
 
 REPO_DB = Path(__file__).resolve().parents[1] / "db"
 
@@ -41,3 +43,72 @@ def test_repository_layout_loads() -> None:
     assert layout.roles is not None and layout.roles.name == "00_roles.sql"
     assert layout.migrations[0].label == "0001_foundation"
     assert "00_roles.sql" not in [p.name for p in layout.policies]
+
+
+def _args(**values: object) -> argparse.Namespace:
+    defaults: dict[str, object] = {
+        "database_url": None,
+        "all": False,
+        "legacy_organisation_id": None,
+        "legacy_timezone": None,
+    }
+    return argparse.Namespace(**(defaults | values))
+
+
+def test_registry_targets_keep_their_own_legacy_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = tmp_path / "registry.toml"
+    registry.write_text("""
+[[databases]]
+name = "velosi"
+url = "postgresql://vechat_app@db1/velosi"
+admin_url = "postgresql://postgres@db1/velosi"
+organisations = [1]
+legacy_organisation_id = 1
+
+[[databases]]
+name = "shared"
+url = "postgresql://vechat_app@db2/shared"
+admin_url = "postgresql://postgres@db2/shared"
+organisations = ["*"]
+""")
+    monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
+    targets = migrate.targets_from_args(
+        _args(all=True, legacy_organisation_id=9, legacy_timezone="Africa/Tunis")
+    )
+    assert targets == [
+        migrate.Target("velosi", "postgresql://postgres@db1/velosi", 1, "Africa/Tunis"),
+        migrate.Target("shared", "postgresql://postgres@db2/shared", 9, "Africa/Tunis"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no [[databases]] entries"),
+        ("[[databases]]\nname = 'a'\n", "databases[0] (a): admin_url missing"),
+        ("[[databases]]\nadmin_url = 'postgresql://x/y'\n", "databases[0]: name missing"),
+        (
+            "[[databases]]\nname = 'a'\nadmin_url = 'u'\n"
+            "[[databases]]\nname = 'a'\nadmin_url = 'v'\n",
+            "databases[1]: name 'a' used twice",
+        ),
+        ("[[databases]\n", "registry"),
+    ],
+)
+def test_bad_registry_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    registry = tmp_path / "registry.toml"
+    registry.write_text(text)
+    monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
+    with pytest.raises(CliError) as caught:
+        migrate.targets_from_args(_args(all=True))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_default_target_is_named_after_its_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(migrate.ADMIN_URL_ENV, "postgresql://postgres:pw@h:5432/velosi")
+    [target] = migrate.targets_from_args(_args(legacy_organisation_id=4))
+    assert (target.name, target.legacy_organisation_id) == ("velosi", 4)

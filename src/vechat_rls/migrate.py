@@ -248,6 +248,7 @@ def load_registry(path: Path) -> list[Target]:
             raise CliError(f"{where}: not a table", 2)
         name, admin_url = entry.get("name"), entry.get("admin_url")
         legacy = entry.get("legacy_organisation_id")
+        timezone = entry.get("legacy_timezone")
         if not isinstance(name, str) or not name:
             raise CliError(f"{where}: name missing", 2)
         if not isinstance(admin_url, str) or not admin_url:
@@ -256,14 +257,20 @@ def load_registry(path: Path) -> list[Target]:
             not isinstance(legacy, int) or isinstance(legacy, bool) or legacy <= 0
         ):
             raise CliError(f"{where} ({name}): legacy_organisation_id must be an integer > 0", 2)
+        if timezone is not None and not isinstance(timezone, str):
+            raise CliError(f"{where} ({name}): legacy_timezone must be a string", 2)
         if any(t.name == name for t in targets):
             raise CliError(f"{where}: name {name!r} used twice", 2)
-        targets.append(Target(name, admin_url, legacy))
+        targets.append(Target(name, admin_url, legacy, timezone))
     return targets
 
 
 def targets_from_args(args: argparse.Namespace) -> list[Target]:
-    """`--database-url`, `--all` (the registry) or `$VECHAT_ADMIN_DATABASE_URL`."""
+    """`--database-url`, `--all` (the registry) or `$VECHAT_ADMIN_DATABASE_URL`.
+
+    With `--all`, a database's own `legacy_organisation_id` / `legacy_timezone` in the registry
+    win over the command-line values, which are only the default for entries that have none.
+    """
     legacy_org = getattr(args, "legacy_organisation_id", None)
     legacy_tz = getattr(args, "legacy_timezone", None)
     if getattr(args, "all", False):
@@ -272,7 +279,12 @@ def targets_from_args(args: argparse.Namespace) -> list[Target]:
             raise CliError(f"--all needs ${REGISTRY_ENV} (a TOML file of [[databases]])", 2)
         targets = load_registry(Path(registry))
         return [
-            Target(t.name, t.admin_url, legacy_org or t.legacy_organisation_id, legacy_tz)
+            Target(
+                t.name,
+                t.admin_url,
+                t.legacy_organisation_id or legacy_org,
+                t.legacy_timezone or legacy_tz,
+            )
             for t in targets
         ]
     url = getattr(args, "database_url", None) or os.environ.get(ADMIN_URL_ENV)
@@ -291,7 +303,7 @@ def _one_line(exc: BaseException, target: Target) -> str:
         text = text.removeprefix(prefix)
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
     password = _password_of(target.admin_url)
-    if password:
+    if password and len(password) >= 3:  # a one-letter "password" would mangle the message
         line = line.replace(password, "***")
     return line
 
