@@ -27,7 +27,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -362,8 +362,10 @@ def _runner_lock(conn: psycopg.Connection[Any], target: Target) -> Iterator[None
     try:
         yield
     finally:
-        if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        # Closing the connection releases the lock too: a broken connection needs no unlock.
+        with suppress(psycopg.Error):
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
 # --- the ledger ----------------------------------------------------------------------------------
