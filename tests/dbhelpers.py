@@ -1,0 +1,338 @@
+"""Helpers for the database tests: a schema-at-head database, tenant contexts, seed data.
+
+Seeding is done as the superuser (row-level security never applies to it, triggers still run);
+the tests then act as `vechat_app`, the role the API logs in as, in a transaction that sets the
+tenant context exactly like `vechat_rls.db.tenant` does (`set_config(…, true)`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.pg import TestPostgres
+from vechat_rls import migrate
+
+APP_PASSWORD = "vechat_app"
+
+# Every tenant table of the schema. The isolation matrix and the fail-closed tests assert that the
+# catalog holds exactly these, so a new table cannot arrive without its rows in the matrix.
+TENANT_TABLES: tuple[str, ...] = (
+    "vechat_attachments",
+    "vechat_contacts",
+    "vechat_conversations",
+    "vechat_event_cursors",
+    "vechat_events",
+    "vechat_message_edits",
+    "vechat_messages",
+    "vechat_presence",
+    "vechat_presence_connections",
+    "vechat_user_settings",
+)
+
+TENANT_TABLES_SQL = r"""
+SELECT c.relname::text
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relname LIKE 'vechat\_%' AND c.relkind IN ('r', 'p')
+ORDER BY 1
+"""
+
+# Organisation ids handed out to test modules, so that modules sharing one database never see each
+# other's rows. A different start per run and process keeps leftovers of a run out of the next.
+_organisations = itertools.count(1_000 + (os.getpid() % 1_000) * 1_000)
+
+
+def new_organisation_ids(count: int = 1) -> list[int]:
+    return [next(_organisations) for _ in range(count)]
+
+
+# --------------------------------------------------------------------------------------------
+# Databases
+
+
+def install_schema(postgres: TestPostgres, database: str) -> None:
+    """Bring `database` to the newest migration with the migration runner, as the DBA."""
+    target = migrate.target_for_url(postgres.admin_url(database))
+    migrate.migrate(target, migrate.load_layout(), say=lambda _line: None)
+    with psycopg.connect(postgres.admin_url(database), autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE vechat_app LOGIN PASSWORD '{APP_PASSWORD}'")
+
+
+@contextmanager
+def schema_database(postgres: TestPostgres, prefix: str = "t") -> Iterator[str]:
+    """A new database at head, dropped afterwards."""
+    name = postgres.create_database(prefix)
+    try:
+        install_schema(postgres, name)
+        yield name
+    finally:
+        postgres.drop_database(name)
+
+
+def shared_database(request: pytest.FixtureRequest, postgres: TestPostgres) -> str:
+    """The session's migrated database (conftest's `migrated_database`) when there is one.
+
+    Falls back to a database of our own, created once per session, until the shared fixture
+    exists. Tests keep to their own organisation ids (`new_organisation_ids`).
+    """
+    try:
+        shared: Any = request.getfixturevalue("migrated_database")
+    except pytest.FixtureLookupError:
+        return _private_database(postgres)
+    return _database_name(shared)
+
+
+_private: dict[str, str] = {}
+
+
+def _private_database(postgres: TestPostgres) -> str:
+    key = postgres.admin_url_template
+    if key not in _private:
+        name = postgres.create_database("dbtests")
+        install_schema(postgres, name)
+        _private[key] = name
+    return _private[key]
+
+
+def _database_name(value: Any) -> str:
+    """`migrated_database` may yield a name, a URL or an object with one of them."""
+    for attribute in ("name", "database", "dbname"):
+        if isinstance(getattr(value, attribute, None), str):
+            return str(getattr(value, attribute))
+    text = str(value)
+    if "://" in text:
+        return text.rsplit("/", 1)[-1].split("?", 1)[0]
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Who acts
+
+
+@dataclass(frozen=True)
+class User:
+    """A chat user of some organisation (the organisation is chosen when acting)."""
+
+    user_id: int
+    user_type: str
+    role: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.user_type}:{self.user_id}"
+
+
+def context_settings(
+    organisation_id: int | None, user: User | None, *, empty: bool = False
+) -> Mapping[str, str]:
+    """The transaction-local settings of an actor; `empty` sets all of them to ''."""
+    names = ("vechat.organisation_id", "vechat.user_id", "vechat.user_type", "vechat.role")
+    if empty:
+        return dict.fromkeys(names, "")
+    values: dict[str, str] = {}
+    if organisation_id is not None:
+        values["vechat.organisation_id"] = str(organisation_id)
+    if user is not None:
+        values["vechat.user_id"] = str(user.user_id)
+        values["vechat.user_type"] = user.user_type
+        if user.role:
+            values["vechat.role"] = user.role
+    return values
+
+
+def set_context(conn: psycopg.Connection[Any], settings: Mapping[str, str]) -> None:
+    """Inside an open transaction: set the tenant context, transaction-locally."""
+    for name, value in settings.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+def act_as(
+    conn: psycopg.Connection[Any], organisation_id: int | None, user: User | None = None
+) -> None:
+    set_context(conn, context_settings(organisation_id, user))
+
+
+def app_connect(postgres: TestPostgres, database: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(postgres.app_url(database, password=APP_PASSWORD), **kwargs)
+
+
+def admin_connect(postgres: TestPostgres, database: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(postgres.admin_url(database), **kwargs)
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None)
+
+
+# --------------------------------------------------------------------------------------------
+# Seed data (as the superuser)
+
+P1 = User(11, "personnel")  # alice: staff
+C1 = User(12, "client")  # bob: alice's customer
+P2 = User(13, "personnel")  # carol: other staff
+C2 = User(14, "client")  # dave: another customer
+ADMIN = User(15, "personnel", "admin")  # erin: the organisation's chat admin
+NEW_P = User(21, "personnel")  # frank: no rows of his own yet
+NEW_C = User(22, "client")  # grace: no rows of her own yet
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Ids of what `seed_organisation` created in one organisation."""
+
+    organisation_id: int
+    conversation_id: int  # P1 <-> C1
+    other_conversation_id: int  # P2 <-> C2
+    message_id: int  # P1 -> C1, text, edited once
+    file_message_id: int  # P1 -> C1, carries attachment_id
+    reply_id: int  # C1 -> P1, a reply to message_id
+    attachment_id: int  # uploaded by P1
+    edit_id: int  # the history row of message_id
+    first_event_seq: int  # P1's first event
+
+
+def create_conversation(
+    conn: psycopg.Connection[Any], organisation_id: int, a: User, b: User
+) -> int:
+    """A conversation between `a` and `b`, pair stored in normalised order; returns its id."""
+    first, second = sorted((a, b), key=lambda u: (u.user_id, u.user_type))
+    row = conn.execute(
+        """INSERT INTO vechat_conversations (organisation_id, participant1_id, participant1_type,
+                                             participant2_id, participant2_type)
+           VALUES (%s, %s, %s, %s, %s) RETURNING id""",
+        (organisation_id, first.user_id, first.user_type, second.user_id, second.user_type),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def insert_message(
+    conn: psycopg.Connection[Any],
+    organisation_id: int,
+    conversation_id: int,
+    sender: User,
+    receiver: User,
+    text: str | None = "hello",
+    **columns: Any,
+) -> int:
+    names = [
+        "organisation_id",
+        "conversation_id",
+        "sender_id",
+        "sender_type",
+        "receiver_id",
+        "receiver_type",
+        "message",
+        *columns,
+    ]
+    values = [
+        organisation_id,
+        conversation_id,
+        sender.user_id,
+        sender.user_type,
+        receiver.user_id,
+        receiver.user_type,
+        text,
+        *columns.values(),
+    ]
+    row = conn.execute(
+        f"INSERT INTO vechat_messages ({', '.join(names)}) "
+        f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
+        values,
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def insert_attachment(
+    conn: psycopg.Connection[Any], organisation_id: int, uploader: User, data: bytes = b"%PDF-1"
+) -> int:
+    row = conn.execute(
+        """INSERT INTO vechat_attachments (organisation_id, uploader_id, uploader_type, file_name,
+                                           file_type, file_size, sha256, data)
+           VALUES (%s, %s, %s, 'a.pdf', 'application/pdf', %s, repeat('0', 64), %s)
+           RETURNING id""",
+        (organisation_id, uploader.user_id, uploader.user_type, len(data), data),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def seed_organisation(conn: psycopg.Connection[Any], organisation_id: int) -> Seed:
+    """One organisation's worth of every kind of row; run as the superuser, without a context."""
+    o = organisation_id
+    for user in (P1, C1, P2, C2, ADMIN):
+        conn.execute(
+            """INSERT INTO vechat_contacts (organisation_id, user_id, user_type, display_name, role)
+               VALUES (%s, %s, %s, %s, %s)""",
+            (o, user.user_id, user.user_type, f"user {user}", user.role),
+        )
+    conversation = create_conversation(conn, o, P1, C1)
+    other_conversation = create_conversation(conn, o, P2, C2)
+    attachment = insert_attachment(conn, o, P1)
+    message = insert_message(conn, o, conversation, P1, C1, "hello", client_id="c-1")
+    file_message = insert_message(
+        conn, o, conversation, P1, C1, None, message_type="file", attachment_id=attachment
+    )
+    reply = insert_message(conn, o, conversation, C1, P1, "hi", reply_to_message_id=message)
+    insert_message(conn, o, other_conversation, P2, C2, "other")
+    conn.execute(
+        "UPDATE vechat_messages SET message = 'hello!' WHERE organisation_id = %s AND id = %s",
+        (o, message),
+    )
+    edit = conn.execute(
+        "SELECT id FROM vechat_message_edits WHERE organisation_id = %s AND message_id = %s",
+        (o, message),
+    ).fetchone()
+    assert edit is not None
+    conn.execute(
+        """INSERT INTO vechat_user_settings (organisation_id, user_id, user_type, theme)
+           VALUES (%s, %s, %s, 'light')""",
+        (o, P1.user_id, P1.user_type),
+    )  # its trigger creates P1's presence row
+    conn.execute(
+        """INSERT INTO vechat_presence_connections
+               (organisation_id, user_id, user_type, server_id, expires_at)
+           VALUES (%s, %s, %s, 'live', now() + interval '1 hour'),
+                  (%s, %s, %s, 'dead', now() - interval '1 hour')""",
+        (o, P1.user_id, P1.user_type, o, P1.user_id, P1.user_type),
+    )
+    seq = conn.execute(
+        """SELECT min(seq) FROM vechat_events
+           WHERE organisation_id = %s AND recipient_type = %s AND recipient_id = %s""",
+        (o, P1.user_type, P1.user_id),
+    ).fetchone()
+    assert seq is not None and seq[0] is not None
+    return Seed(
+        o,
+        conversation,
+        other_conversation,
+        message,
+        file_message,
+        reply,
+        attachment,
+        int(edit[0]),
+        int(seq[0]),
+    )
+
+
+def plan_nodes(plan: Any) -> Iterator[dict[str, Any]]:
+    """Every node of an `EXPLAIN (FORMAT JSON)` plan, init plans and sub plans included."""
+    if isinstance(plan, list):
+        for item in plan:
+            yield from plan_nodes(item)
+        return
+    if not isinstance(plan, dict):
+        return
+    if "Plan" in plan:
+        yield from plan_nodes(plan["Plan"])
+        return
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
