@@ -2,6 +2,7 @@
 # db/build-0001.sh — writes migrations/0001_foundation.up.sql from schema/ and policies/.
 # Only while 0001 is unreleased; after that a schema change is a new migration.
 set -euo pipefail
+export LC_ALL=C
 cd "$(dirname "$0")"
 {
   echo "-- db/migrations/0001_foundation.up.sql — the whole vechat-rls schema, its policies and audit views"

@@ -35,7 +35,9 @@ class TestPostgres:
         parts = urlsplit(self.admin_url_template)
         return urlunsplit(parts._replace(path="/" + database))
 
-    def app_url(self, database: str, user: str = "vechat_app", password: str = "vechat_app") -> str:
+    def app_url(
+        self, database: str, user: str = "vechat_app", password: str = "vechat_app"  # noqa: S107
+    ) -> str:
         parts = urlsplit(self.admin_url_template)
         netloc = f"{user}:{password}@{parts.hostname}:{parts.port}"
         return urlunsplit(parts._replace(netloc=netloc, path="/" + database))

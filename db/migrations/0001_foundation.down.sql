@@ -3,6 +3,7 @@
 DROP SCHEMA IF EXISTS vechat_audit CASCADE;
 
 DROP TABLE IF EXISTS
+    public.vechat_rate_limits,
     public.vechat_events,
     public.vechat_event_cursors,
     public.vechat_message_edits,
@@ -32,3 +33,6 @@ DROP FUNCTION IF EXISTS
     vechat.current_organisation_id();
 
 DROP EXTENSION IF EXISTS unaccent;
+
+REVOKE ALL ON SCHEMA vechat FROM vechat_app, vechat_auditor;
+COMMENT ON SCHEMA vechat IS NULL;

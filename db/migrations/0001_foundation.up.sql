@@ -598,6 +598,7 @@ CREATE FUNCTION vechat.emit(
     p_conversation_id bigint, p_message_id bigint, p_data jsonb DEFAULT NULL
 ) RETURNS bigint
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = ''
 AS $$
 DECLARE
@@ -615,7 +616,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) IS
-    'Appends one event to a recipient''s log with the next gapless seq; the insert rings the doorbell.';
+    'Appends one event to a recipient''s log with the next gapless seq; the insert rings the doorbell. Called only by the message triggers (vechat_app may not execute it).';
 
 -- The doorbell: after each insert statement, NOTIFY vechat_events with ids only. NOTIFY payloads
 -- are visible to every role that may LISTEN, whatever row-level security says, so they never
@@ -649,6 +650,23 @@ CREATE TRIGGER vechat_events_after_insert
     REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION vechat.events_after_insert();
 
+-- ===== schema/17_vechat_rate_limits.sql =====
+-- db/schema/17_vechat_rate_limits.sql — per-user request counters that hold across server processes
+
+CREATE TABLE public.vechat_rate_limits (
+    organisation_id bigint      NOT NULL,
+    user_type       varchar(20) NOT NULL,
+    user_id         bigint      NOT NULL,
+    action          varchar(40) NOT NULL,
+    window_start    timestamptz NOT NULL,
+    hits            integer     NOT NULL,
+    CONSTRAINT vechat_rate_limits_pkey PRIMARY KEY (organisation_id, user_type, user_id, action),
+    CONSTRAINT vechat_rate_limits_user_type_check CHECK (user_type IN ('personnel', 'client')),
+    CONSTRAINT vechat_rate_limits_hits_check CHECK (hits >= 0)
+);
+COMMENT ON TABLE public.vechat_rate_limits IS
+    'Fixed-window rate-limit counters (api/ratelimit.py): one row per user and action, bumped in the request''s own transaction, so a rejected request does not count.';
+
 -- ===== schema/20_message_triggers.sql =====
 -- db/schema/20_message_triggers.sql — counters, last message, un-archiving and events, in the writing transaction
 --
@@ -659,9 +677,15 @@ CREATE TRIGGER vechat_events_after_insert
 --
 -- unread for a participant = messages to them that are not read, not deleted for everyone and not
 -- hidden by them. vechat.recount_unread() computes the same from scratch.
+--
+-- The trigger functions are SECURITY DEFINER (owner vechat_owner): the event log, the cursors and
+-- the edit history are written only through them, so vechat_app holds no INSERT on those tables
+-- and cannot forge an event or rewrite history. Row-level security is forced, so the owner is
+-- still bound by every policy and by the transaction's tenant and user.
 
 CREATE FUNCTION vechat.messages_after_insert() RETURNS trigger
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = ''
 AS $$
 DECLARE
@@ -672,7 +696,10 @@ DECLARE
 BEGIN
     SELECT * INTO conv FROM public.vechat_conversations c
     WHERE c.organisation_id = NEW.organisation_id AND c.id = NEW.conversation_id
-    FOR UPDATE;
+    -- NO KEY UPDATE, not UPDATE: the foreign-key check on the insert already holds KEY SHARE on
+    -- this row, and FOR UPDATE would conflict with every concurrent sender's KEY SHARE
+    -- (deadlock). NO KEY UPDATE still queues senders on the row, which keeps counters exact.
+    FOR NO KEY UPDATE;
     receiver_p1 := (conv.participant1_id, conv.participant1_type) = (NEW.receiver_id, NEW.receiver_type);
     unarchived := CASE WHEN receiver_p1 THEN conv.is_archived_by_participant1 ELSE conv.is_archived_by_participant2 END;
 
@@ -707,6 +734,7 @@ CREATE TRIGGER vechat_messages_after_insert
 
 CREATE FUNCTION vechat.messages_after_update() RETURNS trigger
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = ''
 AS $$
 DECLARE
@@ -1167,6 +1195,9 @@ GRANT EXECUTE ON FUNCTION
     vechat.current_role_name()
     TO vechat_auditor;
 
+-- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
+REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;
+
 -- ===== policies/90_audit.sql =====
 -- db/policies/90_audit.sql — what auditors may read: the vechat_audit views and findings(); idempotent
 --
@@ -1329,7 +1360,10 @@ CREATE POLICY vechat_event_cursors_organisation_isolation ON public.vechat_event
     WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
 COMMENT ON POLICY vechat_event_cursors_organisation_isolation ON public.vechat_event_cursors IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
-GRANT SELECT, INSERT, UPDATE ON public.vechat_event_cursors TO vechat_app;
+GRANT SELECT ON public.vechat_event_cursors TO vechat_app;
+-- Written only by the message triggers (SECURITY DEFINER, as vechat_owner); these policies bind
+-- that writer to the transaction's tenant and user all the same (row-level security is forced).
+REVOKE INSERT, UPDATE, DELETE ON public.vechat_event_cursors FROM vechat_app;
 
 DROP POLICY IF EXISTS vechat_event_cursors_select_organisation ON public.vechat_event_cursors;
 CREATE POLICY vechat_event_cursors_select_organisation ON public.vechat_event_cursors
@@ -1367,7 +1401,10 @@ CREATE POLICY vechat_events_organisation_isolation ON public.vechat_events
     WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
 COMMENT ON POLICY vechat_events_organisation_isolation ON public.vechat_events IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
-GRANT SELECT, INSERT ON public.vechat_events TO vechat_app;
+GRANT SELECT ON public.vechat_events TO vechat_app;
+-- Written only by the message triggers (SECURITY DEFINER, as vechat_owner); these policies bind
+-- that writer to the transaction's tenant and user all the same (row-level security is forced).
+REVOKE INSERT, UPDATE, DELETE ON public.vechat_events FROM vechat_app;
 
 DROP POLICY IF EXISTS vechat_events_select_recipient ON public.vechat_events;
 CREATE POLICY vechat_events_select_recipient ON public.vechat_events
@@ -1401,7 +1438,10 @@ CREATE POLICY vechat_message_edits_organisation_isolation ON public.vechat_messa
     WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
 COMMENT ON POLICY vechat_message_edits_organisation_isolation ON public.vechat_message_edits IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
-GRANT SELECT, INSERT, DELETE ON public.vechat_message_edits TO vechat_app;
+GRANT SELECT ON public.vechat_message_edits TO vechat_app;
+-- Written only by the message triggers (SECURITY DEFINER, as vechat_owner); these policies bind
+-- that writer to the transaction's tenant and user all the same (row-level security is forced).
+REVOKE INSERT, UPDATE, DELETE ON public.vechat_message_edits FROM vechat_app;
 
 DROP POLICY IF EXISTS vechat_message_edits_select_participant ON public.vechat_message_edits;
 CREATE POLICY vechat_message_edits_select_participant ON public.vechat_message_edits
@@ -1565,6 +1605,30 @@ CREATE POLICY vechat_presence_connections_delete_self_or_expired ON public.vecha
     USING ((user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type())) OR expires_at < now());
 COMMENT ON POLICY vechat_presence_connections_delete_self_or_expired ON public.vechat_presence_connections IS
     'A user removes their own leases; anyone of the organisation may sweep leases that have expired.';
+
+-- ===== policies/vechat_rate_limits.sql =====
+-- db/policies/vechat_rate_limits.sql — a user's rate-limit counters are their own
+
+ALTER TABLE public.vechat_rate_limits ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.vechat_rate_limits FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON public.vechat_rate_limits FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON public.vechat_rate_limits TO vechat_app;
+
+DROP POLICY IF EXISTS vechat_rate_limits_organisation_isolation ON public.vechat_rate_limits;
+CREATE POLICY vechat_rate_limits_organisation_isolation ON public.vechat_rate_limits
+    AS RESTRICTIVE FOR ALL
+    USING (organisation_id = (SELECT vechat.current_organisation_id()))
+    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+COMMENT ON POLICY vechat_rate_limits_organisation_isolation ON public.vechat_rate_limits IS
+    'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
+
+DROP POLICY IF EXISTS vechat_rate_limits_all_owner ON public.vechat_rate_limits;
+CREATE POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits
+    FOR ALL
+    USING (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()))
+    WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
+COMMENT ON POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits IS
+    'A user reads and bumps only their own counters.';
 
 -- ===== policies/vechat_user_settings.sql =====
 -- db/policies/vechat_user_settings.sql — settings belong to their user alone

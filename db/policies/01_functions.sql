@@ -9,3 +9,6 @@ GRANT EXECUTE ON FUNCTION
     vechat.current_organisation_id(), vechat.current_user_id(), vechat.current_user_type(),
     vechat.current_role_name()
     TO vechat_auditor;
+
+-- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
+REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;

@@ -11,7 +11,10 @@ CREATE POLICY vechat_event_cursors_organisation_isolation ON public.vechat_event
     WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
 COMMENT ON POLICY vechat_event_cursors_organisation_isolation ON public.vechat_event_cursors IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
-GRANT SELECT, INSERT, UPDATE ON public.vechat_event_cursors TO vechat_app;
+GRANT SELECT ON public.vechat_event_cursors TO vechat_app;
+-- Written only by the message triggers (SECURITY DEFINER, as vechat_owner); these policies bind
+-- that writer to the transaction's tenant and user all the same (row-level security is forced).
+REVOKE INSERT, UPDATE, DELETE ON public.vechat_event_cursors FROM vechat_app;
 
 DROP POLICY IF EXISTS vechat_event_cursors_select_organisation ON public.vechat_event_cursors;
 CREATE POLICY vechat_event_cursors_select_organisation ON public.vechat_event_cursors

@@ -11,7 +11,10 @@ CREATE POLICY vechat_message_edits_organisation_isolation ON public.vechat_messa
     WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
 COMMENT ON POLICY vechat_message_edits_organisation_isolation ON public.vechat_message_edits IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
-GRANT SELECT, INSERT, DELETE ON public.vechat_message_edits TO vechat_app;
+GRANT SELECT ON public.vechat_message_edits TO vechat_app;
+-- Written only by the message triggers (SECURITY DEFINER, as vechat_owner); these policies bind
+-- that writer to the transaction's tenant and user all the same (row-level security is forced).
+REVOKE INSERT, UPDATE, DELETE ON public.vechat_message_edits FROM vechat_app;
 
 DROP POLICY IF EXISTS vechat_message_edits_select_participant ON public.vechat_message_edits;
 CREATE POLICY vechat_message_edits_select_participant ON public.vechat_message_edits

@@ -43,6 +43,7 @@ CREATE FUNCTION vechat.emit(
     p_conversation_id bigint, p_message_id bigint, p_data jsonb DEFAULT NULL
 ) RETURNS bigint
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = ''
 AS $$
 DECLARE
@@ -60,7 +61,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) IS
-    'Appends one event to a recipient''s log with the next gapless seq; the insert rings the doorbell.';
+    'Appends one event to a recipient''s log with the next gapless seq; the insert rings the doorbell. Called only by the message triggers (vechat_app may not execute it).';
 
 -- The doorbell: after each insert statement, NOTIFY vechat_events with ids only. NOTIFY payloads
 -- are visible to every role that may LISTEN, whatever row-level security says, so they never

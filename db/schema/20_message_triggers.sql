@@ -7,9 +7,15 @@
 --
 -- unread for a participant = messages to them that are not read, not deleted for everyone and not
 -- hidden by them. vechat.recount_unread() computes the same from scratch.
+--
+-- The trigger functions are SECURITY DEFINER (owner vechat_owner): the event log, the cursors and
+-- the edit history are written only through them, so vechat_app holds no INSERT on those tables
+-- and cannot forge an event or rewrite history. Row-level security is forced, so the owner is
+-- still bound by every policy and by the transaction's tenant and user.
 
 CREATE FUNCTION vechat.messages_after_insert() RETURNS trigger
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = ''
 AS $$
 DECLARE
@@ -20,7 +26,10 @@ DECLARE
 BEGIN
     SELECT * INTO conv FROM public.vechat_conversations c
     WHERE c.organisation_id = NEW.organisation_id AND c.id = NEW.conversation_id
-    FOR UPDATE;
+    -- NO KEY UPDATE, not UPDATE: the foreign-key check on the insert already holds KEY SHARE on
+    -- this row, and FOR UPDATE would conflict with every concurrent sender's KEY SHARE
+    -- (deadlock). NO KEY UPDATE still queues senders on the row, which keeps counters exact.
+    FOR NO KEY UPDATE;
     receiver_p1 := (conv.participant1_id, conv.participant1_type) = (NEW.receiver_id, NEW.receiver_type);
     unarchived := CASE WHEN receiver_p1 THEN conv.is_archived_by_participant1 ELSE conv.is_archived_by_participant2 END;
 
@@ -55,6 +64,7 @@ CREATE TRIGGER vechat_messages_after_insert
 
 CREATE FUNCTION vechat.messages_after_update() RETURNS trigger
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = ''
 AS $$
 DECLARE

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = dbsub.add_parser("migrate", help="apply pending migrations and changed policies")
     _target_options(migrate)
     migrate.add_argument("--to", type=int, default=None, help="stop at migration N")
-    migrate.add_argument("--dry-run", action="store_true", help="print what would run, change nothing")
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="print what would run, change nothing"
+    )
     migrate.add_argument("--legacy-organisation-id", type=int, default=None)
     migrate.add_argument("--legacy-timezone", default=None)
     rollback = dbsub.add_parser("rollback", help="undo migrations down to N")
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "db":
         from vechat_rls import migrate
 
-        return migrate.run_cli(args)
+        return int(migrate.run_cli(args))
     if args.command == "audit":
         from vechat_rls import audit
 

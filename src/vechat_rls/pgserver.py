@@ -112,7 +112,9 @@ class PgServer:
     def pgdata(self) -> Path:
         return self.datadir / "pgdata"
 
-    def url(self, user: str = SUPERUSER, password: str | None = None, database: str = "postgres") -> str:
+    def url(
+        self, user: str = SUPERUSER, password: str | None = None, database: str = "postgres"
+    ) -> str:
         """A TCP URL on 127.0.0.1; the superuser's password is filled in when not given."""
         if password is None and user == SUPERUSER:
             password = SUPERUSER_PASSWORD
@@ -124,18 +126,21 @@ class PgServer:
     def admin_url(self, database: str = "postgres") -> str:
         return self.url(SUPERUSER, SUPERUSER_PASSWORD, database)
 
-    def _run(self, args: list[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, args: list[str], *, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, object] = {}
         if self._run_as is not None:
             kwargs = {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid, "extra_groups": []}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C.UTF-8"
-        proc = subprocess.run(
+        proc: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
             args, capture_output=True, text=True, timeout=timeout, env=env, cwd="/", check=False,
-            **kwargs,  # type: ignore[call-overload]
+            **kwargs,
         )
         if check and proc.returncode != 0:
-            raise PgServerError(f"{Path(args[0]).name} failed: {(proc.stderr or proc.stdout).strip()}")
+            output = (proc.stderr or proc.stdout).strip()
+            raise PgServerError(f"{Path(args[0]).name} failed: {output}")
         return proc
 
     def _prepare(self) -> None:
@@ -192,7 +197,11 @@ class PgServer:
             "unix_socket_directories": str(self.socket_dir),
             "max_connections": "300",
             "shared_buffers": "128MB",
-            **({"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"} if self.fast else {}),
+            **(
+                {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+                if self.fast
+                else {}
+            ),
             **self.settings,
         }
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
@@ -204,7 +213,8 @@ class PgServer:
 
     def stop(self, mode: str = "fast") -> None:
         if (self.pgdata / "postmaster.pid").exists():
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"], check=False)
+            pg_ctl = str(self.bindir / "pg_ctl")
+            self._run([pg_ctl, "-D", str(self.pgdata), "-m", mode, "-w", "stop"], check=False)
 
     def restart(self) -> None:
         self.stop()
@@ -219,7 +229,8 @@ class PgServer:
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.5):
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
                 return
             time.sleep(0.05)
         raise PgServerError(f"server on port {self.port} did not come up")
@@ -229,7 +240,9 @@ class PgServer:
 
 
 @contextlib.contextmanager
-def temporary_server(datadir: Path, flavour: str = "embedded", *, fast: bool = True) -> Iterator[PgServer]:
+def temporary_server(
+    datadir: Path, flavour: str = "embedded", *, fast: bool = True
+) -> Iterator[PgServer]:
     """A fresh cluster in `datadir` for the duration of the block; stopped and deleted after."""
     server = PgServer(datadir=datadir, bindir=bindir_for(flavour), fast=fast)
     try:

@@ -1,0 +1,22 @@
+-- db/policies/vechat_rate_limits.sql — a user's rate-limit counters are their own
+
+ALTER TABLE public.vechat_rate_limits ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.vechat_rate_limits FORCE ROW LEVEL SECURITY;
+REVOKE ALL ON public.vechat_rate_limits FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON public.vechat_rate_limits TO vechat_app;
+
+DROP POLICY IF EXISTS vechat_rate_limits_organisation_isolation ON public.vechat_rate_limits;
+CREATE POLICY vechat_rate_limits_organisation_isolation ON public.vechat_rate_limits
+    AS RESTRICTIVE FOR ALL
+    USING (organisation_id = (SELECT vechat.current_organisation_id()))
+    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+COMMENT ON POLICY vechat_rate_limits_organisation_isolation ON public.vechat_rate_limits IS
+    'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
+
+DROP POLICY IF EXISTS vechat_rate_limits_all_owner ON public.vechat_rate_limits;
+CREATE POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits
+    FOR ALL
+    USING (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()))
+    WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
+COMMENT ON POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits IS
+    'A user reads and bumps only their own counters.';
