@@ -1,6 +1,7 @@
 -- db/migrations/0001_foundation.down.sql — removes everything 0001 created (roles and the ledger stay)
 
 DROP SCHEMA IF EXISTS vechat_audit CASCADE;
+DROP VIEW IF EXISTS vechat.presence_view;
 
 DROP TABLE IF EXISTS
     public.vechat_rate_limits,

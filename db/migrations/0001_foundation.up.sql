@@ -667,6 +667,33 @@ CREATE TABLE public.vechat_rate_limits (
 COMMENT ON TABLE public.vechat_rate_limits IS
     'Fixed-window rate-limit counters (api/ratelimit.py): one row per user and action, bumped in the request''s own transaction, so a rejected request does not count.';
 
+-- ===== schema/18_presence_view.sql =====
+-- db/schema/18_presence_view.sql — what others see of a user's presence, in one definition
+
+-- Presence as shown to others (GET /presence, a conversation's peer, presence frames):
+-- * show_online_status = false: always offline, no last_seen;
+-- * a live WebSocket lease on any server process: online (or the away/busy the user chose);
+-- * otherwise a status set over HTTP counts for 60 s after it was last set (a heartbeat), then
+--   offline -- so a user whose last socket closed, or whose process died, is offline within 60 s.
+-- security_invoker: the caller's row-level security applies to both tables.
+CREATE VIEW vechat.presence_view WITH (security_invoker = true) AS
+SELECT p.organisation_id,
+       p.user_id,
+       p.user_type,
+       CASE
+           WHEN NOT p.show_online_status THEN 'offline'
+           WHEN EXISTS (SELECT 1 FROM public.vechat_presence_connections c
+                        WHERE c.organisation_id = p.organisation_id AND c.user_type = p.user_type
+                          AND c.user_id = p.user_id AND c.expires_at > now() AND c.sockets > 0)
+               THEN CASE WHEN p.status IN ('away', 'busy') THEN p.status ELSE 'online' END
+           WHEN p.status <> 'offline' AND p.updated_at > now() - interval '60 seconds' THEN p.status
+           ELSE 'offline'
+       END::varchar(20) AS status,
+       CASE WHEN p.show_online_status THEN p.last_seen END AS last_seen
+FROM public.vechat_presence p;
+COMMENT ON VIEW vechat.presence_view IS
+    'Presence as others see it: honours show_online_status, live WebSocket leases, and a 60 s lifetime for statuses set over HTTP. Users without a row are offline.';
+
 -- ===== schema/20_message_triggers.sql =====
 -- db/schema/20_message_triggers.sql — counters, last message, un-archiving and events, in the writing transaction
 --
@@ -1197,6 +1224,9 @@ GRANT EXECUTE ON FUNCTION
 
 -- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
 REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;
+
+-- Views in schema vechat are security_invoker: the caller's own row-level security applies.
+GRANT SELECT ON vechat.presence_view TO vechat_app;
 
 -- ===== policies/90_audit.sql =====
 -- db/policies/90_audit.sql — what auditors may read: the vechat_audit views and findings(); idempotent

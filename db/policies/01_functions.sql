@@ -12,3 +12,6 @@ GRANT EXECUTE ON FUNCTION
 
 -- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
 REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;
+
+-- Views in schema vechat are security_invoker: the caller's own row-level security applies.
+GRANT SELECT ON vechat.presence_view TO vechat_app;
