@@ -137,12 +137,12 @@ async def test_statement_timeout_cancels_a_slow_statement(pool: db.Pool) -> None
 def test_begin_sql_is_one_batch_with_rendered_values() -> None:
     sql = db.begin_sql(ALICE, readonly=True, statement_timeout_ms=500)
     assert sql == (
-        "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SELECT "
-        "set_config('vechat.organisation_id', '1', true), "
-        "set_config('vechat.user_id', '10', true), "
-        "set_config('vechat.user_type', 'personnel', true), "
-        "set_config('vechat.role', 'admin', true), "
-        "set_config('statement_timeout', '500', true)"
+        "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
+        "; SET LOCAL vechat.organisation_id = '1'"
+        "; SET LOCAL vechat.user_id = '10'"
+        "; SET LOCAL vechat.user_type = 'personnel'"
+        "; SET LOCAL vechat.role = 'admin'"
+        "; SET LOCAL statement_timeout = '500'"
     )
 
 

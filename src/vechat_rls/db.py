@@ -92,9 +92,11 @@ _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 def begin_sql(identity: Identity, *, readonly: bool, statement_timeout_ms: int | None) -> str:
     """`BEGIN` plus the tenant settings as one simple-protocol batch (one round trip).
 
-    A batch cannot take parameters, so values are rendered here: integers via `int`, the user
-    type from its two allowed words, the role by `ROLE_PATTERN` (letters, digits, `_.:-`) and
-    quoted anyway — nothing from a request reaches this text unchecked.
+    `SET LOCAL x = v` is `set_config('x', v, true)`; both batches measure the same
+    (bench/roundtrips.py): the round trip they save is what counts. A batch takes no
+    parameters, so values are rendered here: integers via `int`, the user type from its two
+    allowed words, the role by `ROLE_PATTERN` (letters, digits, `_.:-`) and quoted anyway —
+    nothing from a request reaches this text unchecked.
     """
     if identity.user_type not in USER_TYPES:
         raise ValueError("invalid user_type")
@@ -109,8 +111,8 @@ def begin_sql(identity: Identity, *, readonly: bool, statement_timeout_ms: int |
     ]
     if statement_timeout_ms is not None:
         settings.append(("statement_timeout", str(int(statement_timeout_ms))))
-    calls = ", ".join(f"set_config({_literal(k)}, {_literal(v)}, true)" for k, v in settings)
-    return f"{_BEGIN}{' READ ONLY' if readonly else ''}; SELECT {calls}"
+    sets = "".join(f"; SET LOCAL {name} = {_literal(value)}" for name, value in settings)
+    return f"{_BEGIN}{' READ ONLY' if readonly else ''}{sets}"
 
 
 def _literal(value: str) -> str:
