@@ -99,6 +99,15 @@ class Probe(Controller):
         return {"max_body_bytes": settings.max_body_bytes, "pool_max": database.settings.pool_max}
 
 
+class Upload(Controller):
+    path = "/upload"
+    body_limit_setting = "max_upload_bytes"
+
+    @post()
+    async def upload(self, data: JSONBody[ItemCreate]) -> dict[str, int]:
+        return {"length": len(data.note)}
+
+
 def _settings(url: str, **kwargs: Any) -> Settings:
     return Settings(jwt_secret=SECRET, database_url=url, pool_min=0, pool_max=2, **kwargs)
 
@@ -113,8 +122,10 @@ def scratch(postgres: TestPostgres) -> Iterator[Scratch]:
 @pytest.fixture(scope="module")
 async def client(scratch: Scratch) -> AsyncIterator[AsyncTestClient[Any]]:
     app = create_app(
-        _settings(scratch.app_url, statement_timeout_ms=200, max_body_bytes=4096),
-        controllers=[Probe],
+        _settings(
+            scratch.app_url, statement_timeout_ms=200, max_body_bytes=4096, max_upload_bytes=20_000
+        ),
+        controllers=[Probe, Upload],
     )
     async with AsyncTestClient(app) as c:
         yield c
@@ -243,6 +254,13 @@ async def test_body_over_the_limit_is_413(client: AsyncTestClient[Any]) -> None:
         "/api/v1/probe/items", json={"note": "x" * 10_000}, headers=token()
     )
     _assert_problem(response, 413)
+
+
+async def test_controller_may_take_the_upload_limit(client: AsyncTestClient[Any]) -> None:
+    ok = await client.post("/api/v1/upload", json={"note": "x" * 10_000}, headers=token())
+    assert ok.status_code == 201 and ok.json() == {"length": 10_000}
+    too_big = await client.post("/api/v1/upload", json={"note": "x" * 30_000}, headers=token())
+    _assert_problem(too_big, 413)
 
 
 async def test_unknown_route_and_wrong_method_are_problems(client: AsyncTestClient[Any]) -> None:

@@ -1,9 +1,12 @@
 """The Litestar application: routes, lifespans, errors, limits, OpenAPI and metrics in one place.
 
 Adding a resource: write `api/<resource>.py` with one `Controller` and add it to `CONTROLLERS`.
-Its handlers may ask for `identity: Identity`, `conn: db.Connection` (the request's tenant
-transaction, READ ONLY for GET/HEAD) or `database: db.Database` (to open transactions
-themselves) and `settings: Settings`. Every route under `/api/v1` requires a valid token.
+Its handlers may ask for `identity: IdentityDep`, `conn: ConnDep` (the request's tenant
+transaction, READ ONLY for GET/HEAD), `database: DatabaseDep` (to open transactions themselves)
+and `settings: SettingsDep` (api/security.py). Every route under `/api/v1` requires a valid token.
+JSON bodies (`data: JSONBody[XCreate]`) are decoded strictly (api/body.py). Bodies are limited to
+`VECHAT_MAX_BODY_BYTES`; a controller that takes more names its setting in the class attribute
+`body_limit_setting` (e.g. `"max_upload_bytes"`).
 Something that must run for the life of the process (the realtime listener) is a context manager
 in `LIFESPANS`; if it can fail, it registers a readiness check in `app.state.readiness`.
 """
@@ -86,7 +89,10 @@ def create_app(
     verifier = TokenVerifier(settings)  # a bad key fails here, before serving anything
     api = Router(
         path=API_PREFIX,
-        route_handlers=list(CONTROLLERS if controllers is None else controllers),
+        route_handlers=[
+            _with_body_limit(c, settings)
+            for c in (CONTROLLERS if controllers is None else controllers)
+        ],
         guards=[require_identity],
         dependencies={
             "identity": Provide(provide_identity),
@@ -117,6 +123,19 @@ def create_app(
         state=_state(settings, verifier),
         debug=debug,
     )
+
+
+def _with_body_limit(
+    controller: ControllerRouterHandler, settings: Settings
+) -> ControllerRouterHandler:
+    """A controller with `body_limit_setting = "max_upload_bytes"` gets that setting's limit."""
+    setting = getattr(controller, "body_limit_setting", None)
+    if setting is None or not isinstance(controller, type):
+        return controller
+    limit = getattr(settings, setting)
+    if not isinstance(limit, int):
+        raise TypeError(f"{controller.__name__}.body_limit_setting: {setting!r} is not a size")
+    return type(controller.__name__, (controller,), {"request_max_body_size": limit})
 
 
 def _state(settings: Settings, verifier: TokenVerifier) -> Any:
