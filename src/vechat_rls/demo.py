@@ -1,0 +1,167 @@
+"""`vechat-rls demo`: embedded PostgreSQL in ./.vechat/, migrated, two demo organisations, served.
+
+Everything lives in one directory (default `./.vechat/`): the cluster, a generated JWT secret and
+the `vechat_app` password. Running it again reuses them, so the demo's data survives restarts;
+delete the directory to start over. The demo data is inserted the way the application would
+write it -- under each sender's tenant context -- so the triggers keep counters and the event log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from vechat_rls import migrate
+from vechat_rls.auth import mint_token
+from vechat_rls.pgserver import PgServer, embedded_bindir
+
+DATABASE = "vechat"
+TOKEN_TTL_S = 12 * 3600
+
+# Two organisations whose users share numeric ids on purpose: isolation is by organisation, not
+# by id, and the demo shows it (personnel 1 of organisation 1 never sees personnel 1 of 2).
+ORGANISATIONS: dict[int, str] = {1: "Velosi Logistics", 2: "Acme Freight"}
+CONTACTS: list[dict[str, Any]] = [
+    {"org": 1, "id": 1, "type": "personnel", "name": "Alice Martin", "role": "admin",
+     "email": "alice@velosi.example"},
+    {"org": 1, "id": 2, "type": "personnel", "name": "Bruno Lefèvre", "role": "commercial",
+     "email": "bruno@velosi.example"},
+    {"org": 1, "id": 3, "type": "client", "name": "Chloé Dubois", "role": None,
+     "email": "chloe@client.example", "assigned": [2]},
+    {"org": 2, "id": 1, "type": "personnel", "name": "Dmitri Ivanov", "role": "commercial",
+     "email": "dmitri@acme.example"},
+    {"org": 2, "id": 3, "type": "client", "name": "Eva Schmidt", "role": None,
+     "email": "eva@client.example"},
+]
+# (org, sender, receiver, body): sender/receiver as (type, id).
+MESSAGES: list[tuple[int, tuple[str, int], tuple[str, int], str]] = [
+    (1, ("client", 3), ("personnel", 2), "Bonjour Bruno, where is shipment VL-1042?"),
+    (1, ("personnel", 2), ("client", 3), "Hi Chloé, it left Marseille this morning."),
+    (1, ("personnel", 1), ("personnel", 2), "Bruno, can you take the Dubois account this week?"),
+    (2, ("client", 3), ("personnel", 1), "Hello Dmitri, is our container cleared?"),
+]
+
+INSERT_CONTACT = """
+INSERT INTO public.vechat_contacts
+    (organisation_id, user_id, user_type, display_name, email, role, assigned_personnel)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (organisation_id, user_type, user_id) DO NOTHING
+"""
+SET_CONTEXT = """
+SELECT set_config('vechat.organisation_id', %s, true), set_config('vechat.user_id', %s, true),
+       set_config('vechat.user_type', %s, true)
+"""
+CREATE_CONVERSATION = """
+INSERT INTO public.vechat_conversations
+    (organisation_id, participant1_id, participant1_type, participant2_id, participant2_type)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (organisation_id, participant1_id, participant1_type, participant2_id,
+             participant2_type)
+DO UPDATE SET updated_at = vechat_conversations.updated_at
+RETURNING id
+"""
+INSERT_MESSAGE = """
+INSERT INTO public.vechat_messages
+    (organisation_id, conversation_id, sender_id, sender_type, receiver_id, receiver_type,
+     message, client_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (organisation_id, sender_type, sender_id, client_id) DO NOTHING
+"""
+
+
+def _state(directory: Path) -> dict[str, str]:
+    """The demo's secrets, generated once and kept beside the cluster."""
+    path = directory / "demo.json"
+    if path.exists():
+        state: dict[str, str] = json.loads(path.read_text())
+        return state
+    state = {
+        "jwt_secret": secrets.token_urlsafe(48),
+        "app_password": secrets.token_urlsafe(24),
+    }
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    return state
+
+
+def _seed(admin_url: str) -> None:
+    with psycopg.connect(admin_url) as conn:
+        for c in CONTACTS:
+            conn.execute(INSERT_CONTACT, (c["org"], c["id"], c["type"], c["name"], c["email"],
+                                          c["role"], c.get("assigned", [])))
+        for number, (org, sender, receiver, body) in enumerate(MESSAGES, start=1):
+            with conn.transaction():
+                # As the sender, like the API: the policies and triggers see a real context.
+                conn.execute(SET_CONTEXT, (str(org), str(sender[1]), sender[0]))
+                first, second = sorted([sender, receiver], key=lambda p: (p[1], p[0]))
+                row = conn.execute(CREATE_CONVERSATION,
+                                   (org, first[1], first[0], second[1], second[0])).fetchone()
+                assert row is not None
+                conn.execute(INSERT_MESSAGE, (org, row[0], sender[1], sender[0], receiver[1],
+                                              receiver[0], body, f"demo-{number}"))
+
+
+def prepare(directory: Path, *, port: int = 0) -> tuple[PgServer, dict[str, str]]:
+    """Start (or reuse) the demo cluster, migrate it, seed it; returns it and the settings."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = _state(directory)
+    server = PgServer(datadir=directory / "postgres", bindir=embedded_bindir(), fast=False,
+                      port=port)
+    server.start()
+    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if exists.fetchone() is None:
+            conn.execute(f"CREATE DATABASE {DATABASE}")
+    admin_url = server.admin_url(DATABASE)
+    target = migrate.Target(name="demo", admin_url=admin_url)
+    migrate.migrate(target, migrate.load_layout(), say=lambda line: print(f"  db: {line}"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("ALTER ROLE vechat_app LOGIN PASSWORD {}").format(
+                psycopg.sql.Literal(state["app_password"])
+            )
+        )
+    _seed(admin_url)
+    env = {
+        "VECHAT_DATABASE_URL": server.url("vechat_app", state["app_password"], DATABASE),
+        "VECHAT_JWT_SECRET": state["jwt_secret"],
+    }
+    return server, env
+
+
+def sign_in_links(base_url: str, jwt_secret: str) -> list[str]:
+    lines = []
+    for c in CONTACTS:
+        token = mint_token(
+            organisation_id=c["org"], user_id=c["id"], user_type=c["type"], key=jwt_secret,
+            role=c["role"], name=c["name"], ttl_s=TOKEN_TTL_S,
+        )
+        label = f"{ORGANISATIONS[c['org']]} · {c['type']} {c['id']} · {c['name']}"
+        lines.append(f"  {label}\n    {base_url}/?access_token={token}")
+    return lines
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from vechat_rls.api import server as api_server
+
+    directory = Path(args.dir).resolve()
+    print(f"vechat-rls demo: PostgreSQL cluster in {directory}/postgres")
+    pg, env = prepare(directory)
+    os.environ.update(env)
+    base_url = f"http://{args.host}:{args.port}"
+    # The unix socket uses trust authentication: no password to print.
+    print(f"  psql as the DBA: psql -h {pg.socket_dir} -p {pg.port} -U postgres {DATABASE}")
+    print("Sign in as a demo user (links valid 12 h):")
+    print("\n".join(sign_in_links(base_url, env["VECHAT_JWT_SECRET"])))
+    print(f"API docs: {base_url}/schema/swagger")
+    if args.no_serve:
+        return 0
+    serve_args = argparse.Namespace(host=args.host, port=args.port, workers=1,
+                                    allow_privileged_role=False)
+    return int(api_server.run_cli(serve_args))
