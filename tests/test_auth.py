@@ -14,12 +14,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from litestar import Controller, get
+from litestar import Controller, WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
 from vechat_rls import cli
 from vechat_rls.api.app import create_app
-from vechat_rls.api.security import IdentityDep
+from vechat_rls.api.security import IdentityDep, authenticate
 from vechat_rls.auth import AuthError, Identity, TokenVerifier, mint_token, websocket_token
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.pgserver import free_port
@@ -34,6 +35,12 @@ class WhoAmI(Controller):
     @get()
     async def whoami(self, identity: IdentityDep) -> Identity:
         return identity
+
+    @websocket("/ws")
+    async def whoami_ws(self, socket: WebSocket[Any, Any, Any]) -> None:
+        await socket.accept()
+        await socket.send_json({"user_id": authenticate(socket).user_id})
+        await socket.close()
 
 
 def _b64(data: bytes) -> str:
@@ -201,6 +208,26 @@ def test_http_ignores_query_and_cookie_tokens(client: TestClient[Any]) -> None:
 
 def test_routes_outside_api_need_no_token(client: TestClient[Any]) -> None:
     assert client.get("/healthz").status_code == 200
+
+
+def test_websocket_accepts_query_and_cookie_tokens(client: TestClient[Any]) -> None:
+    token = _hs256(_claims())
+    with client.websocket_connect(f"/api/v1/whoami/ws?access_token={token}") as ws:
+        assert ws.receive_json() == {"user_id": 42}
+    with client.websocket_connect(
+        "/api/v1/whoami/ws", headers={"Cookie": f"access_token={token}"}
+    ) as ws:
+        assert ws.receive_json() == {"user_id": 42}
+
+
+@pytest.mark.parametrize("query", ["", "?access_token=not-a-jwt"])
+def test_websocket_without_valid_token_is_closed_4401(client: TestClient[Any], query: str) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect) as caught,
+        client.websocket_connect(f"/api/v1/whoami/ws{query}") as ws,
+    ):
+        ws.receive_json()
+    assert caught.value.code == 4401
 
 
 # --- asymmetric keys ----------------------------------------------------------------------

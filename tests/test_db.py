@@ -164,6 +164,17 @@ async def test_unreachable_database_raises_database_unavailable() -> None:
         await pool.close()
 
 
+async def test_wrong_password_raises_database_unavailable(scratch: Scratch) -> None:
+    url = scratch.pg.app_url(scratch.database, user=scratch.app_role, password="wrong")
+    pool = await db.create_pool(url, min_size=0, max_size=1)
+    try:
+        with pytest.raises(db.DatabaseUnavailable):
+            async with db.tenant(pool, ALICE):
+                pass
+    finally:
+        await pool.close()
+
+
 # --- role safety --------------------------------------------------------------------------
 
 

@@ -142,7 +142,7 @@ async def tenant(
     sql = begin_sql(identity, readonly=readonly, statement_timeout_ms=statement_timeout_ms)
     try:
         conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-    except UNREACHABLE_ERRORS as exc:
+    except _CONNECT_FAILURES as exc:
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
     try:
         try:

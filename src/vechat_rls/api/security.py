@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
+from litestar.exceptions import WebSocketException
 from litestar.handlers.base import BaseRouteHandler
 
 from vechat_rls import db
@@ -25,6 +26,7 @@ AUTH_IN_HANDLER = "vechat_auth_in_handler"
 """Route `opt` key: a WebSocket handler that authenticates itself (to accept, then close 4401)."""
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+WS_CLOSE_UNAUTHORIZED = 4401  # contract.md: bad token on the WebSocket
 
 
 def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
@@ -49,10 +51,20 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
 async def require_identity(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Router guard: no `/api/v1` handler runs without a verified token."""
+    """Router guard: no `/api/v1` handler runs without a verified token.
+
+    A refused WebSocket handshake is closed with code 4401. Before `accept()` most servers turn
+    that close into an HTTP 403; a handler that must deliver 4401 to browsers sets
+    `opt={AUTH_IN_HANDLER: True}`, accepts, then calls `authenticate()` and closes on `AuthError`.
+    """
     if handler.opt.get(AUTH_IN_HANDLER):
         return
-    authenticate(connection)
+    try:
+        authenticate(connection)
+    except AuthError as exc:
+        if connection.scope["type"] == ScopeType.WEBSOCKET:
+            raise WebSocketException(detail=exc.reason, code=WS_CLOSE_UNAUTHORIZED) from None
+        raise
 
 
 async def provide_identity(request: ASGIConnection[Any, Any, Any, Any]) -> Identity:
