@@ -292,6 +292,9 @@ async def test_openapi_31_document_with_bearer_security(client: AsyncTestClient[
     assert schema["openapi"].startswith("3.1")
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     assert schema["paths"]["/api/v1/probe/items"]["get"]["security"] == [{"BearerToken": []}]
+    responses = schema["paths"]["/api/v1/probe/items"]["post"]["responses"]
+    assert {"201", "400", "401", "503"} <= set(responses)
+    assert "application/problem+json" in responses["401"]["content"]
     for docs in ("/schema/swagger", "/schema/elements", "/schema/scalar"):
         assert (await client.get(docs)).status_code == 200
 

@@ -20,6 +20,7 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import (
     JsonRenderPlugin,
@@ -34,7 +35,7 @@ from litestar.types import ControllerRouterHandler
 
 from vechat_rls import __version__, db
 from vechat_rls.api.body import StrictBody
-from vechat_rls.api.errors import EXCEPTION_HANDLERS
+from vechat_rls.api.errors import EXCEPTION_HANDLERS, problem_responses
 from vechat_rls.api.health import HealthController, ReadinessCheck
 from vechat_rls.api.me import MeController
 from vechat_rls.api.security import (
@@ -103,6 +104,7 @@ def create_app(
         dto=StrictBody,  # request bodies: strict msgspec decoding (api/body.py)
         return_dto=None,  # responses: msgspec encodes structs directly
     )
+    _document_problems(api)
     prometheus = PrometheusConfig(
         app_name="vechat_rls",
         prefix="vechat",
@@ -123,6 +125,20 @@ def create_app(
         state=_state(settings, verifier),
         debug=debug,
     )
+
+
+API_PROBLEMS = (400, 401, 503)
+"""Problem statuses every `/api/v1` operation may answer, added to its OpenAPI responses."""
+
+
+def _document_problems(router: Router) -> None:
+    for route in router.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if isinstance(handler, HTTPRouteHandler):
+                handler.responses = {
+                    **problem_responses(*API_PROBLEMS),
+                    **(handler.responses or {}),
+                }
 
 
 def _with_body_limit(

@@ -11,8 +11,10 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from vechat_rls import db
@@ -94,6 +96,35 @@ class ServiceUnavailable(ApiError):
 
     def __init__(self, detail: str = "service temporarily unavailable", retry_after: int = 2):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class FieldError(msgspec.Struct, frozen=True, kw_only=True):
+    path: str  # dotted, e.g. `peer.user_id`; empty for the body as a whole
+    source: str  # body, query, path, header
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9457 problem details, as every error response carries them (for the OpenAPI document)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI `responses` entries for problem-details answers with these statuses."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=HTTPStatus(status).phrase,
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 # ---------------------------------------------------------------------------------------------
