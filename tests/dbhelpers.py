@@ -3,6 +3,10 @@
 Seeding is done as the superuser (row-level security never applies to it, triggers still run);
 the tests then act as `vechat_app`, the role the API logs in as, in a transaction that sets the
 tenant context exactly like `vechat_rls.db.tenant` does (`set_config(…, true)`).
+
+The message triggers are SECURITY DEFINER (owner `vechat_owner`, bound by forced row-level
+security), so even the superuser inserts and edits messages under the sender's context:
+`insert_message` sets it. Bulk loads use `session_replication_role = replica` instead.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ TENANT_TABLES: tuple[str, ...] = (
     "vechat_messages",
     "vechat_presence",
     "vechat_presence_connections",
+    "vechat_rate_limits",
     "vechat_user_settings",
 )
 
@@ -51,6 +56,31 @@ _organisations = itertools.count(1_000 + (os.getpid() % 1_000) * 1_000)
 
 def new_organisation_ids(count: int = 1) -> list[int]:
     return [next(_organisations) for _ in range(count)]
+
+
+def delete_organisations(conn: psycopg.Connection[Any], organisation_ids: list[int]) -> None:
+    """Remove every row of these organisations and commit (as the superuser).
+
+    Triggers and foreign-key checks are off for the deletion (`session_replication_role`): all
+    rows of the organisations go, so no reference is left dangling.
+    """
+    conn.execute("SET LOCAL session_replication_role = replica")
+    for table in TENANT_TABLES:
+        conn.execute(
+            f"DELETE FROM public.{table} WHERE organisation_id = ANY(%s)", (organisation_ids,)
+        )
+    conn.commit()
+
+
+@contextmanager
+def organisations(postgres: TestPostgres, database: str, count: int = 1) -> Iterator[list[int]]:
+    """Fresh organisation ids whose rows are all deleted afterwards."""
+    ids = new_organisation_ids(count)
+    try:
+        yield ids
+    finally:
+        with admin_connect(postgres, database) as conn:
+            delete_organisations(conn, ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,8 +249,18 @@ def insert_message(
     sender: User,
     receiver: User,
     text: str | None = "hello",
+    *,
+    as_sender: bool = True,
     **columns: Any,
 ) -> int:
+    """Insert one message; returns its id.
+
+    With `as_sender` (the default) the transaction first takes the sender's context, which the
+    SECURITY DEFINER message triggers need to append events (see the module docstring); it stays
+    set afterwards. `as_sender=False` inserts under whatever context the caller set.
+    """
+    if as_sender:
+        act_as(conn, organisation_id, sender)
     names = [
         "organisation_id",
         "conversation_id",
@@ -265,7 +305,16 @@ def insert_attachment(
 
 
 def seed_organisation(conn: psycopg.Connection[Any], organisation_id: int) -> Seed:
-    """One organisation's worth of every kind of row; run as the superuser, without a context."""
+    """One organisation's worth of every kind of row, as the superuser.
+
+    What it creates (the isolation matrix counts on exactly this):
+    contacts P1, C1, P2, C2, ADMIN; conversations P1-C1 and P2-C2; one attachment of P1; messages
+    P1->C1 "hello" (then edited: one history row), P1->C1 file, C1->P1 reply, P2->C2 "other";
+    settings of P1 and C1 (their triggers create presence rows for both); connection leases of P1
+    (one live, one expired) and C1 (live); rate-limit counters of P1 and C1; and, from the message
+    triggers, events: 4 each for P1 and C1, 1 each for P2 and C2, behind 4 cursors.
+    The transaction's context is cleared again before returning.
+    """
     o = organisation_id
     for user in (P1, C1, P2, C2, ADMIN):
         conn.execute(
@@ -282,26 +331,37 @@ def seed_organisation(conn: psycopg.Connection[Any], organisation_id: int) -> Se
     )
     reply = insert_message(conn, o, conversation, C1, P1, "hi", reply_to_message_id=message)
     insert_message(conn, o, other_conversation, P2, C2, "other")
+    act_as(conn, o, P1)  # the edit trigger writes history only for the sender
     conn.execute(
         "UPDATE vechat_messages SET message = 'hello!' WHERE organisation_id = %s AND id = %s",
         (o, message),
     )
+    set_context(conn, context_settings(None, None, empty=True))
     edit = conn.execute(
         "SELECT id FROM vechat_message_edits WHERE organisation_id = %s AND message_id = %s",
         (o, message),
     ).fetchone()
     assert edit is not None
-    conn.execute(
-        """INSERT INTO vechat_user_settings (organisation_id, user_id, user_type, theme)
-           VALUES (%s, %s, %s, 'light')""",
-        (o, P1.user_id, P1.user_type),
-    )  # its trigger creates P1's presence row
+    for user in (P1, C1):
+        # Their trigger creates each user's presence row.
+        conn.execute(
+            """INSERT INTO vechat_user_settings (organisation_id, user_id, user_type, theme)
+               VALUES (%s, %s, %s, 'light')""",
+            (o, user.user_id, user.user_type),
+        )
+        conn.execute(
+            """INSERT INTO vechat_rate_limits
+                   (organisation_id, user_type, user_id, action, window_start, hits)
+               VALUES (%s, %s, %s, 'send', now(), 1)""",
+            (o, user.user_type, user.user_id),
+        )
     conn.execute(
         """INSERT INTO vechat_presence_connections
                (organisation_id, user_id, user_type, server_id, expires_at)
            VALUES (%s, %s, %s, 'live', now() + interval '1 hour'),
-                  (%s, %s, %s, 'dead', now() - interval '1 hour')""",
-        (o, P1.user_id, P1.user_type, o, P1.user_id, P1.user_type),
+                  (%s, %s, %s, 'dead', now() - interval '1 hour'),
+                  (%s, %s, %s, 'live', now() + interval '1 hour')""",
+        (o, P1.user_id, P1.user_type, o, P1.user_id, P1.user_type, o, C1.user_id, C1.user_type),
     )
     seq = conn.execute(
         """SELECT min(seq) FROM vechat_events
