@@ -203,6 +203,63 @@ def sqlstate_of(exc: BaseException) -> str | None:
 # --------------------------------------------------------------------------------------------
 # Seed data (as the superuser)
 
+# A new row of P1 in organisation %(a)s, one per tenant table (the isolation matrix and the
+# fail-closed tests); %(conversation_id)s and %(message_id)s are P1-C1 ones from the seed.
+OWNER_ROW_SQL = {
+    "vechat_attachments": """
+        INSERT INTO vechat_attachments (organisation_id, uploader_id, uploader_type, file_name,
+                                        file_type, file_size, sha256, data)
+        VALUES (%(a)s, 11, 'personnel', 'b.pdf', 'application/pdf', 2, repeat('0', 64),
+                '\\x0102')""",
+    "vechat_contacts": """
+        INSERT INTO vechat_contacts (organisation_id, user_id, user_type, display_name)
+        VALUES (%(a)s, 11, 'personnel', 'alice')""",
+    "vechat_conversations": """
+        INSERT INTO vechat_conversations (organisation_id, participant1_id, participant1_type,
+                                          participant2_id, participant2_type)
+        VALUES (%(a)s, 11, 'personnel', 14, 'client')""",
+    "vechat_event_cursors": """
+        INSERT INTO vechat_event_cursors (organisation_id, user_id, user_type, last_seq)
+        VALUES (%(a)s, 11, 'personnel', 1000)""",
+    "vechat_events": """
+        INSERT INTO vechat_events (organisation_id, recipient_id, recipient_type, seq, event_type,
+                                   conversation_id)
+        VALUES (%(a)s, 11, 'personnel', 1000, 'conversation.updated', %(conversation_id)s)""",
+    "vechat_message_edits": """
+        INSERT INTO vechat_message_edits (organisation_id, message_id, previous_message)
+        VALUES (%(a)s, %(message_id)s, 'forged')""",
+    "vechat_messages": """
+        INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id, sender_type,
+                                     receiver_id, receiver_type, message)
+        VALUES (%(a)s, %(conversation_id)s, 11, 'personnel', 12, 'client', 'new')""",
+    "vechat_presence": """
+        INSERT INTO vechat_presence (organisation_id, user_id, user_type, status)
+        VALUES (%(a)s, 11, 'personnel', 'online')""",
+    "vechat_presence_connections": """
+        INSERT INTO vechat_presence_connections (organisation_id, user_id, user_type, server_id,
+                                                 expires_at)
+        VALUES (%(a)s, 11, 'personnel', 'new', now() + interval '1 minute')""",
+    "vechat_rate_limits": """
+        INSERT INTO vechat_rate_limits (organisation_id, user_type, user_id, action, window_start,
+                                        hits)
+        VALUES (%(a)s, 'personnel', 11, 'upload', now(), 1)""",
+    "vechat_user_settings": """
+        INSERT INTO vechat_user_settings (organisation_id, user_id, user_type, theme)
+        VALUES (%(a)s, 11, 'personnel', 'dark')""",
+}
+
+# P1 already has the one row these tables allow per user: what to delete (as the superuser, in a
+# transaction that is rolled back) before inserting OWNER_ROW_SQL.
+MAKE_ROOM_FOR_OWNER_SQL = {
+    "vechat_contacts": "DELETE FROM vechat_contacts WHERE organisation_id = %(a)s "
+    "AND user_type = 'personnel' AND user_id = 11",
+    "vechat_presence": "DELETE FROM vechat_presence WHERE organisation_id = %(a)s "
+    "AND user_type = 'personnel' AND user_id = 11",
+    "vechat_user_settings": "DELETE FROM vechat_user_settings WHERE organisation_id = %(a)s "
+    "AND user_type = 'personnel' AND user_id = 11",
+}
+
+
 P1 = User(11, "personnel")  # alice: staff
 C1 = User(12, "client")  # bob: alice's customer
 P2 = User(13, "personnel")  # carol: other staff

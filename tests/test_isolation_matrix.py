@@ -151,61 +151,6 @@ TOUCH = {
     "vechat_user_settings": "theme = theme",
 }
 
-# A new row of the owner (P1) in organisation A; %(a)s is A, the other names come from the seed.
-INSERT_ROW = {
-    "vechat_attachments": """
-        INSERT INTO vechat_attachments (organisation_id, uploader_id, uploader_type, file_name,
-                                        file_type, file_size, sha256, data)
-        VALUES (%(a)s, 11, 'personnel', 'b.pdf', 'application/pdf', 2, repeat('0', 64),
-                '\\x0102')""",
-    "vechat_contacts": """
-        INSERT INTO vechat_contacts (organisation_id, user_id, user_type, display_name)
-        VALUES (%(a)s, 11, 'personnel', 'alice')""",
-    "vechat_conversations": """
-        INSERT INTO vechat_conversations (organisation_id, participant1_id, participant1_type,
-                                          participant2_id, participant2_type)
-        VALUES (%(a)s, 11, 'personnel', 14, 'client')""",
-    "vechat_event_cursors": """
-        INSERT INTO vechat_event_cursors (organisation_id, user_id, user_type, last_seq)
-        VALUES (%(a)s, 11, 'personnel', 1000)""",
-    "vechat_events": """
-        INSERT INTO vechat_events (organisation_id, recipient_id, recipient_type, seq, event_type,
-                                   conversation_id)
-        VALUES (%(a)s, 11, 'personnel', 1000, 'conversation.updated', %(conversation_id)s)""",
-    "vechat_message_edits": """
-        INSERT INTO vechat_message_edits (organisation_id, message_id, previous_message)
-        VALUES (%(a)s, %(message_id)s, 'forged')""",
-    "vechat_messages": """
-        INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id, sender_type,
-                                     receiver_id, receiver_type, message)
-        VALUES (%(a)s, %(conversation_id)s, 11, 'personnel', 12, 'client', 'new')""",
-    "vechat_presence": """
-        INSERT INTO vechat_presence (organisation_id, user_id, user_type, status)
-        VALUES (%(a)s, 11, 'personnel', 'online')""",
-    "vechat_presence_connections": """
-        INSERT INTO vechat_presence_connections (organisation_id, user_id, user_type, server_id,
-                                                 expires_at)
-        VALUES (%(a)s, 11, 'personnel', 'new', now() + interval '1 minute')""",
-    "vechat_rate_limits": """
-        INSERT INTO vechat_rate_limits (organisation_id, user_type, user_id, action, window_start,
-                                        hits)
-        VALUES (%(a)s, 'personnel', 11, 'upload', now(), 1)""",
-    "vechat_user_settings": """
-        INSERT INTO vechat_user_settings (organisation_id, user_id, user_type, theme)
-        VALUES (%(a)s, 11, 'personnel', 'dark')""",
-}
-
-# The owner already has the one row these tables allow per user: removed (as the superuser, in
-# the same rolled-back transaction) before the INSERT case.
-MAKE_ROOM = {
-    "vechat_contacts": "DELETE FROM vechat_contacts WHERE organisation_id = %(a)s "
-    "AND user_type = 'personnel' AND user_id = 11",
-    "vechat_presence": "DELETE FROM vechat_presence WHERE organisation_id = %(a)s "
-    "AND user_type = 'personnel' AND user_id = 11",
-    "vechat_user_settings": "DELETE FROM vechat_user_settings WHERE organisation_id = %(a)s "
-    "AND user_type = 'personnel' AND user_id = 11",
-}
-
 CASES = [
     pytest.param(table, command, index, id=f"{table}-{command}-{actor.name}")
     for table in EXPECTED
@@ -247,7 +192,7 @@ def statement(table: str, command: str) -> str:
         return f"UPDATE {table} SET {TOUCH[table]} WHERE organisation_id = %(a)s"
     if command == "DELETE":
         return f"DELETE FROM {table} WHERE organisation_id = %(a)s"
-    return INSERT_ROW[table]
+    return h.OWNER_ROW_SQL[table]
 
 
 def connection_of(world: World, actor: Actor) -> psycopg.Connection[Any]:
@@ -275,8 +220,8 @@ def run_case(world: World, table: str, command: str, actor: Actor) -> int | str:
     }
     conn = connection_of(world, actor)
     try:
-        if command == "INSERT" and table in MAKE_ROOM:
-            conn.execute(MAKE_ROOM[table], params)
+        if command == "INSERT" and table in h.MAKE_ROOM_FOR_OWNER_SQL:
+            conn.execute(h.MAKE_ROOM_FOR_OWNER_SQL[table], params)
         become(world, conn, actor)
         cur = conn.execute(statement(table, command), params)
         if command == "SELECT":
@@ -295,7 +240,7 @@ def test_matrix_covers_exactly_the_tenant_tables_of_the_catalog(world: World) ->
     world.conn.rollback()
     assert catalog == sorted(h.TENANT_TABLES)
     assert sorted(EXPECTED) == catalog
-    assert sorted(TOUCH) == catalog and sorted(INSERT_ROW) == catalog
+    assert sorted(TOUCH) == catalog and sorted(h.OWNER_ROW_SQL) == catalog
     assert all(len(row) == len(ACTORS) for rows in EXPECTED.values() for row in rows.values())
 
 
