@@ -35,6 +35,7 @@ from litestar.types import ControllerRouterHandler
 
 from vechat_rls import __version__, db
 from vechat_rls.api.body import StrictBody
+from vechat_rls.api.contacts import ContactsController
 from vechat_rls.api.errors import EXCEPTION_HANDLERS, problem_responses
 from vechat_rls.api.health import HealthController, ReadinessCheck
 from vechat_rls.api.me import MeController
@@ -51,6 +52,7 @@ API_PREFIX = "/api/v1"
 
 CONTROLLERS: list[ControllerRouterHandler] = [
     MeController,
+    ContactsController,
 ]
 """Resource controllers mounted under `/api/v1`, one line each."""
 
