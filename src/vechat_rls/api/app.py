@@ -39,12 +39,15 @@ from vechat_rls.api.contacts import ContactsController
 from vechat_rls.api.errors import EXCEPTION_HANDLERS, problem_responses
 from vechat_rls.api.health import HealthController, ReadinessCheck
 from vechat_rls.api.me import MeController
+from vechat_rls.api.presence import PresenceController
 from vechat_rls.api.security import (
     provide_conn,
     provide_database,
     provide_identity,
     require_identity,
 )
+from vechat_rls.api.settings import SettingsController
+from vechat_rls.api.stats import StatsController
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import Settings
 
@@ -53,6 +56,9 @@ API_PREFIX = "/api/v1"
 CONTROLLERS: list[ControllerRouterHandler] = [
     MeController,
     ContactsController,
+    SettingsController,
+    PresenceController,
+    StatsController,
 ]
 """Resource controllers mounted under `/api/v1`, one line each."""
 
