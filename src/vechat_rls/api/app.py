@@ -48,6 +48,7 @@ from vechat_rls.api.security import (
 )
 from vechat_rls.api.settings import SettingsController
 from vechat_rls.api.stats import StatsController
+from vechat_rls.api.web import WebController
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import Settings
 
@@ -120,7 +121,7 @@ def create_app(
         exclude=["/metrics"],
     )
     return Litestar(
-        route_handlers=[api, HealthController, PrometheusController],
+        route_handlers=[api, HealthController, PrometheusController, WebController],
         lifespan=list(LIFESPANS),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
