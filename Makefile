@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest pytest-pg15 bench clean
+.PHONY: run test lint typecheck pytest pytest-pg15 bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(PY) -m pytest
+
+# tests/test_browser.py drives Debian's Chromium through Playwright (which cannot download its own).
+browser:
+	@command -v chromium >/dev/null || \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium))
 
 # The database suite again on Debian's PostgreSQL 15 server package.
 pytest-pg15: $(STAMP)

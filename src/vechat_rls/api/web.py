@@ -46,7 +46,8 @@ REVALIDATE = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 _ASSET_REFERENCE = re.compile(r'(?P<attr>src|href)="/static/(?P<name>[A-Za-z0-9._-]+)"')
-_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}  # + charset by Litestar
+# Litestar appends "; charset=utf-8" to text types itself.
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 
 
 @dataclass(frozen=True)

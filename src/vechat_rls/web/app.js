@@ -350,7 +350,8 @@
       const last = c.last_message;
       const preview = typing ? "typing…" : (last ? (isMe(last.sender) ? "You: " : "") + previewOf(last) : "No messages yet");
       const unread = c.unread_count || 0;
-      const label = `${peer.display_name || "Unknown"}, ${presenceText(presence)}${unread ? `, ${unread} unread` : ""}`;
+      const label = [peer.display_name || "Unknown", presenceText(presence), unread ? `${unread} unread` : null,
+        c.muted ? "muted" : null, preview].filter(Boolean).join(", ");
       return h("li", null, h("button", {
         type: "button",
         class: "conversation-item",
@@ -1164,7 +1165,13 @@
         state.readyOnce = true;
         state.wsAttempts = 0;
         setConnection("live", "Live");
-        if (seq !== null && (state.lastSeq === null || seq > state.lastSeq)) saveSeq(seq);
+        if (seq !== null && state.lastSeq !== null && seq < state.lastSeq) {
+          // The server's log is behind what this tab saw (a new database): start over from it.
+          saveSeq(seq);
+          reloadAll();
+        } else if (seq !== null && (state.lastSeq === null || seq > state.lastSeq)) {
+          saveSeq(seq);
+        }
         const chosen = sessionStorage.getItem(storageKey("presence"));
         if (chosen && chosen !== "online") wsSend({ type: "presence", status: chosen });
         if (since === null && !first) reloadAll(); // nothing to resume from: refetch

@@ -1,0 +1,410 @@
+"""The browser client in a real Chromium against a real `vechat-rls serve` and PostgreSQL.
+
+Two users of one organisation chat in two browser contexts: live delivery without reload, the
+typing indicator, read ticks, reload with history; a user of another organisation with the same
+numeric ids sees none of it; markup in a message stays text. Chromium is Debian's package
+(`make browser` installs it; this module installs it too when missing, it never skips).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+
+from tests.conftest import Database
+from tests.dbhelpers import delete_organisations, new_organisation_ids
+from vechat_rls.auth import mint_token
+from vechat_rls.pgserver import free_port
+
+pytestmark = pytest.mark.slow
+
+SECRET = "browser-test-secret-long-enough-for-hs256"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Set to a directory to keep screenshots of the chat for a look by eye.
+SCREENSHOTS = os.environ.get("VECHAT_BROWSER_SCREENSHOTS")
+
+INSERT_CONTACT = """
+INSERT INTO public.vechat_contacts
+    (organisation_id, user_id, user_type, display_name, email, role, assigned_personnel)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+@dataclass(frozen=True)
+class Person:
+    organisation_id: int
+    user_id: int
+    user_type: str
+    name: str
+    email: str
+    role: str | None = None
+    assigned: tuple[int, ...] = ()
+
+    def token(self) -> str:
+        return mint_token(
+            organisation_id=self.organisation_id,
+            user_id=self.user_id,
+            user_type=self.user_type,
+            key=SECRET,
+            role=self.role,
+            name=self.name,
+        )
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Org 1: a client and the personnel assigned to it. Org 2: the same ids, other people."""
+
+    client: Person
+    staff: Person
+    other_client: Person
+    other_staff: Person
+
+
+def _ensure_chromium() -> str:
+    """Debian's Chromium, installed now if it is missing: this test never skips for want of it."""
+    found = shutil.which("chromium")
+    if found is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True)
+        found = shutil.which("chromium")
+    if found is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True)
+        found = shutil.which("chromium")
+    assert found, "chromium could not be installed"
+    return found
+
+
+@pytest.fixture(scope="module")
+def cast(migrated_database: Database) -> Iterator[Cast]:
+    org1, org2 = new_organisation_ids(2)
+    people = Cast(
+        client=Person(org1, 3, "client", "Chloé Dubois", "chloe@client.example", assigned=(2,)),
+        staff=Person(org1, 2, "personnel", "Bruno Lefèvre", "bruno@velosi.example", "commercial"),
+        other_client=Person(org2, 3, "client", "Eva Schmidt", "eva@client.example", assigned=(2,)),
+        other_staff=Person(
+            org2, 2, "personnel", "Dmitri Ivanov", "dmitri@acme.example", "commercial"
+        ),
+    )
+    with psycopg.connect(migrated_database.admin_url) as conn:
+        for p in (people.client, people.staff, people.other_client, people.other_staff):
+            conn.execute(
+                INSERT_CONTACT,
+                (p.organisation_id, p.user_id, p.user_type, p.name, p.email, p.role,
+                 list(p.assigned)),
+            )
+    try:
+        yield people
+    finally:
+        with psycopg.connect(migrated_database.admin_url) as conn:
+            delete_organisations(conn, [org1, org2])
+
+
+@pytest.fixture(scope="module")
+def server(migrated_database: Database, cast: Cast) -> Iterator[str]:
+    """`vechat-rls serve` as a subprocess on a free port; its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "VECHAT_DATABASE_URL": migrated_database.app_url,
+        "VECHAT_JWT_SECRET": SECRET,
+        "VECHAT_POOL_MIN": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=_ensure_chromium(), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+class Chat:
+    """One signed-in user in a browser context of their own: what they do and what they see."""
+
+    def __init__(self, browser: Browser, base: str, person: Person) -> None:
+        self.person = person
+        self.base = base
+        self.context: BrowserContext = browser.new_context(viewport={"width": 1100, "height": 720})
+        self.page: Page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.page.on("dialog", self._on_dialog)
+        self.console_errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
+
+    def _on_dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.accept()
+
+    def sign_in(self) -> None:
+        self.page.goto(f"{self.base}/?access_token={self.person.token()}")
+        expect(self.page.locator("#me-name")).to_have_text(self.person.name)
+        expect(self.page.locator("#connection")).to_have_text("Live")
+
+    def conversation_with(self, name: str) -> Any:
+        return self.page.locator(".conversation-item", has_text=name)
+
+    def start_conversation(self, search: str, name: str) -> None:
+        self.page.get_by_role("button", name="New chat").click()
+        self.page.get_by_label("Search contacts").fill(search)
+        self.page.locator(".contact-item", has_text=name).click()
+        expect(self.page.locator("#peer-name")).to_have_text(name)
+
+    def open(self, name: str) -> None:
+        self.conversation_with(name).click()
+        expect(self.page.locator("#peer-name")).to_have_text(name)
+
+    def type(self, text: str) -> None:
+        self.page.get_by_label("Message", exact=True).press_sequentially(text)
+
+    def send(self, text: str) -> None:
+        box = self.page.get_by_label("Message", exact=True)
+        box.fill(text)
+        box.press("Enter")
+        expect(self.own_message(text).locator(".status")).to_have_text(re.compile("Sent|Read"))
+
+    def own_message(self, text: str) -> Any:
+        return self.page.locator(".msg.own", has=self.page.locator(".body", has_text=text))
+
+    def their_message(self, text: str) -> Any:
+        return self.page.locator(".msg.theirs", has=self.page.locator(".body", has_text=text))
+
+    def screenshot(self, name: str) -> None:
+        if SCREENSHOTS:
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def chats(browser: Browser, server: str, cast: Cast) -> Iterator[dict[str, Chat]]:
+    """The three users signed in, each in a fresh browser context."""
+    opened = {
+        "client": Chat(browser, server, cast.client),
+        "staff": Chat(browser, server, cast.staff),
+        "other": Chat(browser, server, cast.other_staff),
+    }
+    for chat in opened.values():
+        chat.sign_in()
+    yield opened
+    for chat in opened.values():
+        assert chat.console_errors == [], chat.console_errors
+        chat.close()
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_page_is_public_with_a_strict_content_security_policy(server: str) -> None:
+    page = httpx.get(server + "/", timeout=5)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["cache-control"] == "no-cache"
+    script = re.search(r'src="(/static/app\.js\?v=[0-9a-f]+)"', page.text)
+    assert script, page.text
+    asset = httpx.get(server + script[1], timeout=5)
+    assert asset.status_code == 200 and asset.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in asset.headers["cache-control"]
+    again = httpx.get(server + "/", headers={"If-None-Match": page.headers["etag"]}, timeout=5)
+    assert again.status_code == 304
+    missing = httpx.get(server + "/static/nothing.js", timeout=5)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+
+
+def test_without_a_token_the_page_asks_for_a_sign_in_link(browser: Browser, server: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server + "/")
+    expect(page.locator("#signed-out")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    context.close()
+
+
+def test_sign_in_link_token_leaves_the_address_bar(chats: dict[str, Chat]) -> None:
+    page = chats["client"].page
+    assert "access_token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('vechat.token')") == chats["client"].person.token()
+
+
+def test_message_appears_live_with_typing_and_read_ticks(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    client.start_conversation("bruno", "Bruno Lefèvre")
+    client.send("Bonjour Bruno, where is shipment VL-1042?")
+
+    # The staff member's list gets the new conversation, unread, without a reload.
+    item = staff.conversation_with("Chloé Dubois")
+    expect(item.locator(".preview")).to_have_text("Bonjour Bruno, where is shipment VL-1042?")
+    expect(item.locator(".badge")).to_have_text("1")
+    staff.open("Chloé Dubois")
+    expect(staff.their_message("where is shipment VL-1042?")).to_be_visible()
+    expect(item.locator(".badge")).to_have_count(0)
+
+    # Opening the pane read the message: the sender sees the tick turn to read.
+    expect(client.own_message("where is shipment VL-1042?").locator(".status")).to_have_text(
+        "✓✓ Read"
+    )
+
+    staff.type("It left Mars")
+    expect(client.page.locator("#typing")).to_have_text("Bruno Lefèvre is typing…")
+    staff.page.get_by_label("Message", exact=True).press("Enter")
+    expect(client.their_message("It left Mars")).to_be_visible()
+    expect(client.page.locator("#typing")).to_have_text("")
+    # The client's pane is open and visible: the reply is read at once.
+    expect(staff.own_message("It left Mars").locator(".status")).to_have_text("✓✓ Read")
+    client.screenshot("client-chat")
+    staff.screenshot("staff-chat")
+
+
+def test_markup_in_a_message_is_shown_as_text(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    xss = "<img src=x onerror=alert(1)>"
+    staff.send(xss)
+    shown = client.their_message(xss).locator(".body")
+    expect(shown).to_have_text(xss)
+    assert client.page.locator(".message-list img").count() == 0
+    assert client.dialogs == [] and staff.dialogs == []
+
+
+def test_other_organisation_with_the_same_ids_sees_nothing(chats: dict[str, Chat]) -> None:
+    other = chats["other"]
+    assert other.person.user_id == chats["staff"].person.user_id
+    other.page.reload()
+    expect(other.page.locator("#connection")).to_have_text("Live")
+    expect(other.page.locator(".conversation-item")).to_have_count(0)
+    other.page.get_by_role("button", name="New chat").click()
+    expect(other.page.locator(".contact-item")).to_have_count(1)
+    expect(other.page.locator(".contact-item")).to_have_text(re.compile("Eva Schmidt"))
+    chats["client"].send("Only for Bruno of organisation one")
+    chats["staff"].their_message("Only for Bruno of organisation one").wait_for()
+    body = other.page.locator("body").inner_text()
+    assert "Chloé" not in body and "VL-1042" not in body and "Only for Bruno" not in body
+
+
+def test_reload_resumes_and_shows_history(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    client.page.goto("about:blank")  # the client is away: its socket is closed
+    staff.send("Sent while you were away")
+    client.page.goto(client.base + "/")
+    expect(client.page.locator("#connection")).to_have_text("Live")
+    expect(client.page.locator("#peer-name")).to_have_text("Bruno Lefèvre")
+    for text in ("where is shipment VL-1042?", "It left Mars", "Sent while you were away"):
+        expect(client.page.locator(".msg", has_text=text)).to_have_count(1)
+    assert "access_token" not in client.page.url
+    seq = client.page.evaluate(
+        "Object.keys(sessionStorage).filter((k) => k.startsWith('vechat.seq.')).length"
+    )
+    assert seq == 1
+    expect(staff.own_message("Sent while you were away").locator(".status")).to_have_text(
+        "✓✓ Read"
+    )
+
+
+def test_edit_and_delete_for_everyone(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    client.send("Container 7 is late")
+    mine = client.own_message("Container 7 is late")
+    mine.hover()
+    mine.get_by_role("button", name="Edit").click()
+    editor = client.page.get_by_label("Edit the message")
+    editor.fill("Container 8 is late")
+    editor.press("Enter")
+    expect(staff.their_message("Container 8 is late").locator(".edited")).to_have_text("edited")
+    edited = client.own_message("Container 8 is late")
+    edited.hover()
+    edited.get_by_role("button", name="Delete for everyone").click()
+    expect(staff.page.locator(".msg.theirs .tombstone")).to_have_count(1)
+    expect(staff.page.locator(".msg", has_text="Container 8")).to_have_count(0)
+    assert client.dialogs == ["Delete this message for everyone?"]
+    client.dialogs.clear()
+
+
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A small solid PNG, made here so the test needs no fixture file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(rgb) * width
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_image_attachment_is_shown_inline_to_both(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    client.page.locator("#attach-input").set_input_files(
+        {"name": "dock.png", "mimeType": "image/png", "buffer": _png(48, 32, (37, 99, 235))}
+    )
+    for chat in (client, staff):
+        image = chat.page.locator(".msg img.inline-image[alt='dock.png']")
+        expect(image).to_be_visible()
+        expect(image).to_have_attribute("src", re.compile("^blob:"))
+        assert image.evaluate("(img) => img.complete && img.naturalWidth") == 48
+    staff.screenshot("staff-image")
