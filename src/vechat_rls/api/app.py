@@ -34,6 +34,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
 
 from vechat_rls import __version__, db
+from vechat_rls.api.attachments import AttachmentsController
 from vechat_rls.api.body import StrictBody
 from vechat_rls.api.contacts import ContactsController
 from vechat_rls.api.errors import EXCEPTION_HANDLERS, problem_responses
@@ -60,6 +61,7 @@ CONTROLLERS: list[ControllerRouterHandler] = [
     SettingsController,
     PresenceController,
     StatsController,
+    AttachmentsController,
 ]
 """Resource controllers mounted under `/api/v1`, one line each."""
 

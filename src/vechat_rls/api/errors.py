@@ -73,6 +73,12 @@ class Conflict(ApiError):
     status, slug = 409, "conflict"
 
 
+class PayloadTooLarge(ApiError):
+    """413: a body or an uploaded file over its limit."""
+
+    status, slug = 413, "payload-too-large"
+
+
 class Unprocessable(ApiError):
     """422: a well-formed request that breaks a rule (e.g. the edit window has passed)."""
 
