@@ -283,6 +283,7 @@ async def test_keyset_pages_cover_the_list_once_even_with_concurrent_inserts(
         {"cursor": "not-a-cursor"},
         {"cursor": "WyJhIiwiYWRtaW4iLDFd"},
         {"q": "x" * 201},
+        {"q": "nul\x00byte"},
     ],
 )
 async def test_bad_list_parameters_are_400(
@@ -386,6 +387,7 @@ async def test_put_contacts_of_1000_items_is_accepted_and_1001_refused(
         {"items": [{"user_id": 2**63, "user_type": "client"}]},
         {"items": [{"user_id": 1, "user_type": "client", "display_name": "x" * 201}]},
         {"items": [{"user_id": 1, "user_type": "client", "assigned_personnel": [0]}]},
+        {"items": [{"user_id": 1, "user_type": "client", "display_name": "nul\u0000"}]},
         {"items": [{"user_id": 1, "user_type": "client"}, {"user_id": 1, "user_type": "client"}]},
         {"items": {"user_id": 1}},
         {},
@@ -401,6 +403,7 @@ async def test_put_contacts_of_1000_items_is_accepted_and_1001_refused(
         "huge-id",
         "long-name",
         "bad-assignment",
+        "nul-in-name",
         "duplicate",
         "not-a-list",
         "no-items",

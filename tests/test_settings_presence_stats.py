@@ -128,6 +128,7 @@ async def test_settings_belong_to_one_user_of_one_organisation(
         {"custom_settings": []},
         {"custom_settings": "x"},
         {"custom_settings": {"big": "x" * 16_400}},
+        {"custom_settings": {"nul": "\u0000"}},
         [],
     ],
     ids=[
@@ -143,6 +144,7 @@ async def test_settings_belong_to_one_user_of_one_organisation(
         "custom-array",
         "custom-string",
         "custom-over-16k",
+        "custom-nul",
         "not-an-object",
     ],
 )

@@ -15,16 +15,26 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import msgspec
 import multipart  # type: ignore[import-untyped]
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
 from vechat_rls import mime
-from vechat_rls.api.errors import BadRequest, NotFound, PayloadTooLarge, problem
+from vechat_rls.api.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    problem,
+    problem_responses,
+)
 from vechat_rls.api.security import ConnDep, DatabaseDep, IdentityDep, SettingsDep
 from vechat_rls.auth import BIGINT_MAX
 
@@ -207,6 +217,20 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or any(value.removeprefix("W/") == etag for value in candidates)
 
 
+@dataclass
+class UploadOperation(Operation):
+    """The upload's OpenAPI request body: the handler reads the multipart stream itself."""
+
+    def __post_init__(self) -> None:
+        file_schema = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        form = Schema(
+            type=OpenAPIType.OBJECT, properties={FILE_FIELD: file_schema}, required=[FILE_FIELD]
+        )
+        self.request_body = RequestBody(
+            content={"multipart/form-data": OpenAPIMediaType(schema=form)}, required=True
+        )
+
+
 class AttachmentsController(Controller):
     path = "/attachments"
     tags = ["attachments"]
@@ -217,6 +241,8 @@ class AttachmentsController(Controller):
         # The app-wide JSON body limit does not apply; read_upload() counts against the
         # upload limits from the settings instead.
         request_max_body_size=None,
+        operation_class=UploadOperation,
+        responses=problem_responses(413),
     )
     async def upload(
         self,
@@ -251,6 +277,15 @@ class AttachmentsController(Controller):
         "/{attachment_id:int}",
         summary="Download a file (Range requests: one range, 206)",
         media_type="application/octet-stream",
+        responses={
+            206: ResponseSpec(
+                data_container=bytes,
+                description="One byte range (`Content-Range`)",
+                media_type="application/octet-stream",
+                generate_examples=False,
+            ),
+            **problem_responses(404, 416),
+        },
     )
     async def download(
         self,

@@ -25,7 +25,7 @@ from litestar import Controller, get, put
 from litestar.params import JSONBody, Parameter
 
 from vechat_rls import db
-from vechat_rls.api.errors import BadRequest, Forbidden
+from vechat_rls.api.errors import BadRequest, Forbidden, problem_responses
 from vechat_rls.api.security import ConnDep, IdentityDep
 from vechat_rls.auth import BIGINT_MAX, UserType
 
@@ -223,7 +223,10 @@ class ContactsController(Controller):
         next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
         return ContactPage(items=items, next_cursor=next_cursor)
 
-    @put(summary="Admin: upsert up to 1000 directory rows of the caller's own organisation")
+    @put(
+        summary="Admin: upsert up to 1000 directory rows of the caller's own organisation",
+        responses=problem_responses(403),
+    )
     async def upsert_contacts(
         self, conn: ConnDep, identity: IdentityDep, data: JSONBody[ContactsUpsert]
     ) -> UpsertResult:
