@@ -322,11 +322,11 @@
     if (message.deleted) return "Message deleted";
     const attachment = message.attachment || {};
     switch (message.message_type) {
-      case "image": return "📷 Photo";
-      case "video": return "🎬 Video";
-      case "audio": return "🎤 Voice message";
-      case "file": return `📎 ${attachment.file_name || "File"}`;
-      case "location": return "📍 Location";
+      case "image": return "Photo";
+      case "video": return "Video";
+      case "audio": return "Voice message";
+      case "file": return `File: ${attachment.file_name || "attachment"}`;
+      case "location": return "Location";
       default: return message.body || "";
     }
   }
@@ -364,7 +364,7 @@
       h("span", { class: "conversation-main" },
         h("span", { class: "conversation-top" },
           h("span", { class: "name", text: peer.display_name || "Unknown" }),
-          c.muted ? h("span", { class: "muted-icon", title: "Muted", text: "🔕" }) : null,
+          c.muted ? h("span", { class: "muted-tag", text: "muted" }) : null,
           h("time", { class: "when", datetime: c.last_message_at || "", text: formatWhen(c.last_message_at) })),
         h("span", { class: "conversation-bottom" },
           h("span", { class: typing ? "preview typing-preview" : "preview", text: preview }),
@@ -691,7 +691,7 @@
     const attachment = attachmentOf(message);
     if (message.message_type === "location" && message.location) {
       const { latitude, longitude } = message.location;
-      return h("p", { class: "location", text: `📍 ${Number(latitude).toFixed(5)}, ${Number(longitude).toFixed(5)}` });
+      return h("p", { class: "location", text: `Location: ${Number(latitude).toFixed(5)}, ${Number(longitude).toFixed(5)}` });
     }
     if (!attachment || attachment.id === undefined || attachment.id === null) return null;
     if (message.message_type === "image" || attachment.type.startsWith("image/")) {
@@ -708,7 +708,7 @@
       return media;
     }
     return h("button", { type: "button", class: "file", onclick: () => download(attachment) },
-      h("span", { "aria-hidden": "true", text: "📎 " }),
+      h("span", { class: "file-icon", "aria-hidden": "true", text: "⤓ " }),
       h("span", { class: "file-name", text: attachment.name }),
       attachment.size !== undefined ? h("span", { class: "file-size", text: ` (${formatSize(attachment.size)})` }) : null);
   }
@@ -787,7 +787,7 @@
       bubble.append(renderEditor(message));
     } else {
       if (message.pending && message.status === "uploading") {
-        bubble.append(h("p", { class: "file", text: `📎 ${message.upload_name}` }));
+        bubble.append(h("p", { class: "uploading", text: message.upload_name }));
       } else {
         const attachment = renderAttachment(message);
         if (attachment) bubble.append(attachment);
