@@ -284,6 +284,8 @@ async def test_keyset_pages_cover_the_list_once_even_with_concurrent_inserts(
         {"cursor": "WyJhIiwiYWRtaW4iLDFd"},
         {"q": "x" * 201},
         {"q": "nul\x00byte"},
+        {"limit": "1" * 5000},
+        {"limit": "\uff11"},  # a fullwidth digit one
     ],
 )
 async def test_bad_list_parameters_are_400(
