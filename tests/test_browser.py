@@ -80,6 +80,7 @@ class Cast:
 
     client: Person
     staff: Person
+    colleague: Person
     other_client: Person
     other_staff: Person
 
@@ -104,13 +105,15 @@ def cast(migrated_database: Database) -> Iterator[Cast]:
     people = Cast(
         client=Person(org1, 3, "client", "Chloé Dubois", "chloe@client.example", assigned=(2,)),
         staff=Person(org1, 2, "personnel", "Bruno Lefèvre", "bruno@velosi.example", "commercial"),
+        colleague=Person(org1, 1, "personnel", "Alice Martin", "alice@velosi.example"),
         other_client=Person(org2, 3, "client", "Eva Schmidt", "eva@client.example", assigned=(2,)),
         other_staff=Person(
             org2, 2, "personnel", "Dmitri Ivanov", "dmitri@acme.example", "commercial"
         ),
     )
     with psycopg.connect(migrated_database.admin_url) as conn:
-        for p in (people.client, people.staff, people.other_client, people.other_staff):
+        everyone = (people.client, people.staff, people.colleague)
+        for p in (*everyone, people.other_client, people.other_staff):
             conn.execute(
                 INSERT_CONTACT,
                 (p.organisation_id, p.user_id, p.user_type, p.name, p.email, p.role,
@@ -132,6 +135,7 @@ def server(migrated_database: Database, cast: Cast) -> Iterator[str]:
         "VECHAT_DATABASE_URL": migrated_database.app_url,
         "VECHAT_JWT_SECRET": SECRET,
         "VECHAT_POOL_MIN": "0",
+        "VECHAT_RATE_LIMIT_PER_MIN": "1000",  # the history test sends more than 60 a minute
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port)],
@@ -408,3 +412,27 @@ def test_image_attachment_is_shown_inline_to_both(chats: dict[str, Chat]) -> Non
         expect(image).to_have_attribute("src", re.compile("^blob:"))
         assert image.evaluate("(img) => img.complete && img.naturalWidth") == 48
     staff.screenshot("staff-image")
+
+
+def test_history_pages_back_with_before(chats: dict[str, Chat], cast: Cast, server: str) -> None:
+    colleague, staff = cast.colleague, chats["staff"]
+    headers = {"Authorization": f"Bearer {colleague.token()}"}
+    with httpx.Client(base_url=server + "/api/v1", headers=headers, timeout=10) as http:
+        peer = {"user_id": staff.person.user_id, "user_type": staff.person.user_type}
+        created = http.post("/conversations", json={"peer": peer})
+        assert created.status_code in (200, 201), created.text
+        conversation_id = created.json()["id"]
+        for n in range(1, 61):
+            sent = http.post(
+                f"/conversations/{conversation_id}/messages",
+                json={"client_id": f"history-{n}", "body": f"History line {n}"},
+            )
+            assert sent.status_code == 201, sent.text
+    staff.open("Alice Martin")
+    messages = staff.page.locator(".msg.theirs")
+    expect(messages.last).to_have_text(re.compile("History line 60"))
+    expect(messages).to_have_count(50)
+    staff.page.get_by_role("button", name="Load older messages").click()
+    expect(messages).to_have_count(60)
+    expect(messages.first).to_have_text(re.compile("History line 1\\b"))
+    expect(staff.page.get_by_role("button", name="Load older messages")).to_be_hidden()

@@ -310,6 +310,9 @@
           renderConversations();
           renderHeader();
           return conversation;
+        }, (err) => {
+          if (err.status === 404 && state.conversations.delete(id)) renderConversations();
+          throw err;
         })
         .finally(() => conversationFetches.delete(id));
       conversationFetches.set(id, request);
@@ -389,6 +392,13 @@
 
   function applyConversation(conversation) {
     if (!conversation || conversation.id === undefined) return;
+    if (!conversation.peer) {
+      // Ids only: I can no longer see it (deleted for me, in another tab of mine).
+      state.conversations.delete(conversation.id);
+      if (conversation.id === state.currentId) closeConversation();
+      renderConversations();
+      return;
+    }
     storeConversation(conversation);
     if (conversation.id === state.currentId) {
       // The server's count is authoritative; a visible pane reads what it shows.
@@ -559,8 +569,10 @@
     const open = message.conversation_id === state.currentId;
     const stickToBottom = isNearBottom() || isMe(message.sender);
 
-    if (eventType === "message.deleted" && !message.deleted) {
-      // Hidden for me (from another tab of mine): it leaves this view too.
+    // An event whose message I can no longer see (hidden for me, in another tab of mine) comes
+    // with ids only; so does "delete for me" itself.
+    const hiddenForMe = !message.sender || (eventType === "message.deleted" && !message.deleted);
+    if (hiddenForMe) {
       if (open) removeMessage(message.id);
     } else if (open) {
       upsertMessage(message);
@@ -568,23 +580,27 @@
 
     if (conversation) {
       const last = conversation.last_message;
-      const hiddenForMe = eventType === "message.deleted" && !message.deleted;
       const newest = !last || message.id > last.id;
-      if (!hiddenForMe && (newest || message.id === last.id)) {
+      if (hiddenForMe) {
+        // The preview showed it: ask the server what the last visible message is now.
+        if (last && last.id === message.id) fetchConversation(conversation.id).catch(() => {});
+      } else if (newest || message.id === last.id) {
         conversation.last_message = message;
         if (newest) conversation.last_message_at = message.created_at;
       }
       // Only a message newer than the list's last one is news: a replayed event after a reload
       // was already counted by the server in the list just fetched.
-      if (eventType === "message.created" && newest && isMe(message.receiver)) {
+      if (eventType === "message.created" && newest && !hiddenForMe && isMe(message.receiver)) {
         if (!(open && paneVisible())) conversation.unread_count = (conversation.unread_count || 0) + 1;
         conversation.archived = false;
       }
-    } else if (eventType === "message.created") {
+    } else if (eventType === "message.created" && !hiddenForMe) {
       fetchConversation(message.conversation_id).catch(() => {});
     }
 
-    if (eventType === "message.created" && !isMe(message.sender)) clearPeerTyping(message.conversation_id);
+    if (eventType === "message.created" && !hiddenForMe && !isMe(message.sender)) {
+      clearPeerTyping(message.conversation_id);
+    }
     renderConversations();
     if (open) {
       renderMessages({ toBottom: stickToBottom && eventType === "message.created" });
