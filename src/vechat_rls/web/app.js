@@ -46,6 +46,7 @@
     outbox: new Map(), // client_id -> a message being sent (or failed), any conversation
     hasOlder: false,
     loadingOlder: false,
+    pinned: true, // the message pane follows new content while scrolled to the bottom
     openGeneration: 0, // ignores late answers for a conversation no longer open
     editingId: null,
     editDraft: "",
@@ -508,8 +509,14 @@
 
   el.loadOlder.addEventListener("click", loadOlder);
   el.messages.addEventListener("scroll", () => {
+    state.pinned = isNearBottom();
     if (el.messages.scrollTop < 40) loadOlder();
   });
+
+  /** Content that grew later (an image arrived) keeps a pinned pane at the bottom. */
+  function keepPinned() {
+    if (state.pinned) el.messages.scrollTop = el.messages.scrollHeight;
+  }
 
   el.toggleMute.addEventListener("click", () => patchConversation({ muted: !currentConversation().muted }));
   el.toggleArchive.addEventListener("click", () => patchConversation({ archived: !currentConversation().archived }));
@@ -567,7 +574,7 @@
     if (message.client_id && isMe(message.sender)) state.outbox.delete(message.client_id);
     const conversation = state.conversations.get(message.conversation_id);
     const open = message.conversation_id === state.currentId;
-    const stickToBottom = isNearBottom() || isMe(message.sender);
+    const stickToBottom = state.pinned || isMe(message.sender);
 
     // An event whose message I can no longer see (hidden for me, in another tab of mine) comes
     // with ids only; so does "delete for me" itself.
@@ -711,7 +718,7 @@
     }
     if (!attachment || attachment.id === undefined || attachment.id === null) return null;
     if (message.message_type === "image" || attachment.type.startsWith("image/")) {
-      const img = h("img", { class: "inline-image", alt: attachment.name });
+      const img = h("img", { class: "inline-image", alt: attachment.name, onload: keepPinned });
       blobUrl(attachment.id).then((url) => { img.src = url; }, () => { img.alt = `${attachment.name} (could not be loaded)`; });
       return h("button", {
         type: "button", class: "image-button", "aria-label": `Open image ${attachment.name}`,
@@ -719,7 +726,9 @@
       }, img);
     }
     if (message.message_type === "audio" || message.message_type === "video") {
-      const media = h(message.message_type, { controls: true, preload: "metadata", class: "inline-media" });
+      const media = h(message.message_type, {
+        controls: true, preload: "metadata", class: "inline-media", onloadedmetadata: keepPinned,
+      });
       blobUrl(attachment.id).then((url) => { media.src = url; }, () => {});
       return media;
     }
@@ -842,7 +851,7 @@
 
   function renderMessages({ toBottom = false } = {}) {
     if (state.currentId === null) return;
-    const stick = toBottom || isNearBottom();
+    const stick = toBottom || state.pinned;
     const pending = [...state.outbox.values()].filter((m) => m.conversation_id === state.currentId);
     const items = [];
     let day = null;
@@ -859,7 +868,10 @@
     el.messageList.replaceChildren(...items);
     if (editing) focusEditor();
     el.loadOlder.hidden = !state.hasOlder;
-    if (stick) el.messages.scrollTop = el.messages.scrollHeight;
+    if (stick) {
+      el.messages.scrollTop = el.messages.scrollHeight;
+      state.pinned = true;
+    }
   }
 
   // ------------------------------------------------------------------ sending
