@@ -1,0 +1,233 @@
+-- db/schema/19_vechat_realtime.sql — what the realtime hub runs: batched event reads, connection leases, pruning
+--
+-- The hub of each server process serves many users of one organisation at once. Reading every
+-- user's events in their own transaction would cost a round trip per user per wake-up; these
+-- functions act for several users in one call instead, each statement under that user's own
+-- context (transaction-local settings switched between statements), so the policies decide what
+-- each of them sees exactly as they would in a transaction of their own. The organisation stays
+-- the caller's: these functions never set vechat.organisation_id.
+
+-- The events of several recipients after the seq each has already received, each recipient's rows
+-- read under their own user context (policy vechat_events_select_recipient).
+CREATE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
+    RETURNS TABLE (recipient_type text, recipient_id bigint, seq bigint, event_type text,
+                   conversation_id bigint, message_id bigint, data jsonb, created_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    r         record;
+    v_user_id text := pg_catalog.current_setting('vechat.user_id', true);
+    v_type    text := pg_catalog.current_setting('vechat.user_type', true);
+BEGIN
+    FOR r IN
+        SELECT x.value ->> 0 AS user_type, (x.value ->> 1)::bigint AS user_id,
+               (x.value ->> 2)::bigint AS since
+        FROM pg_catalog.jsonb_array_elements(p_recipients) AS x
+    LOOP
+        PERFORM pg_catalog.set_config('vechat.user_id', r.user_id::text, true),
+                pg_catalog.set_config('vechat.user_type', r.user_type, true);
+        RETURN QUERY
+            SELECT e.recipient_type::text, e.recipient_id, e.seq, e.event_type::text,
+                   e.conversation_id, e.message_id, e.data, e.created_at
+            FROM public.vechat_events e
+            WHERE e.recipient_type = r.user_type AND e.recipient_id = r.user_id AND e.seq > r.since
+            ORDER BY e.seq
+            LIMIT p_limit;
+    END LOOP;
+    PERFORM pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
+            pg_catalog.set_config('vechat.user_type', coalesce(v_type, ''), true);
+END
+$$;
+COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
+    'Events of several recipients ([[user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context in the caller''s organisation.';
+
+-- A server process's connection leases, for several users at once: [[user_type, user_id, sockets]].
+-- sockets > 0 creates or renews the lease (expires_at = now() + p_lease_s); 0 removes it. A user
+-- who had no live lease anywhere and now has one comes online; one whose last live lease goes
+-- comes offline (last_seen = now()). Either change rings vechat_presence with ids only, unless the
+-- user hides their presence (show_online_status = false): then there is nothing others may see.
+CREATE FUNCTION vechat.set_leases(p_server_id text, p_lease_s integer, p_users jsonb)
+    RETURNS TABLE (user_type text, user_id bigint, change text)
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    r         record;
+    v_org     bigint := vechat.current_organisation_id();
+    v_user_id text := pg_catalog.current_setting('vechat.user_id', true);
+    v_type    text := pg_catalog.current_setting('vechat.user_type', true);
+    v_live    boolean;
+    v_shown   boolean;
+BEGIN
+    FOR r IN
+        SELECT x.value ->> 0 AS user_type, (x.value ->> 1)::bigint AS user_id,
+               (x.value ->> 2)::integer AS sockets
+        FROM pg_catalog.jsonb_array_elements(p_users) AS x
+    LOOP
+        PERFORM pg_catalog.set_config('vechat.user_id', r.user_id::text, true),
+                pg_catalog.set_config('vechat.user_type', r.user_type, true);
+        user_type := r.user_type;
+        user_id := r.user_id;
+        change := NULL;
+        SELECT EXISTS (SELECT 1 FROM public.vechat_presence_connections c
+                       WHERE c.user_type = r.user_type AND c.user_id = r.user_id
+                         AND c.expires_at > pg_catalog.now() AND c.sockets > 0)
+            INTO v_live;
+        IF r.sockets > 0 THEN
+            INSERT INTO public.vechat_presence_connections AS c
+                (organisation_id, user_id, user_type, server_id, sockets, expires_at)
+            VALUES (v_org, r.user_id, r.user_type, p_server_id, r.sockets,
+                    pg_catalog.now() + pg_catalog.make_interval(secs => p_lease_s))
+            ON CONFLICT (organisation_id, user_type, user_id, server_id)
+            DO UPDATE SET sockets = EXCLUDED.sockets, expires_at = EXCLUDED.expires_at;
+            -- last_seen follows the lease, so a process killed with -9 leaves it at most one
+            -- renewal behind. status and updated_at are left alone: presence_view already shows a
+            -- user with a live lease online, and updated_at is the heartbeat of HTTP statuses.
+            INSERT INTO public.vechat_presence AS p (organisation_id, user_id, user_type, status,
+                                                     last_seen, connected_at)
+            VALUES (v_org, r.user_id, r.user_type, 'online', pg_catalog.now(), pg_catalog.now())
+            ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
+            SET last_seen = pg_catalog.now(),
+                status = CASE WHEN v_live THEN p.status ELSE 'online' END,
+                connected_at = CASE WHEN v_live THEN p.connected_at ELSE pg_catalog.now() END
+            RETURNING p.show_online_status INTO v_shown;
+            IF NOT v_live THEN
+                change := 'online';
+            END IF;
+        ELSE
+            DELETE FROM public.vechat_presence_connections c
+            WHERE c.user_type = r.user_type AND c.user_id = r.user_id AND c.server_id = p_server_id;
+            IF NOT EXISTS (SELECT 1 FROM public.vechat_presence_connections c
+                           WHERE c.user_type = r.user_type AND c.user_id = r.user_id
+                             AND c.expires_at > pg_catalog.now() AND c.sockets > 0) THEN
+                UPDATE public.vechat_presence p SET status = 'offline', last_seen = pg_catalog.now()
+                WHERE p.user_type = r.user_type AND p.user_id = r.user_id
+                RETURNING p.show_online_status INTO v_shown;
+                IF v_live THEN
+                    change := 'offline';
+                END IF;
+            END IF;
+        END IF;
+        IF change IS NOT NULL AND coalesce(v_shown, true) THEN
+            PERFORM pg_catalog.pg_notify('vechat_presence', pg_catalog.json_build_object(
+                'o', v_org, 'u', pg_catalog.json_build_array(r.user_type, r.user_id))::text);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
+            pg_catalog.set_config('vechat.user_type', coalesce(v_type, ''), true);
+END
+$$;
+COMMENT ON FUNCTION vechat.set_leases(text, integer, jsonb) IS
+    'Creates, renews (sockets > 0) or removes (0) one server process''s connection leases for several users, each under their own context; returns who came online or went offline and rings vechat_presence for them (ids only).';
+
+-- Leases of dead processes: anyone of the organisation may delete expired ones (policy
+-- vechat_presence_connections_delete_self_or_expired). Users left without a live lease went
+-- offline when their process died; ring vechat_presence for them (ids only).
+CREATE FUNCTION vechat.sweep_leases()
+    RETURNS TABLE (user_type text, user_id bigint)
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        WITH swept AS (
+            DELETE FROM public.vechat_presence_connections c
+            WHERE c.expires_at < pg_catalog.now()
+            RETURNING c.organisation_id, c.user_type, c.user_id
+        )
+        SELECT DISTINCT s.organisation_id, s.user_type::text AS user_type, s.user_id
+        FROM swept s
+        WHERE NOT EXISTS (SELECT 1 FROM public.vechat_presence_connections l
+                          WHERE l.organisation_id = s.organisation_id AND l.user_type = s.user_type
+                            AND l.user_id = s.user_id AND l.expires_at > pg_catalog.now()
+                            AND l.sockets > 0)
+          AND coalesce((SELECT p.show_online_status FROM public.vechat_presence p
+                        WHERE p.organisation_id = s.organisation_id AND p.user_type = s.user_type
+                          AND p.user_id = s.user_id), true)
+        ORDER BY 1, 2, 3
+    LOOP
+        PERFORM pg_catalog.pg_notify('vechat_presence', pg_catalog.json_build_object(
+            'o', r.organisation_id, 'u', pg_catalog.json_build_array(r.user_type, r.user_id))::text);
+        user_type := r.user_type;
+        user_id := r.user_id;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION vechat.sweep_leases() IS
+    'Deletes the expired connection leases of the transaction''s organisation and rings vechat_presence (ids only) for users left without a live lease; returns them.';
+
+-- Retention, run when a user connects: delete the user's own events older than p_retention_s in
+-- one statement and advance pruned_seq. Writers are not blocked: the delete touches only old rows
+-- (writers append new ones), and the cursor row -- which writers lock to take the next seq -- is
+-- updated last, so it is locked only from that update to the commit that follows.
+CREATE FUNCTION vechat.prune_own_events(p_retention_s integer) RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    v_me_id   bigint := vechat.current_user_id();
+    v_me_type text   := vechat.current_user_type();
+    v_upto    bigint;
+    v_pruned  bigint;
+BEGIN
+    -- The newest event older than the retention; seq order and created_at order agree up to
+    -- transactions that overlapped, which is close enough for a retention mark.
+    SELECT e.seq INTO v_upto
+    FROM public.vechat_events e
+    WHERE e.recipient_type = v_me_type AND e.recipient_id = v_me_id
+      AND e.created_at < pg_catalog.now() - pg_catalog.make_interval(secs => p_retention_s)
+    ORDER BY e.seq DESC
+    LIMIT 1;
+    IF v_upto IS NOT NULL THEN
+        DELETE FROM public.vechat_events e
+        WHERE e.recipient_type = v_me_type AND e.recipient_id = v_me_id AND e.seq <= v_upto;
+        UPDATE public.vechat_event_cursors c SET pruned_seq = GREATEST(c.pruned_seq, v_upto)
+        WHERE c.user_type = v_me_type AND c.user_id = v_me_id;
+    END IF;
+    SELECT c.pruned_seq INTO v_pruned FROM public.vechat_event_cursors c
+    WHERE c.user_type = v_me_type AND c.user_id = v_me_id;
+    RETURN coalesce(v_pruned, 0);
+END
+$$;
+COMMENT ON FUNCTION vechat.prune_own_events(integer) IS
+    'Deletes the calling user''s events older than p_retention_s seconds and advances their pruned_seq; returns pruned_seq. Runs as vechat_owner but row-level security (forced) keeps it to the transaction''s own user.';
+
+-- Retention for users who never connect: the DBA runs, as a superuser (row-level security does
+-- not apply to it), e.g. nightly:  SELECT vechat.prune_events(604800);
+-- vechat_app cannot: it holds no DELETE on vechat_events, and this function runs with the
+-- caller's rights.
+CREATE FUNCTION vechat.prune_events(p_retention_s integer) RETURNS bigint
+    LANGUAGE sql
+    SET search_path = ''
+BEGIN ATOMIC
+    WITH deleted AS (
+        DELETE FROM public.vechat_events e
+        WHERE e.created_at < pg_catalog.now() - pg_catalog.make_interval(secs => p_retention_s)
+        RETURNING e.organisation_id, e.recipient_type, e.recipient_id, e.seq
+    ),
+    marks AS (
+        SELECT d.organisation_id, d.recipient_type, d.recipient_id, pg_catalog.max(d.seq) AS upto,
+               pg_catalog.count(*) AS n
+        FROM deleted d
+        GROUP BY d.organisation_id, d.recipient_type, d.recipient_id
+    ),
+    advanced AS (
+        UPDATE public.vechat_event_cursors c SET pruned_seq = GREATEST(c.pruned_seq, m.upto)
+        FROM marks m
+        WHERE c.organisation_id = m.organisation_id AND c.user_type = m.recipient_type
+          AND c.user_id = m.recipient_id
+        RETURNING 1
+    )
+    SELECT coalesce(pg_catalog.sum(m.n), 0)::bigint FROM marks m;
+END;
+COMMENT ON FUNCTION vechat.prune_events(integer) IS
+    'Maintenance, for a superuser: deletes every event older than p_retention_s seconds and advances pruned_seq; returns how many were deleted. Run it for users who never connect (connecting prunes one''s own).';
