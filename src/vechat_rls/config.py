@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     edit_window_s: int = 900
     rate_limit_per_min: int = 60
     event_retention_s: int = 7 * 24 * 3600
+    ws_queue_limit: int = 1000  # frames waiting for one socket; beyond it the socket is closed 1013
+    presence_lease_s: int = 45  # a process's connection lease; renewed every third of it
+    realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
     statement_timeout_ms: int = 5000
     pool_min: int = 2
     pool_max: int = 10
@@ -98,6 +101,9 @@ _POSITIVE = {
     "edit_window_s",
     "rate_limit_per_min",
     "event_retention_s",
+    "ws_queue_limit",
+    "presence_lease_s",
+    "realtime_poll_s",
     "statement_timeout_ms",
     "pool_max",
     "port",
@@ -141,6 +147,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"VECHAT_POOL_MIN must be in 0..VECHAT_POOL_MAX ({s.pool_max}), got {s.pool_min}"
         )
+    if s.presence_lease_s > 45:
+        # presence_view promises offline within 60 s of a process dying: lease + one sweep.
+        raise ConfigError(f"VECHAT_PRESENCE_LEASE_S must be at most 45, got {s.presence_lease_s}")
     if s.port > 65535:
         raise ConfigError(f"VECHAT_PORT must be a TCP port (1-65535), got {s.port}")
     if not s.database_url.startswith(("postgresql://", "postgres://")):

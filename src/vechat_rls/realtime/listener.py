@@ -1,0 +1,157 @@
+"""The doorbell: one dedicated connection per process that LISTENs, reconnecting with backoff.
+
+The connection is not from the pool (a pooled connection would be reset and handed to requests)
+and never runs a tenant query: it only LISTENs. Every notification is handed, as text, to the
+callback of its channel; payloads carry ids only (NOTIFY is visible to every role that may
+LISTEN, whatever row-level security says), so nothing read here is trusted beyond "look again".
+
+NOTIFY is not durable: what is rung while the connection is down is lost. So after every
+(re)connect, once LISTEN is in place, `on_connect` runs — the hub then catches every connected user
+up from the event log, which covers anything rung while the listener was away. A connection that
+dies silently is noticed by a keepalive query every `KEEPALIVE_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+
+import asyncpg
+
+from vechat_rls.db import UNREACHABLE_ERRORS
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "vechat_events"  # rung by the vechat_events_after_insert trigger
+PRESENCE_CHANNEL = "vechat_presence"  # rung by vechat.set_leases / vechat.sweep_leases
+TYPING_CHANNEL = "vechat_typing"  # rung by a participant's typing frame (realtime/hub.py)
+CHANNELS = (EVENTS_CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL)
+
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+KEEPALIVE_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+
+NotificationHandler = Callable[[str], None]
+
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    *UNREACHABLE_ERRORS,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresError,
+)
+
+
+class ListenerUnavailable(Exception):
+    """The listener has no live connection (readiness reports it)."""
+
+
+class Listener:
+    """LISTEN on `handlers`' channels for the life of `run()`; `on_connect` after each connect."""
+
+    def __init__(
+        self,
+        url: str,
+        handlers: Mapping[str, NotificationHandler],
+        on_connect: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.url = url
+        self.handlers = dict(handlers)
+        self.on_connect = on_connect
+        self.connects = 0  # how many times a connection was established (tests, metrics)
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self._lost = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and self._conn is not None and not self._conn.is_closed()
+
+    async def check(self) -> None:
+        """Readiness check: raises `ListenerUnavailable` unless LISTEN is in place."""
+        if not self.connected:
+            raise ListenerUnavailable("realtime listener is not connected")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        return self.connected
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="vechat-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close()
+
+    async def _run(self) -> None:
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                await self._connect()
+                delay = BACKOFF_FIRST_S
+                await self.on_connect()
+                await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except _CONNECTION_ERRORS as exc:
+                log.warning("realtime listener: connection lost (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("realtime listener: unexpected error")
+            self._ready.clear()
+            await self._close()
+            # Full jitter: many processes losing one server do not all come back at once.
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _connect(self) -> None:
+        self._lost.clear()
+        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+            self.url,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": "vechat-rls listener"},
+        )
+        self._conn = conn
+        conn.add_termination_listener(lambda _conn: self._lost.set())
+        for channel, handler in self.handlers.items():
+            await conn.add_listener(channel, _dispatch(channel, handler))
+        self.connects += 1
+        self._ready.set()
+        log.info("realtime listener: listening on %s", ", ".join(self.handlers))
+
+    async def _watch(self) -> None:
+        """Return when the connection is gone: closed by the server, or silent for a keepalive."""
+        conn = self._conn
+        assert conn is not None
+        while not self._lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), KEEPALIVE_S)
+                break
+            await conn.fetchval("SELECT 1", timeout=KEEPALIVE_S)
+        raise ConnectionResetError("listener connection closed")
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except Exception:
+                conn.terminate()
+
+
+def _dispatch(channel: str, handler: NotificationHandler) -> Callable[..., None]:
+    def callback(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            handler(payload)
+        except Exception:
+            # A malformed payload (anyone who may connect may NOTIFY) must not stop the listener.
+            log.warning("realtime listener: ignored a bad %s notification", channel, exc_info=True)
+
+    return callback
