@@ -460,6 +460,11 @@
       if (generation !== state.openGeneration) return;
       for (const message of page.items) upsertMessage(message);
       state.hasOlder = page.next_cursor ? true : page.items.length >= PAGE_SIZE;
+      if (state.hasOlder && page.items.length) {
+        // Events that arrived while the page loaded may be older than it: paging brings them.
+        const oldest = page.items[0].id;
+        state.messages = state.messages.filter((m) => m.id >= oldest);
+      }
       renderMessages({ toBottom: true });
       scheduleMarkRead();
     } catch (err) {
@@ -548,13 +553,15 @@
 
   // ------------------------------------------------------------------ messages
 
-  function upsertMessage(message) {
+  function upsertMessage(message, { live = false } = {}) {
     if (message.conversation_id !== state.currentId) return;
     const index = state.messages.findIndex((m) => m.id === message.id);
     if (index >= 0) {
       state.messages[index] = message;
       return;
     }
+    // Older than what is loaded, with more history above: it comes with paging, not as a stray.
+    if (live && state.hasOlder && state.messages.length && message.id < state.messages[0].id) return;
     let at = state.messages.length;
     while (at > 0 && state.messages[at - 1].id > message.id) at--;
     state.messages.splice(at, 0, message);
@@ -582,7 +589,7 @@
     if (hiddenForMe) {
       if (open) removeMessage(message.id);
     } else if (open) {
-      upsertMessage(message);
+      upsertMessage(message, { live: true });
     }
 
     if (conversation) {
