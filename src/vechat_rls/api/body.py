@@ -39,7 +39,8 @@ class StrictBody(MsgspecDTO[msgspec.Struct]):
             return msgspec.json.decode(value, type=backend.field_definition.annotation, strict=True)
         except msgspec.ValidationError as exc:
             raise validation_error(exc) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # msgspec raises UnicodeDecodeError (not a DecodeError) for invalid UTF-8 in a string
             raise ClientException(f"JSON is malformed: {exc}") from None
 
     def decode_builtins(self, value: Any) -> Any:
