@@ -37,9 +37,11 @@ from vechat_rls import __version__, db
 from vechat_rls.api.attachments import AttachmentsController
 from vechat_rls.api.body import StrictBody
 from vechat_rls.api.contacts import ContactsController
+from vechat_rls.api.conversations import ConversationsController
 from vechat_rls.api.errors import EXCEPTION_HANDLERS, problem_responses
 from vechat_rls.api.health import HealthController, ReadinessCheck
 from vechat_rls.api.me import MeController
+from vechat_rls.api.messages import MessagesController
 from vechat_rls.api.presence import PresenceController
 from vechat_rls.api.security import (
     provide_conn,
@@ -57,6 +59,8 @@ API_PREFIX = "/api/v1"
 
 CONTROLLERS: list[ControllerRouterHandler] = [
     MeController,
+    ConversationsController,
+    MessagesController,
     ContactsController,
     SettingsController,
     PresenceController,
