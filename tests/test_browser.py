@@ -26,7 +26,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import Database
 from tests.dbhelpers import delete_organisations, new_organisation_ids
@@ -366,6 +374,48 @@ def test_reload_resumes_and_shows_history(chats: dict[str, Chat]) -> None:
     expect(staff.own_message("Sent while you were away").locator(".status")).to_have_text(
         "✓✓ Read"
     )
+
+
+def test_a_dropped_socket_resumes_with_since(
+    browser: Browser, server: str, cast: Cast, chats: dict[str, Chat]
+) -> None:
+    """A second tab of the client loses its socket; what was sent meanwhile arrives by replay."""
+    tab = Chat(browser, server, cast.client)
+    urls: list[str] = []
+    live: list[WebSocketRoute] = []
+    down = [False]
+
+    def route(socket: WebSocketRoute) -> None:
+        urls.append(socket.url)
+        if down[0]:
+            socket.close(code=1012, reason="test: server away")
+            return
+        live.append(socket.connect_to_server())
+        live.append(socket)
+
+    tab.context.route_web_socket(re.compile(r"/api/v1/ws"), route)
+    tab.sign_in()
+    tab.open("Bruno Lefèvre")
+    down[0] = True
+    for socket in reversed(live):
+        socket.close(code=1012, reason="test: dropped")
+    expect(tab.page.locator("#connection")).to_have_text(re.compile("Offline"))
+    chats["staff"].send("Sent while the socket was down")
+    down[0] = False
+    expect(tab.page.locator("#connection")).to_have_text("Live", timeout=15_000)
+    expect(tab.their_message("Sent while the socket was down")).to_have_count(1)
+    assert "since=" not in urls[0] and re.search(r"since=\d+", urls[-1]), urls
+    tab.close()
+
+
+def test_presence_choice_reaches_the_peer(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    dot = staff.conversation_with("Chloé Dubois").locator(".presence-dot")
+    expect(dot).to_have_attribute("data-status", "online")
+    client.page.get_by_label("My status").select_option("busy")
+    expect(dot).to_have_attribute("data-status", "busy")
+    client.page.get_by_label("My status").select_option("online")
+    expect(dot).to_have_attribute("data-status", "online")
 
 
 def test_edit_and_delete_for_everyone(chats: dict[str, Chat]) -> None:

@@ -268,6 +268,8 @@
   el.presenceSelect.addEventListener("change", async () => {
     const status = el.presenceSelect.value;
     sessionStorage.setItem(storageKey("presence"), status);
+    // Over the socket when it is open: the server then tells the peers at once.
+    if (wsSend({ type: "presence", status })) return;
     try {
       await api("PUT", "/presence", { status });
     } catch (err) {
