@@ -418,6 +418,49 @@ def test_presence_choice_reaches_the_peer(chats: dict[str, Chat]) -> None:
     expect(dot).to_have_attribute("data-status", "online")
 
 
+def test_archived_conversation_comes_back_with_a_new_message(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    staff.open("Chloé Dubois")
+    staff.page.get_by_role("button", name="Archive").click()
+    expect(staff.conversation_with("Chloé Dubois")).to_have_count(0)
+    staff.page.get_by_label("Show archived").check()
+    expect(staff.conversation_with("Chloé Dubois")).to_have_count(1)
+    staff.page.get_by_label("Show archived").uncheck()
+    client.send("Are you still there?")
+    expect(staff.conversation_with("Chloé Dubois")).to_have_count(1)
+    expect(staff.page.get_by_role("button", name="Archive")).to_be_visible()
+
+
+def test_a_refused_message_shows_the_problem_detail(
+    chats: dict[str, Chat], cast: Cast, server: str
+) -> None:
+    client = chats["client"]
+    too_long = "x" * 4001
+    headers = {"Authorization": f"Bearer {cast.client.token}"}
+    conversation_id = httpx.get(
+        server + "/api/v1/conversations", headers=headers, timeout=5
+    ).json()["items"][0]["id"]
+    refused = httpx.post(
+        f"{server}/api/v1/conversations/{conversation_id}/messages",
+        json={"body": too_long},
+        headers=headers,
+        timeout=5,
+    )
+    assert refused.status_code in (400, 422), refused.text
+    box = client.page.get_by_label("Message", exact=True)
+    box.fill(too_long)
+    box.press("Enter")
+    expect(client.page.get_by_role("alert")).to_have_text(re.compile(re.escape(
+        refused.json()["detail"]
+    )))
+    failed = client.page.locator(".msg.pending", has_text="Not sent")
+    expect(failed).to_have_count(1)
+    failed.get_by_role("button", name="Discard").click()
+    expect(failed).to_have_count(0)
+    client.page.get_by_role("button", name="Dismiss the error").click()
+    expect(client.page.get_by_role("alert")).to_be_hidden()
+
+
 def test_edit_and_delete_for_everyone(chats: dict[str, Chat]) -> None:
     client, staff = chats["client"], chats["staff"]
     client.send("Container 7 is late")
