@@ -216,7 +216,8 @@
   function signOut(reason) {
     if (state.signedOut) return;
     state.signedOut = true;
-    sessionStorage.removeItem(TOKEN_KEY);
+    // The token, and this tab's cursor, open conversation and status with it.
+    for (const name of Object.keys(sessionStorage)) if (name.startsWith("vechat.")) sessionStorage.removeItem(name);
     clearTimeout(state.wsReconnectTimer);
     clearInterval(state.pingTimer);
     if (state.ws) {
@@ -437,6 +438,8 @@
     state.messages = [];
     state.hasOlder = false;
     state.editingId = null;
+    messageNodes.clear();
+    el.messageList.replaceChildren();
     sessionStorage.setItem(storageKey("open"), String(id));
     el.paneEmpty.hidden = true;
     el.conversation.hidden = false;
@@ -858,24 +861,60 @@
     }
   }
 
+  /**
+   * The list is patched, not rebuilt: a message whose content did not change keeps its node, so
+   * images are not reloaded, an edit in progress keeps its text and focus, and the log region
+   * announces only what is new.
+   */
+  const messageNodes = new Map(); // key -> {signature, node}
+
+  function cachedNode(key, signature, build) {
+    const cached = messageNodes.get(key);
+    if (cached && cached.signature === signature) return cached.node;
+    const node = build();
+    messageNodes.set(key, { signature, node });
+    return node;
+  }
+
+  function patchChildren(parent, nodes) {
+    let cursor = parent.firstChild;
+    for (const node of nodes) {
+      if (node === cursor) {
+        cursor = cursor.nextSibling;
+        continue;
+      }
+      parent.insertBefore(node, cursor);
+    }
+    while (cursor) {
+      const next = cursor.nextSibling;
+      cursor.remove();
+      cursor = next;
+    }
+  }
+
   function renderMessages({ toBottom = false } = {}) {
     if (state.currentId === null) return;
     const stick = toBottom || state.pinned;
     const pending = [...state.outbox.values()].filter((m) => m.conversation_id === state.currentId);
     const items = [];
+    const used = new Set();
     let day = null;
     for (const message of [...state.messages, ...pending]) {
       const thisDay = message.created_at ? new Date(message.created_at).toDateString() : day;
       if (thisDay !== day && message.created_at) {
-        items.push(h("li", { class: "day", role: "presentation" }, h("span", { text: formatDay(message.created_at) })));
+        const key = `day:${thisDay}`;
+        used.add(key);
+        items.push(cachedNode(key, thisDay, () => h("li", { class: "day", role: "presentation" },
+          h("span", { text: formatDay(message.created_at) }))));
         day = thisDay;
       }
-      items.push(renderMessage(message));
+      const key = message.id !== undefined && message.id !== null ? `id:${message.id}` : `client:${message.client_id}`;
+      used.add(key);
+      const signature = JSON.stringify([message, state.editingId === message.id && !message.pending]);
+      items.push(cachedNode(key, signature, () => renderMessage(message)));
     }
-    const editing = state.editingId !== null && el.messageList.contains(document.activeElement)
-      && document.activeElement.classList.contains("edit-input");
-    el.messageList.replaceChildren(...items);
-    if (editing) focusEditor();
+    for (const key of messageNodes.keys()) if (!used.has(key)) messageNodes.delete(key);
+    patchChildren(el.messageList, items);
     el.loadOlder.hidden = !state.hasOlder;
     if (stick) {
       el.messages.scrollTop = el.messages.scrollHeight;
