@@ -414,6 +414,8 @@
 
   // ------------------------------------------------------------------ the open conversation
 
+  const drafts = new Map(); // conversation id -> unsent text
+
   function currentConversation() {
     return state.currentId === null ? null : state.conversations.get(state.currentId) || null;
   }
@@ -434,6 +436,13 @@
   async function openConversation(id, { focus = true } = {}) {
     stopTyping();
     const generation = ++state.openGeneration;
+    if (state.currentId !== id) {
+      // Each conversation keeps its own unsent draft.
+      if (state.currentId !== null) drafts.set(state.currentId, el.messageInput.value);
+      el.messageInput.value = drafts.get(id) || "";
+      drafts.delete(id);
+      autoGrow();
+    }
     state.currentId = id;
     state.messages = [];
     state.hasOlder = false;
@@ -444,7 +453,6 @@
     el.paneEmpty.hidden = true;
     el.conversation.hidden = false;
     el.layout.dataset.view = "conversation";
-    el.messageInput.value = "";
     renderHeader();
     renderTyping();
     renderConversations();
