@@ -171,8 +171,7 @@ def context_settings(
     if user is not None:
         values["vechat.user_id"] = str(user.user_id)
         values["vechat.user_type"] = user.user_type
-        if user.role:
-            values["vechat.role"] = user.role
+        values["vechat.role"] = user.role or ""  # never inherit an earlier actor's role
     return values
 
 

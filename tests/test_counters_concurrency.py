@@ -378,6 +378,20 @@ async def test_concurrent_reads_sends_and_deletes_keep_counters_equal_to_recount
     assert all(n > 0 for n in states[:3]), f"the mix did not happen: {states}"
 
 
+def wait_until_blocked(env: Env, conn: psycopg.Connection[Any], timeout: float = 10) -> None:
+    """Return once `conn`'s backend waits for a lock."""
+    pid = conn.info.backend_pid
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = env.admin.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+        if row == ("Lock",):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the second sender never queued behind the first")
+
+
 def test_rolled_back_send_leaves_no_gap_in_sequences(env: Env) -> None:
     o = env.new_organisation()
     conv = env.conversation(o)
@@ -387,8 +401,7 @@ def test_rolled_back_send_leaves_no_gap_in_sequences(env: Env) -> None:
         h.insert_message(first, o, conv, P1, C1, "never")
         waiting = threading.Thread(target=send, args=(second, o, conv, C1, P1))
         waiting.start()
-        time.sleep(0.2)
-        assert waiting.is_alive(), "the second sender should queue behind the first"
+        wait_until_blocked(env, second)
         first.rollback()
         waiting.join(timeout=10)
         assert not waiting.is_alive()

@@ -52,86 +52,110 @@ ACTORS = (
     Actor("other_staff", "A", P2),  # personnel of A in another conversation
     Actor("other_client", "A", C2),  # client of A in another conversation
     Actor("admin", "A", ADMIN),  # personnel of A whose token role is admin
+    Actor("same_id_as_client", "A", User(P1.user_id, "client")),  # the owner's id, other type
     Actor("other_org", "B", P1),  # organisation B's user with the owner's very id and type
+    Actor("other_org_admin", "B", ADMIN),  # an admin, but of organisation B
     Actor("no_context", None, None),
     Actor("empty_context", None, None, empty=True),
 )
 
 ALL_DENIED = (D,) * len(ACTORS)
-NOTHING = (0,) * len(ACTORS)
 
 # Per table and command, in ACTORS order: rows of organisation A the actor sees (SELECT) or
 # changes (UPDATE/DELETE with WHERE organisation_id = A), 1 for a permitted INSERT of a new row of
 # the owner in A, or DENIED (SQLSTATE 42501).
-#   owner, peer, other_staff, other_client, admin, other_org, no_context, empty_context
+#   owner, peer, other_staff, other_client, admin, same_id_as_client, other_org,
+#   other_org_admin, no_context, empty_context
 EXPECTED: dict[str, dict[str, tuple[int | str, ...]]] = {
     "vechat_attachments": {
         # select_uploader_or_participant: P1 uploaded it, C1 receives the message carrying it.
-        "SELECT": (1, 1, 0, 0, 0, 0, 0, 0),
-        "INSERT": (1, D, D, D, D, D, D, D),  # insert_uploader: only as oneself
+        "SELECT": (1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        "INSERT": (1, D, D, D, D, D, D, D, D, D),  # insert_uploader: only as oneself
         "UPDATE": ALL_DENIED,  # no UPDATE grant: files are immutable
-        "DELETE": (1, 0, 0, 0, 0, 0, 0, 0),  # delete_uploader
+        "DELETE": (1, 0, 0, 0, 0, 0, 0, 0, 0, 0),  # delete_uploader
     },
     "vechat_contacts": {
         # select_visible: personnel read all 5 rows; a client reads personnel (3) and itself.
-        "SELECT": (5, 4, 5, 4, 5, 0, 0, 0),
-        "INSERT": (1, D, D, D, 1, D, D, D),  # insert_self_or_admin
-        "UPDATE": (1, 1, 1, 1, 5, 0, 0, 0),  # update_self_or_admin
-        "DELETE": (0, 0, 0, 0, 5, 0, 0, 0),  # delete_admin
+        "SELECT": (5, 4, 5, 4, 5, 3, 0, 0, 0, 0),
+        "INSERT": (1, D, D, D, 1, D, D, D, D, D),  # insert_self_or_admin
+        "UPDATE": (1, 1, 1, 1, 5, 0, 0, 0, 0, 0),  # update_self_or_admin
+        "DELETE": (0, 0, 0, 0, 5, 0, 0, 0, 0, 0),  # delete_admin
     },
     "vechat_conversations": {
-        "SELECT": (1, 1, 1, 1, 0, 0, 0, 0),  # select_participant: each sees their one
-        "INSERT": (1, D, D, 1, D, D, D, D),  # insert_participant: the new P1-C2 pair
-        "UPDATE": (1, 1, 1, 1, 0, 0, 0, 0),  # update_participant
+        "SELECT": (1, 1, 1, 1, 0, 0, 0, 0, 0, 0),  # select_participant: each sees their one
+        "INSERT": (1, D, D, 1, D, D, D, D, D, D),  # insert_participant: the new P1-C2 pair
+        "UPDATE": (1, 1, 1, 1, 0, 0, 0, 0, 0, 0),  # update_participant
         "DELETE": ALL_DENIED,  # no DELETE grant: "delete" is a per-user flag
     },
     "vechat_event_cursors": {
-        "SELECT": (4, 4, 4, 4, 4, 0, 0, 0),  # select_organisation: numbers only
+        "SELECT": (4, 4, 4, 4, 4, 4, 0, 0, 0, 0),  # select_organisation: numbers only
         "INSERT": ALL_DENIED,  # written only by vechat.emit (SECURITY DEFINER)
         "UPDATE": ALL_DENIED,
         "DELETE": ALL_DENIED,
     },
     "vechat_events": {
-        "SELECT": (4, 4, 1, 1, 0, 0, 0, 0),  # select_recipient: one's own log
+        "SELECT": (4, 4, 1, 1, 0, 0, 0, 0, 0, 0),  # select_recipient: one's own log
         "INSERT": ALL_DENIED,  # written only by the message triggers: no forged events
         "UPDATE": ALL_DENIED,
         "DELETE": ALL_DENIED,
     },
     "vechat_message_edits": {
-        "SELECT": (1, 1, 0, 0, 0, 0, 0, 0),  # select_participant: history of readable messages
+        "SELECT": (
+            1,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ),  # select_participant: history of readable messages
         "INSERT": ALL_DENIED,  # written only by the edit trigger: no rewritten history
         "UPDATE": ALL_DENIED,
         "DELETE": ALL_DENIED,
     },
     "vechat_messages": {
-        "SELECT": (3, 3, 1, 1, 0, 0, 0, 0),  # select_participant: sent or received
-        "INSERT": (1, D, D, D, D, D, D, D),  # insert_sender: as oneself, into one's conversation
-        "UPDATE": (3, 3, 1, 1, 0, 0, 0, 0),  # update_participant (columns: messages_guard)
+        "SELECT": (3, 3, 1, 1, 0, 0, 0, 0, 0, 0),  # select_participant: sent or received
+        "INSERT": (
+            1,
+            D,
+            D,
+            D,
+            D,
+            D,
+            D,
+            D,
+            D,
+            D,
+        ),  # insert_sender: as oneself, into one's conversation
+        "UPDATE": (3, 3, 1, 1, 0, 0, 0, 0, 0, 0),  # update_participant (columns: messages_guard)
         "DELETE": ALL_DENIED,  # no DELETE grant: deleting is a tombstone or a per-user flag
     },
     "vechat_presence": {
-        "SELECT": (2, 2, 2, 2, 2, 0, 0, 0),  # select_organisation
-        "INSERT": (1, D, D, D, D, D, D, D),  # insert_self
-        "UPDATE": (1, 1, 0, 0, 0, 0, 0, 0),  # update_self
+        "SELECT": (2, 2, 2, 2, 2, 2, 0, 0, 0, 0),  # select_organisation
+        "INSERT": (1, D, D, D, D, D, D, D, D, D),  # insert_self
+        "UPDATE": (1, 1, 0, 0, 0, 0, 0, 0, 0, 0),  # update_self
         "DELETE": ALL_DENIED,
     },
     "vechat_presence_connections": {
-        "SELECT": (3, 3, 3, 3, 3, 0, 0, 0),  # select_organisation
-        "INSERT": (1, D, D, D, D, D, D, D),  # insert_self
-        "UPDATE": (2, 1, 0, 0, 0, 0, 0, 0),  # update_self
+        "SELECT": (3, 3, 3, 3, 3, 3, 0, 0, 0, 0),  # select_organisation
+        "INSERT": (1, D, D, D, D, D, D, D, D, D),  # insert_self
+        "UPDATE": (2, 1, 0, 0, 0, 0, 0, 0, 0, 0),  # update_self
         # delete_self_or_expired: one's own leases, and anyone sweeps P1's expired one.
-        "DELETE": (2, 2, 1, 1, 1, 0, 0, 0),
+        "DELETE": (2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
     },
     "vechat_rate_limits": {
-        "SELECT": (1, 1, 0, 0, 0, 0, 0, 0),  # all_owner
-        "INSERT": (1, D, D, D, D, D, D, D),
-        "UPDATE": (1, 1, 0, 0, 0, 0, 0, 0),
+        "SELECT": (1, 1, 0, 0, 0, 0, 0, 0, 0, 0),  # all_owner
+        "INSERT": (1, D, D, D, D, D, D, D, D, D),
+        "UPDATE": (1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
         "DELETE": ALL_DENIED,
     },
     "vechat_user_settings": {
-        "SELECT": (1, 1, 0, 0, 0, 0, 0, 0),  # all_owner
-        "INSERT": (1, D, D, D, D, D, D, D),
-        "UPDATE": (1, 1, 0, 0, 0, 0, 0, 0),
+        "SELECT": (1, 1, 0, 0, 0, 0, 0, 0, 0, 0),  # all_owner
+        "INSERT": (1, D, D, D, D, D, D, D, D, D),
+        "UPDATE": (1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
         "DELETE": ALL_DENIED,
     },
 }
@@ -302,7 +326,7 @@ def test_login_role_sees_what_set_role_sees(world: World) -> None:
     """The matrix's `SET LOCAL ROLE vechat_app` is what a vechat_app login gets."""
     a = world.seeds["A"].organisation_id
     with h.app_connect(world.postgres, world.database) as app:
-        for actor in (ACTORS[0], ACTORS[1], ACTORS[5]):
+        for actor in ACTORS[:-2]:  # all but the two without a context
             organisation = world.seeds[actor.organisation or "A"].organisation_id
             h.act_as(app, organisation, actor.user)
             for table, rows in EXPECTED.items():
