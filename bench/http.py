@@ -44,6 +44,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import tempfile
 import textwrap
@@ -257,11 +258,9 @@ class ApiServer:
         raise RuntimeError(f"{self.label} not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def pids(self) -> list[int]:
-        """The supervisor and its worker processes (for py-spy)."""
+        """The supervisor and its worker processes."""
         assert self.proc is not None
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True, check=False).stdout
-        return [self.proc.pid, *(int(p) for p in out.split())]
+        return [self.proc.pid, *children(self.proc.pid)]
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
@@ -393,12 +392,63 @@ def http_post_json(path: str, token: str, body: bytes) -> bytes:
     ).encode() + body
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
+                         capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_cpu() -> float:
+    """CPU seconds all cores have spent not idle since boot."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """Where the machine's CPU goes during a measurement: API servers, PostgreSQL, generator."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        taken = {name: {pid: process_cpu(pid) for pid in pids()}
+                 for name, pids in self.groups.items()}
+        taken["machine"] = {0: machine_busy_cpu()}
+        return taken
+
+    @staticmethod
+    def cores(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]],
+              seconds: float) -> dict[str, float]:
+        used = {
+            name: sum(cpu - before[name].get(pid, 0.0) for pid, cpu in after[name].items())
+            / seconds
+            for name in after
+        }
+        # Everything else on the machine: other people's tests are the usual noise.
+        used["other"] = max(0.0, used.pop("machine") - sum(used.values()))
+        return used
+
+
 @dataclass
 class Result:
     rate: float  # completed operations per second
     latencies: list[float] = field(default_factory=list)  # seconds
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # cores busy, per process group
 
     def percentile(self, p: float) -> float | None:
         if not self.latencies:
@@ -581,6 +631,8 @@ class Context:
     servers: dict[str, ApiServer]
     pools: dict[str, db.Pool]
     paths: set[str]  # routes the app serves (from its OpenAPI document)
+    cpu: CpuMeter
+    runs: dict[str, list[Result]] = field(default_factory=dict)  # every round of the inserts
     run_tag: str = field(default_factory=lambda: f"r{int(time.time())}")
 
 
@@ -591,6 +643,8 @@ RAW_QUIET = "raw asyncpg INSERT in db.tenant(), doorbell off"
 API_APP = "POST messages as vechat_app"
 API_BYPASS = "POST messages as BYPASSRLS role"
 API_QUIET = "POST messages as vechat_app, doorbell off"
+
+ORDER = [API_QUIET, API_APP, API_BYPASS, RAW_BYPASS, RAW_TENANT, RAW_QUIET, RAW_BATCH]
 
 SEND_PATH = "/api/v1/conversations/{conversation_id}/messages"
 PAGE_PATH = "/api/v1/conversations/{conversation_id}/messages"
@@ -632,6 +686,14 @@ def ms(seconds: float | None) -> str:
 Row = tuple[str, Result | None, str]
 
 
+async def metered(ctx: Context, run: Awaitable[Result]) -> Result:
+    """`run`, with the CPU each process group burnt meanwhile (in cores) attached."""
+    before, started = ctx.cpu.snapshot(), time.perf_counter()
+    result = await run
+    result.cpu = CpuMeter.cores(before, ctx.cpu.snapshot(), time.perf_counter() - started)
+    return result
+
+
 async def measure(ctx: Context) -> list[Row]:
     args = ctx.args
     warmup = args.warmup
@@ -639,16 +701,16 @@ async def measure(ctx: Context) -> list[Row]:
     rows: list[Row] = []
 
     with trivial_server() as port:
-        ceiling = await closed_loop(port, fixed_maker([http_get("/")]), CLIENTS, args.duration,
-                                    warmup)
+        ceiling = await metered(ctx, closed_loop(port, fixed_maker([http_get("/")]), CLIENTS,
+                                                 args.duration, warmup))
         rows.append(("generator ceiling: trivial asyncio server, 32 conns", ceiling, ""))
         if not args.quick:
             rate = await httpx_ceiling(port, CLIENTS, args.duration)
             rows.append(("  (httpx.AsyncClient, same server, for comparison)", Result(rate), ""))
     app = ctx.servers["app"]
     rows.append(("GET /healthz (Litestar floor, no database)",
-                 await closed_loop(app.port, fixed_maker([http_get("/healthz")]), CLIENTS,
-                                   args.duration, warmup), ""))
+                 await metered(ctx, closed_loop(app.port, fixed_maker([http_get("/healthz")]),
+                                                CLIENTS, args.duration, warmup)), ""))
 
     # Inserts, interleaved rounds; the median of each.
     variants: list[tuple[str, Callable[[str], Awaitable[Result]]]] = [
@@ -670,10 +732,16 @@ async def measure(ctx: Context) -> list[Row]:
             port = ctx.servers[key].port
             variants.append((label, lambda tag, port=port: closed_loop(  # type: ignore[misc]
                 port, send_maker(ctx, tag), CLIENTS, args.duration, warmup)))
+    # Pairs that make a ratio run back to back, and every other round in reverse order, so a
+    # drift in the machine's load touches both sides of a ratio alike.
+    variants.sort(key=lambda v: ORDER.index(v[0]))
     runs: dict[str, list[Result]] = {label: [] for label, _ in variants}
     for round_number in range(args.rounds):
-        for number, (label, run) in enumerate(variants):
-            runs[label].append(await run(f"{ctx.run_tag}-{round_number}-{number}"))
+        order = variants if round_number % 2 == 0 else variants[::-1]
+        for label, run in order:
+            tag = f"{ctx.run_tag}-{round_number}-{ORDER.index(label)}"
+            runs[label].append(await metered(ctx, run(tag)))
+    ctx.runs = runs
 
     def median(label: str) -> Result:
         results = sorted(runs[label], key=lambda r: r.rate)
@@ -687,26 +755,105 @@ async def measure(ctx: Context) -> list[Row]:
         sustained = median(API_APP).rate
         half = sustained / 2
         rows.append((f"POST messages at {half:.0f}/s, open loop (half of sustained)",
-                     await open_loop(app.port, send_maker(ctx, f"{ctx.run_tag}-open"), CLIENTS,
-                                     half, args.duration, warmup), "latency from schedule"))
+                     await metered(ctx, open_loop(app.port, send_maker(ctx, f"{ctx.run_tag}-open"),
+                                                  CLIENTS, half, args.duration, warmup)),
+                     "latency from schedule"))
     else:
         rows.append(("POST messages: route not served yet", None, ""))
     if PAGE_PATH in ctx.paths:
         pages = [http_get(PAGE_PATH.format(conversation_id=c.conversation_id) + "?limit=50",
                           c.token) for c in ctx.clients]
-        rows.append(("GET conversation page (limit 50)",
-                     await closed_loop(app.port, fixed_maker(pages), CLIENTS, args.duration,
-                                       warmup), ""))
+        rows.append((f"GET conversation page (limit 50 of {HISTORY}+)",
+                     await metered(ctx, closed_loop(app.port, fixed_maker(pages), CLIENTS,
+                                                    args.duration, warmup)), ""))
     else:
         rows.append(("GET conversation page: route not served yet", None, ""))
     if LIST_PATH in ctx.paths:
         lists = [http_get(LIST_PATH, c.token) for c in ctx.clients]
         rows.append((f"GET conversation list ({CLIENTS_PER_ORG} conversations)",
-                     await closed_loop(app.port, fixed_maker(lists), CLIENTS, args.duration,
-                                       warmup), ""))
+                     await metered(ctx, closed_loop(app.port, fixed_maker(lists), CLIENTS,
+                                                    args.duration, warmup)), ""))
     else:
         rows.append(("GET conversation list: route not served yet", None, ""))
     return rows
+
+
+# Where a sample's time goes: the innermost frame whose file matches, in this order.
+PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("JSON (msgspec encode/decode)", ("msgspec",)),
+    ("JWT verification (pyjwt, cryptography)", ("jwt/", "cryptography")),
+    ("asyncpg (protocol, codecs, pool)", ("asyncpg",)),
+    ("Prometheus middleware", ("prometheus",)),
+    ("Litestar DTO / body decoding", ("litestar/dto", "vechat_rls/api/body.py")),
+    ("Litestar DI / kwargs / params", ("litestar/_kwargs", "litestar/di", "_signature")),
+    ("Litestar responses / serialization", ("litestar/response", "litestar/serialization")),
+    ("Litestar routing / middleware / app", ("litestar/",)),
+    ("uvicorn + httptools (HTTP parsing)", ("uvicorn", "httptools")),
+    ("vechat_rls code", ("vechat_rls",)),
+    ("event loop, sockets (uvloop, asyncio)", ("uvloop", "asyncio", "selectors", "socket")),
+    ("logging", ("logging/",)),
+]
+
+
+def summarise_profile(paths: Sequence[Path], top: int = 15) -> list[str]:
+    """py-spy raw (collapsed) stacks → share of samples per category and hottest functions."""
+    categories: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    total = 0
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not count_text.isdigit():
+                continue
+            count = int(count_text)
+            total += count
+            frames = stack.split(";")
+            leaves[frames[-1]] = leaves.get(frames[-1], 0) + count
+            category = "other (interpreter, C without symbols)"
+            for frame in reversed(frames):
+                found = next((name for name, needles in PROFILE_CATEGORIES
+                              if any(n in frame for n in needles)), None)
+                if found:
+                    category = found
+                    break
+            categories[category] = categories.get(category, 0) + count
+    if not total:
+        return ["(no samples)"]
+    lines = [f"{count / total:6.1%}  {name}"
+             for name, count in sorted(categories.items(), key=lambda kv: -kv[1])]
+    lines.append(f"hottest functions (self time, {total} samples):")
+    lines += [f"{count / total:6.1%}  {name[:110]}"
+              for name, count in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]]
+    return lines
+
+
+async def profile(ctx: Context, directory: Path) -> list[str]:
+    """py-spy on every worker of the vechat_app server during one more send run."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        return ["py-spy not found (pip install py-spy): no profile"]
+    directory.mkdir(parents=True, exist_ok=True)
+    server = ctx.servers["app"]
+    workers = [pid for pid in children(server.pids()[0])
+               if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    seconds = max(1, round(ctx.args.duration + ctx.args.warmup))
+    outputs = [directory / f"worker-{pid}.txt" for pid in workers]
+    spies = [
+        subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds),
+                          "--rate", "200", "--format", "raw", "--output", str(out),
+                          "--nonblocking", *(["--native"] if ctx.args.native else [])],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid, out in zip(workers, outputs, strict=True)
+    ]
+    await asyncio.sleep(0.5)
+    result = await metered(ctx, closed_loop(server.port, send_maker(ctx, f"{ctx.run_tag}-prof"),
+                                            CLIENTS, ctx.args.duration, ctx.args.warmup))
+    for spy in spies:
+        await asyncio.to_thread(spy.wait)
+    header = [f"profile of {len(workers)} worker(s) under POST load ({result.rate:.0f}/s while "
+              f"sampled; cores api {result.cpu['api']:.2f} pg {result.cpu['pg']:.2f} gen "
+              f"{result.cpu['gen']:.2f}); stacks in {directory}"]
+    return header + summarise_profile([o for o in outputs if o.exists()])
 
 
 def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
@@ -714,22 +861,27 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
     for line in header:
         print(line)
     print()
-    print(f"{'what':62s} {'per s':>8s} {'p50 ms':>7s} {'p99 ms':>7s}  errors  note")
+    print(f"{'what':62s} {'per s':>8s} {'p50 ms':>7s} {'p99 ms':>7s}  "
+          f"{'cores: api   pg  gen other':27s} errors  note")
     for label, result, note in rows:
         if result is None:
             print(f"{label:62s} {'n/a':>8s}")
             continue
         errors = str(result.errors) if result.errors else ""
+        cpu = (" ".join(f"{result.cpu[g]:4.2f}" for g in ("api", "pg", "gen", "other"))
+               if result.cpu else "")
         print(f"{label:62s} {result.rate:8.0f} {ms(result.percentile(50)):>7s} "
-              f"{ms(result.percentile(99)):>7s}  {errors:6s}  {note}")
+              f"{ms(result.percentile(99)):>7s}  {cpu:>27s} {errors:6s} {note}")
         if result.errors:
             print(f"{'':62s} statuses: {result.statuses}")
-    rates = {label: result.rate for label, result, _ in rows if result is not None}
     print()
+    print("ratios: median over rounds of the ratio within each round (pairs run back to back)")
 
     def ratio(label: str, top: str, bottom: str, target: str = "") -> None:
-        if top in rates and bottom in rates:
-            print(f"{label:34s} {rates[top] / rates[bottom]:5.2f}  {target}")
+        if top in ctx.runs and bottom in ctx.runs:
+            each = [a.rate / b.rate for a, b in zip(ctx.runs[top], ctx.runs[bottom], strict=True)]
+            spread = ", ".join(f"{r:.2f}" for r in each) if len(each) > 1 else ""
+            print(f"{label:34s} {statistics.median(each):5.2f}  {target:18s} {spread}")
 
     ratio("API / raw (same tenant tx)", API_APP, RAW_TENANT, "(target >= 0.20)")
     ratio("API / raw (one-batch floor)", API_APP, RAW_BATCH)
@@ -742,6 +894,9 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
 async def run_async(ctx: Context, header: list[str]) -> None:
     rows = await measure(ctx)
     report(ctx, rows, header)
+    if ctx.args.profile and SEND_PATH in ctx.paths:
+        print()
+        print("\n".join(await profile(ctx, Path(ctx.args.profile))))
 
 
 def event_loop_runner() -> Callable[[Awaitable[None]], None]:
@@ -758,12 +913,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of inserts")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers per server")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: ~1 s per measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 0.5 s per measurement (numbers not meaningful)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="then py-spy the vechat_app server's workers under send load")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
     parser.add_argument("--keep", action="store_true",
                         help="after measuring, keep everything running until Ctrl-C (profiling)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.rounds = 1.0, 0.3, 1
+        args.duration, args.warmup, args.rounds = 0.5, 0.2, 1
     command = "  ".join([".venv/bin/python bench/http.py", *(sys.argv[1:] if argv is None
                                                               else argv)])
 
@@ -806,6 +965,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.warmup:g} s warm-up, inserts median of {args.rounds} interleaved round(s)",
             f"raw asyncpg: {CLIENTS} tasks over {args.workers * POOL_MAX} connections "
             f"(= the servers' pools); setup took {setup_s:.1f} s",
+            "cores: CPU used meanwhile by the API servers, PostgreSQL, this generator and all"
+            " else on the machine (other people's work: noise)",
             f"reproduce: {command}",
         ]
 
@@ -813,8 +974,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             size = args.workers * POOL_MAX
             pools = {key: await db.create_pool(url, min_size=size, max_size=size)
                      for key, url in urls.items()}
+            postmaster = pg.pid()
+            assert postmaster is not None
+            cpu = CpuMeter({
+                "api": lambda: [pid for s in servers.values() for pid in s.pids()],
+                "pg": lambda: [postmaster, *children(postmaster)],
+                "gen": lambda: [os.getpid()],
+            })
             ctx = Context(args, bench_clients(conversations), conversations, servers, pools,
-                          paths)
+                          paths, cpu)
             try:
                 await run_async(ctx, header)
                 if args.keep:
