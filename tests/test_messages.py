@@ -731,16 +731,31 @@ async def test_send_message_and_fetch_messages_work_on_a_plain_tenant_connection
     staff = Identity(organisation_id=org.id, user_id=11, user_type="personnel")
     client_identity = Identity(organisation_id=org.id, user_id=12, user_type="client")
     pool = await db.create_pool(migrated_database.app_url, max_size=2)
+    statements: list[str] = []
+
+    def log(query: Any) -> None:
+        statements.append(query.query)
+
     try:
         async with db.tenant(pool, staff) as conn:
+            conn.add_query_logger(log)
             message, created = await send_message(
                 conn, staff, a, MessageCreate(body="over the socket", client_id="ws-1"), settings
             )
+            await asyncio.sleep(0)  # loggers are called soon, not at once
+            sent_with = len(statements)
+            conn.remove_query_logger(log)
         assert created and message.body == "over the socket"
+        assert sent_with == 1  # the whole send is one statement (+ BEGIN batch and COMMIT)
         async with db.tenant(pool, staff) as conn:
+            statements.clear()
+            conn.add_query_logger(log)
             again, created = await send_message(
                 conn, staff, a, MessageCreate(body="retry", client_id="ws-1"), settings
             )
+            await asyncio.sleep(0)
+            assert len(statements) == 2  # a repeated client_id looks the original up
+            conn.remove_query_logger(log)
         assert not created and again == message
         with pytest.raises(RateLimited):
             async with db.tenant(pool, staff) as conn:

@@ -500,7 +500,9 @@ att AS (
       AND a.uploader_type = (SELECT vechat.current_user_type())
 ),
 reply AS (
-    SELECT r.id FROM public.vechat_messages r WHERE r.id = $7 AND r.conversation_id = $3
+    -- By id alone (the primary key): with `conversation_id = $3` here a generic plan scanned the
+    -- whole conversation. Same conversation is checked where it is used.
+    SELECT r.id, r.conversation_id FROM public.vechat_messages r WHERE r.id = $7
 ),
 inserted AS (
     INSERT INTO public.vechat_messages AS m
@@ -519,14 +521,14 @@ inserted AS (
     LEFT JOIN reply ON true
     WHERE rate.hits <= $15
       AND ($6::bigint IS NULL OR att.fits)
-      AND ($7::bigint IS NULL OR reply.id IS NOT NULL)
+      AND ($7::bigint IS NULL OR reply.conversation_id = conv.id)
     ON CONFLICT (organisation_id, sender_type, sender_id, client_id) DO NOTHING
     RETURNING m.*
 )
 SELECT rate.hits AS rate_hits, rate.reset_in AS rate_reset_in,
        EXISTS (SELECT 1 FROM conv) AS conversation_found,
        (SELECT fits FROM att) AS attachment_fits,
-       EXISTS (SELECT 1 FROM reply) AS reply_found,
+       EXISTS (SELECT 1 FROM reply WHERE reply.conversation_id = $3) AS reply_found,
        {MESSAGE_COLUMNS}
 FROM rate
 LEFT JOIN inserted m ON true
