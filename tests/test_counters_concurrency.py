@@ -11,12 +11,14 @@ Each test works in organisations of its own, deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -155,9 +157,7 @@ def conversation_row(env: Env, o: int, conversation: int) -> dict[str, Any]:
 # What users do, as vechat_app (one transaction each)
 
 
-def act(
-    conn: psycopg.Connection[Any], o: int, user: User, sql: str, params: tuple[Any, ...]
-) -> int:
+def act(conn: psycopg.Connection[Any], o: int, user: User, sql: str, params: Any) -> int:
     """Run one statement as `user` and commit; returns the rows it affected."""
     try:
         h.act_as(conn, o, user)
@@ -694,3 +694,44 @@ def test_participant_may_not_change_the_other_ones_columns(env: Env, who: str, c
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             act(app, o, user, f"UPDATE vechat_messages SET {change} WHERE id = %s", (message,))
     assert message_row(env, o, message)["message"] == "mine"
+
+
+FORGED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="schema: vechat.messages_guard (db/schema/13_vechat_messages.sql) accepts read_at, "
+    "delivered_at and deleted_at chosen by the participant instead of stamping them",
+)
+@pytest.mark.parametrize(
+    ("who", "change", "column"),
+    [
+        ("receiver", "is_read = true, read_at = %(t)s", "read_at"),
+        ("receiver", "is_delivered = true, delivered_at = %(t)s", "delivered_at"),
+        ("sender", "deleted_at = %(t)s", "deleted_at"),
+    ],
+    ids=["read_at", "delivered_at", "deleted_at"],
+)
+def test_server_stamps_read_delivery_and_deletion_times(
+    env: Env, who: str, change: str, column: str
+) -> None:
+    """A participant says *that* a message was read, delivered or deleted, never *when*.
+
+    The time travels to the peer (read receipts) and must not predate the message. Refusing the
+    update (42501) would do as well as overriding the time.
+    """
+    o = env.new_organisation()
+    conv = env.conversation(o)
+    with env.app() as app:
+        message = send(app, o, conv, P1, C1, "mine")
+        user = P1 if who == "sender" else C1
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            act(
+                app,
+                o,
+                user,
+                f"UPDATE vechat_messages SET {change} WHERE id = %(id)s",
+                {"t": FORGED, "id": message},
+            )
+    assert message_row(env, o, message)[column] != FORGED
