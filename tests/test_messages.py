@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
 from tests.apihelpers import Caller, api_client, assert_problem, purge_organisations, snapshot
@@ -1030,3 +1032,131 @@ async def test_the_owners_still_reach_everything_the_matrix_probed(
         assert ids == [victim.message_id, victim.incoming_id]
     edits = await get_json(client, ORG_A.client, f"/messages/{victim.message_id}/edits")
     assert [e["body"] for e in edits["items"]] == ["hello there"]
+
+
+# --- fuzzing: whatever arrives, the answer is never a 500 -------------------------------------
+
+FIELD_NAMES = [
+    "body",
+    "message_type",
+    "client_id",
+    "attachment_id",
+    "location",
+    "latitude",
+    "longitude",
+    "accuracy",
+    "audio",
+    "duration_s",
+    "waveform",
+    "reply_to_id",
+    "receiver",
+    "user_id",
+    "user_type",
+    "message_ids",
+    "up_to_message_id",
+    "peer",
+    "archived",
+    "muted",
+]
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | st.sampled_from(["text", "image", "voice", "location", "personnel", "client", "'; --"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=12,
+)
+IDS = st.one_of(
+    st.integers(min_value=-(2**65), max_value=2**65).map(str),
+    st.sampled_from(["1", "0", "abc", "1e3", "%20", "9223372036854775807"]),
+)
+ROUTES = [
+    ("GET", "/conversations"),
+    ("POST", "/conversations"),
+    ("GET", "/conversations/{id}"),
+    ("PATCH", "/conversations/{id}"),
+    ("DELETE", "/conversations/{id}"),
+    ("POST", "/conversations/{id}/read"),
+    ("GET", "/conversations/{id}/messages"),
+    ("POST", "/conversations/{id}/messages"),
+    ("POST", "/messages"),
+    ("POST", "/messages/read"),
+    ("GET", "/messages/search"),
+    ("PATCH", "/messages/{id}"),
+    ("GET", "/messages/{id}/edits"),
+    ("DELETE", "/messages/{id}"),
+]
+QUERY = st.dictionaries(
+    st.sampled_from(
+        ["limit", "cursor", "before", "after", "archived", "q", "conversation_id", "for"]
+    ),
+    st.text(max_size=20) | IDS,
+    max_size=3,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(migrated_database: Database, organisations: None) -> Iterator[Any]:
+    from litestar.testing import TestClient
+
+    from tests.apihelpers import api_settings
+    from vechat_rls.api.app import create_app
+
+    org = Org(new_organisation_ids(1)[0])
+    seed_directory(migrated_database.admin_url, org)
+    app = create_app(api_settings(migrated_database.app_url, rate_limit_per_min=100_000))
+    with TestClient(app) as c:
+        conversation_id = c.post(
+            f"{API}/conversations", json={"peer": org.client.participant}, headers=org.staff.headers
+        ).json()["id"]
+        c.post(
+            f"{API}/conversations/{conversation_id}/messages",
+            json={"body": "seed"},
+            headers=org.staff.headers,
+        )
+        yield c, org, conversation_id
+    purge_organisations(migrated_database.admin_url, [org.id])
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    route=st.sampled_from(ROUTES),
+    path_id=IDS,
+    own_id=st.booleans(),
+    query=QUERY,
+    body=JSON_VALUES,
+    raw=st.none() | st.binary(max_size=40),
+)
+def test_fuzzed_requests_never_answer_500(
+    fuzz_client: Any,
+    route: tuple[str, str],
+    path_id: str,
+    own_id: bool,
+    query: dict[str, str],
+    body: Any,
+    raw: bytes | None,
+) -> None:
+    c, org, conversation_id = fuzz_client
+    method, template = route
+    path = template.format(id=str(conversation_id) if own_id else path_id)
+    headers = {**org.staff.headers, "Content-Type": "application/json"}
+    content = raw if raw is not None else msgspec.json.encode(body)
+    response = c.request(
+        method,
+        f"{API}{path}",
+        params=query,
+        content=content if method != "GET" else None,
+        headers=headers,
+    )
+    assert response.status_code < 500, (method, path, query, content, response.text)
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/problem+json")

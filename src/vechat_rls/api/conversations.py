@@ -10,7 +10,7 @@ which hides every message up to it from the caller, and sets the caller's hide f
 them the unread counter still counts (so the counter follows, by trigger). The conversation is
 listed again once a newer message arrives, showing only what came after.
 
-For the realtime layer: `fetch_conversation`.
+For the realtime layer: `fetch_conversation`, `read_conversation`.
 """
 
 from __future__ import annotations
@@ -258,6 +258,22 @@ marked AS (
 SELECT EXISTS (SELECT 1 FROM conv) AS found, (SELECT count(*) FROM marked) AS marked
 """
 
+
+async def read_conversation(
+    conn: db.Connection, conversation_id: int, up_to_message_id: int | None = None
+) -> int | None:
+    """Mark the caller's incoming messages of the conversation read, all or up to an id.
+
+    Returns how many went from unread to read, or None when the conversation is not the
+    caller's (404). One round trip; the trigger adjusts the counter and emits the read receipt.
+    """
+    row = await conn.fetchrow(
+        READ_CONVERSATION_SQL, conversation_id, up_to_message_id or BIGINT_MAX
+    )
+    assert row is not None
+    return int(row["marked"]) if row["found"] else None
+
+
 # Step 1 of "delete for me": the caller's hidden_through becomes the newest message (0 for an
 # empty conversation, so that it leaves the list too). Updating the row also locks it, so a
 # sender's trigger (which locks it FOR NO KEY UPDATE) waits until this transaction ends.
@@ -355,10 +371,8 @@ class ConversationsController(Controller):
         conversation_id: PathId,
         data: JSONBody[ConversationReadCreate | None] = None,
     ) -> Conversation:
-        up_to = (data and data.up_to_message_id) or BIGINT_MAX
-        row = await conn.fetchrow(READ_CONVERSATION_SQL, conversation_id, up_to)
-        assert row is not None
-        if not row["found"]:
+        up_to = data.up_to_message_id if data else None
+        if await read_conversation(conn, conversation_id, up_to) is None:
             raise NotFound("conversation", conversation_id)
         return await _conversation(conn, identity, conversation_id)
 
