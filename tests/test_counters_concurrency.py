@@ -699,11 +699,6 @@ def test_participant_may_not_change_the_other_ones_columns(env: Env, who: str, c
 FORGED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema: vechat.messages_guard (db/schema/13_vechat_messages.sql) accepts read_at, "
-    "delivered_at and deleted_at chosen by the participant instead of stamping them",
-)
 @pytest.mark.parametrize(
     ("who", "change", "column"),
     [

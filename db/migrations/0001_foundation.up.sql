@@ -71,11 +71,24 @@ COMMENT ON COLUMN public.vechat_contacts.search_text IS
 CREATE INDEX vechat_contacts_organisation_id_user_type_role_idx
     ON public.vechat_contacts (organisation_id, user_type, role);
 
+CREATE INDEX vechat_contacts_organisation_id_display_name_idx
+    ON public.vechat_contacts (organisation_id, display_name, user_type, user_id);
+
+-- A user may keep their own name, e-mail and avatar up to date, but what decides who may talk to
+-- whom (role, assigned personnel, active) changes only through an admin (the ERP's directory sync).
 CREATE FUNCTION vechat.contacts_before_write() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
 BEGIN
+    IF TG_OP = 'UPDATE' AND vechat.current_user_id() IS NOT NULL
+       AND vechat.current_role_name() IS DISTINCT FROM 'admin'
+       AND (NEW.role IS DISTINCT FROM OLD.role
+            OR NEW.assigned_personnel IS DISTINCT FROM OLD.assigned_personnel
+            OR NEW.active IS DISTINCT FROM OLD.active) THEN
+        RAISE EXCEPTION 'only an admin changes role, assigned personnel or active'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     NEW.search_text := pg_catalog.lower(vechat.unaccent(
         pg_catalog.concat_ws(' ', NEW.display_name, NEW.email)));
     IF TG_OP = 'UPDATE' THEN
@@ -358,6 +371,16 @@ BEGIN
     END IF;
 
     IF me_id IS NOT NULL AND pg_catalog.pg_trigger_depth() = 1 THEN
+        -- The server stamps the times: a participant sets the flags, never when they happened
+        -- (a forged read_at would travel to the peer in the read receipt).
+        IF (OLD.receiver_id, OLD.receiver_type) = (me_id, me_type) THEN
+            NEW.read_at := CASE WHEN NEW.is_read AND NOT OLD.is_read THEN pg_catalog.now() ELSE OLD.read_at END;
+            NEW.delivered_at := CASE WHEN NEW.is_delivered AND NOT OLD.is_delivered
+                                     THEN pg_catalog.now() ELSE OLD.delivered_at END;
+        END IF;
+        IF (OLD.sender_id, OLD.sender_type) = (me_id, me_type) AND NEW.deleted_at IS NOT NULL THEN
+            NEW.deleted_at := coalesce(OLD.deleted_at, pg_catalog.now());
+        END IF;
         chk := NEW;
         IF (OLD.sender_id, OLD.sender_type) = (me_id, me_type) THEN
             IF NEW.message IS DISTINCT FROM OLD.message
@@ -781,11 +804,14 @@ BEGIN
             ON CONFLICT (organisation_id, user_type, user_id, server_id)
             DO UPDATE SET sockets = EXCLUDED.sockets, expires_at = EXCLUDED.expires_at;
             -- last_seen follows the lease, so a process killed with -9 leaves it at most one
-            -- renewal behind. status and updated_at are left alone: presence_view already shows a
-            -- user with a live lease online, and updated_at is the heartbeat of HTTP statuses.
+            -- renewal behind. Coming online resets a chosen away/busy to online. updated_at is
+            -- the heartbeat of a status set over HTTP (presence_view keeps such a status for
+            -- 60 s after it): a connection is not one, so it is never touched here, and a row
+            -- created here has had no status set over HTTP at all (-infinity).
             INSERT INTO public.vechat_presence AS p (organisation_id, user_id, user_type, status,
-                                                     last_seen, connected_at)
-            VALUES (v_org, r.user_id, r.user_type, 'online', pg_catalog.now(), pg_catalog.now())
+                                                     last_seen, connected_at, updated_at)
+            VALUES (v_org, r.user_id, r.user_type, 'online', pg_catalog.now(), pg_catalog.now(),
+                    '-infinity')
             ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
             SET last_seen = pg_catalog.now(),
                 status = CASE WHEN v_live THEN p.status ELSE 'online' END,

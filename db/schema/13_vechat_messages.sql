@@ -133,6 +133,16 @@ BEGIN
     END IF;
 
     IF me_id IS NOT NULL AND pg_catalog.pg_trigger_depth() = 1 THEN
+        -- The server stamps the times: a participant sets the flags, never when they happened
+        -- (a forged read_at would travel to the peer in the read receipt).
+        IF (OLD.receiver_id, OLD.receiver_type) = (me_id, me_type) THEN
+            NEW.read_at := CASE WHEN NEW.is_read AND NOT OLD.is_read THEN pg_catalog.now() ELSE OLD.read_at END;
+            NEW.delivered_at := CASE WHEN NEW.is_delivered AND NOT OLD.is_delivered
+                                     THEN pg_catalog.now() ELSE OLD.delivered_at END;
+        END IF;
+        IF (OLD.sender_id, OLD.sender_type) = (me_id, me_type) AND NEW.deleted_at IS NOT NULL THEN
+            NEW.deleted_at := coalesce(OLD.deleted_at, pg_catalog.now());
+        END IF;
         chk := NEW;
         IF (OLD.sender_id, OLD.sender_type) = (me_id, me_type) THEN
             IF NEW.message IS DISTINCT FROM OLD.message
