@@ -84,11 +84,14 @@ BEGIN
             ON CONFLICT (organisation_id, user_type, user_id, server_id)
             DO UPDATE SET sockets = EXCLUDED.sockets, expires_at = EXCLUDED.expires_at;
             -- last_seen follows the lease, so a process killed with -9 leaves it at most one
-            -- renewal behind. status and updated_at are left alone: presence_view already shows a
-            -- user with a live lease online, and updated_at is the heartbeat of HTTP statuses.
+            -- renewal behind. Coming online resets a chosen away/busy to online. updated_at is
+            -- the heartbeat of a status set over HTTP (presence_view keeps such a status for
+            -- 60 s after it): a connection is not one, so it is never touched here, and a row
+            -- created here has had no status set over HTTP at all (-infinity).
             INSERT INTO public.vechat_presence AS p (organisation_id, user_id, user_type, status,
-                                                     last_seen, connected_at)
-            VALUES (v_org, r.user_id, r.user_type, 'online', pg_catalog.now(), pg_catalog.now())
+                                                     last_seen, connected_at, updated_at)
+            VALUES (v_org, r.user_id, r.user_type, 'online', pg_catalog.now(), pg_catalog.now(),
+                    '-infinity')
             ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
             SET last_seen = pg_catalog.now(),
                 status = CASE WHEN v_live THEN p.status ELSE 'online' END,
