@@ -277,7 +277,8 @@ async def test_healthz_and_readyz_are_200_when_the_database_answers(
 ) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "realtime": "ok"}
 
 
 async def test_metrics_are_prometheus_text(client: AsyncTestClient[Any]) -> None:
@@ -310,7 +311,7 @@ async def test_database_down_is_503_with_retry_after_never_500() -> None:
         assert (await c.get("/healthz")).status_code == 200
         ready = await c.get("/readyz")
         _assert_problem(ready, 503)
-        assert ready.json()["checks"] == {"database": "unavailable"}
+        assert ready.json()["checks"] == {"database": "unavailable", "realtime": "unavailable"}
 
 
 # --- against the real schema ----------------------------------------------------------------

@@ -36,7 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     edit_window_s: int = 900
     rate_limit_per_min: int = 60
     event_retention_s: int = 7 * 24 * 3600
-    ws_queue_limit: int = 1000  # frames waiting for one socket; beyond it the socket is closed 1013
+    ws_queue_limit: int = 256  # frames queued per socket; a full socket is paced from the event log
+    ws_send_timeout_s: int = 15  # one frame unsent this long: the socket is stalled, close 1013
     presence_lease_s: int = 45  # a process's connection lease; renewed every third of it
     realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
     statement_timeout_ms: int = 5000
@@ -102,6 +103,7 @@ _POSITIVE = {
     "rate_limit_per_min",
     "event_retention_s",
     "ws_queue_limit",
+    "ws_send_timeout_s",
     "presence_lease_s",
     "realtime_poll_s",
     "statement_timeout_ms",

@@ -54,6 +54,7 @@ from vechat_rls.api.stats import StatsController
 from vechat_rls.api.web import WebController
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import Settings
+from vechat_rls.realtime.ws import realtime_lifespan, realtime_socket
 
 API_PREFIX = "/api/v1"
 
@@ -66,6 +67,7 @@ CONTROLLERS: list[ControllerRouterHandler] = [
     PresenceController,
     StatsController,
     AttachmentsController,
+    realtime_socket,  # WebSocket /api/v1/ws (realtime/ws.py)
 ]
 """Resource controllers mounted under `/api/v1`, one line each."""
 
@@ -88,7 +90,7 @@ async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
 
 LIFESPANS: list[Lifespan] = [
     database_lifespan,
-    # realtime listener: started after the pool it reads through, stopped before it
+    realtime_lifespan,  # listener + hub: started after the pool it reads through, stopped before it
 ]
 """Entered in order at startup, left in reverse at shutdown."""
 

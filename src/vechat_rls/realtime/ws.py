@@ -1,0 +1,307 @@
+"""`/api/v1/ws`: the WebSocket protocol of contract.md, and the lifespan that runs listener and hub.
+
+Authentication happens before anything else: the token (header, `?access_token=` or cookie) is
+verified first; without a valid one the socket is accepted only to be closed at once with 4401
+(a close code is the only answer a browser's WebSocket can read — a refused handshake shows as a
+bare 1006). `?since=<seq>` replays what was missed, then `ready`; `reset` when `since` is older
+than the retention. Client frames are handled one at a time, in order, each in its own tenant
+transaction, through the same functions (and SQL) as the HTTP routes; any invalid frame gets an
+`error` frame, never a crash. Replies go through the socket's outbox (realtime/hub.py), in line
+with its events, so one sender task per socket does all the writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Litestar, WebSocket, websocket
+
+from vechat_rls import db
+from vechat_rls.api.conversations import read_conversation
+from vechat_rls.api.errors import EXCEPTION_HANDLERS, ApiError, BadRequest
+from vechat_rls.api.messages import MessageCreate, send_message
+from vechat_rls.api.security import AUTH_IN_HANDLER, authenticate
+from vechat_rls.auth import BIGINT_MAX, AuthError, Identity
+from vechat_rls.config import Settings
+from vechat_rls.realtime.events import Frame
+from vechat_rls.realtime.hub import Hub, Outbox
+from vechat_rls.realtime.listener import (
+    EVENTS_CHANNEL,
+    PRESENCE_CHANNEL,
+    TYPING_CHANNEL,
+    Listener,
+)
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+CLOSE_WAIT_S = 30.0  # a stalled peer gets this long to read up to our close frame
+
+Id = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
+ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class _Typed(msgspec.Struct):
+    type: str
+    client_id: Any = None
+
+
+class TypingFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: Literal["typing"]
+    conversation_id: Id
+    is_typing: bool
+
+
+class ReadFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: Literal["read"]
+    conversation_id: Id
+    up_to_message_id: Id | None = None
+    client_id: ClientId | None = None
+
+
+class PresenceFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: Literal["presence"]
+    status: Literal["online", "away", "busy", "offline"]
+
+
+class SendFrame(msgspec.Struct, frozen=True, kw_only=True):
+    type: Literal["send"]
+    conversation_id: Id
+    client_id: ClientId
+
+
+_typed = msgspec.json.Decoder(_Typed)
+
+
+@websocket("/ws", opt={AUTH_IN_HANDLER: True}, name="realtime")
+async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    """Live events, typing, presence and sending over one socket (contract.md, WebSocket)."""
+    try:
+        identity = authenticate(socket)
+    except AuthError:
+        await socket.accept()
+        await socket.close(CLOSE_UNAUTHORIZED, "unauthorized")
+        return
+    since_text = socket.query_params.get("since")
+    await socket.accept()
+    since: int | None = None
+    if since_text is not None:
+        if not (since_text.isascii() and since_text.isdigit() and int(since_text) <= BIGINT_MAX):
+            await socket.send_data(_error("since must be a non-negative integer", 400))
+            await socket.close(CLOSE_POLICY, "bad since")
+            return
+        since = int(since_text)
+    hub: Hub = socket.app.state.hub
+    settings: Settings = socket.app.state.settings
+    try:
+        outbox = await hub.open(identity, since)
+    except Exception as exc:
+        log.warning("realtime: socket not opened (%s)", type(exc).__name__)
+        await socket.close(CLOSE_TRY_AGAIN, "try again later")
+        return
+    session = _Session(socket, hub, outbox, identity, settings)
+    await session.run()
+
+
+class _Session:
+    """One open socket: a sender task draining the outbox, and the client's frames in order."""
+
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        hub: Hub,
+        outbox: Outbox,
+        identity: Identity,
+        settings: Settings,
+    ) -> None:
+        self.socket = socket
+        self.hub = hub
+        self.outbox = outbox
+        self.identity = identity
+        self.settings = settings
+        self.peer_gone = False
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self._send_frames()),
+            asyncio.create_task(self._receive_frames()),
+            asyncio.create_task(self.outbox.closed.wait()),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.hub.close(self.outbox)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if not self.peer_gone:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.socket.close(self.outbox.close_code or 1000), CLOSE_WAIT_S
+                )
+
+    async def _send_frames(self) -> None:
+        outbox = self.outbox
+        timeout = self.settings.ws_send_timeout_s
+        try:
+            while not outbox.closed.is_set():
+                text = await outbox.next_frame()
+                try:
+                    await asyncio.wait_for(self.socket.send_data(text), timeout)
+                except TimeoutError:
+                    # The peer has not read for `timeout` seconds: stalled. Resume with since.
+                    outbox.drop(CLOSE_TRY_AGAIN)
+                    return
+        except Exception:
+            self.peer_gone = True
+
+    async def _receive_frames(self) -> None:
+        while True:
+            message = await self.socket.receive()
+            if message["type"] != "websocket.receive":
+                self.peer_gone = True
+                return
+            raw: str | bytes | None = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            await self._handle(raw)
+
+    async def _handle(self, raw: str | bytes) -> None:
+        client_id: str | None = None
+        try:
+            typed = _typed.decode(raw)
+            if isinstance(typed.client_id, str) and 0 < len(typed.client_id) <= 64:
+                client_id = typed.client_id
+            reply = await self._dispatch(typed.type, raw)
+        except msgspec.DecodeError as exc:
+            reply = _error_frame(_invalid(exc), 400, client_id)
+        except Exception as exc:
+            status, detail = _problem(exc)
+            reply = _error_frame(detail, status, client_id)
+        if reply is not None:
+            self.hub.send(self.outbox, reply)
+
+    async def _dispatch(self, kind: str, raw: str | bytes) -> Frame | None:
+        if kind == "ping":
+            return Frame("pong")
+        if kind == "typing":
+            typing = msgspec.json.decode(raw, type=TypingFrame, strict=True)
+            async with db.tenant(self.hub.database, self.identity) as conn:
+                found = await self.hub.typing(
+                    conn, self.identity, typing.conversation_id, typing.is_typing
+                )
+            if not found:
+                return _not_found(typing.conversation_id)
+            return None
+        if kind == "read":
+            read = msgspec.json.decode(raw, type=ReadFrame, strict=True)
+            return await self._read(read)
+        if kind == "presence":
+            presence = msgspec.json.decode(raw, type=PresenceFrame, strict=True)
+            async with db.tenant(self.hub.database, self.identity) as conn:
+                await self.hub.set_status(conn, self.identity, presence.status)
+            return None
+        if kind == "send":
+            return await self._send(raw)
+        raise BadRequest(f"unknown frame type {kind[:40]!r}")
+
+    async def _read(self, read: ReadFrame) -> Frame | None:
+        # POST /conversations/{id}/read's own function: the trigger updates the counter and emits
+        # the read receipt (messages.read) and conversation.updated, which arrive as events.
+        async with db.tenant(self.hub.database, self.identity) as conn:
+            marked = await read_conversation(conn, read.conversation_id, read.up_to_message_id)
+        if marked is None:
+            return _not_found(read.conversation_id, read.client_id)
+        if read.client_id is not None:
+            return Frame("ack", {"marked": marked}, read.client_id)
+        return None
+
+    async def _send(self, raw: str | bytes) -> Frame:
+        fields = msgspec.json.decode(raw)
+        if not isinstance(fields, dict):
+            raise BadRequest("a frame must be a JSON object")
+        head = msgspec.convert(
+            {k: fields.pop(k) for k in ("type", "conversation_id", "client_id") if k in fields},
+            type=SendFrame,
+            strict=True,
+        )
+        # The rest is the body of POST /conversations/{id}/messages, decoded as strictly.
+        data = msgspec.convert(
+            {**fields, "client_id": head.client_id}, type=MessageCreate, strict=True
+        )
+        async with db.tenant(self.hub.database, self.identity) as conn:
+            message, _created = await send_message(
+                conn, self.identity, head.conversation_id, data, self.settings
+            )
+        return Frame("ack", message, head.client_id)
+
+
+def _not_found(conversation_id: int, client_id: str | None = None) -> Frame:
+    return _error_frame(f"conversation {conversation_id} not found", 404, client_id)
+
+
+def _error_frame(detail: str, status: int, client_id: str | None = None) -> Frame:
+    return Frame("error", {"detail": detail, "status": status}, client_id)
+
+
+def _error(detail: str, status: int) -> str:
+    return msgspec.json.encode(_error_frame(detail, status)).decode()
+
+
+def _invalid(exc: msgspec.DecodeError) -> str:
+    if isinstance(exc, msgspec.ValidationError):
+        return f"invalid frame: {exc}"
+    return "a frame must be a JSON object"
+
+
+def _problem(exc: Exception) -> tuple[int, str]:
+    """Status and detail of `exc` exactly as the HTTP API would answer it (api/errors.py)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.detail
+    if isinstance(exc, (msgspec.ValidationError, TypeError)):
+        return 400, f"invalid frame: {exc}"
+    for cls in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(cls)
+        if handler is not None:
+            response = handler(None, exc)  # type: ignore[arg-type]
+            content = response.content if isinstance(response.content, dict) else {}
+            return response.status_code or 500, str(content.get("detail") or "error")
+    return 500, "internal error"  # pragma: no cover - Exception has a handler
+
+
+# --------------------------------------------------------------------------------- lifespan
+
+
+@contextlib.asynccontextmanager
+async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Hub and listener for the life of the process; `/readyz` reports the listener."""
+    settings: Settings = app.state.settings
+    database: db.Database = app.state.database
+    hub = Hub(database, settings)
+    listener = Listener(
+        database.url,
+        {
+            EVENTS_CHANNEL: hub.on_events,
+            PRESENCE_CHANNEL: hub.on_presence,
+            TYPING_CHANNEL: hub.on_typing,
+        },
+        on_connect=hub.catch_up_all,
+    )
+    app.state.hub = hub
+    app.state.listener = listener
+    hub.start()
+    listener.start()
+    app.state.readiness["realtime"] = listener.check
+    try:
+        yield
+    finally:
+        app.state.readiness.pop("realtime", None)
+        await listener.stop()
+        await hub.stop()
