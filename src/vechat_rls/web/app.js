@@ -441,7 +441,6 @@
       if (state.currentId !== null) drafts.set(state.currentId, el.messageInput.value);
       el.messageInput.value = drafts.get(id) || "";
       drafts.delete(id);
-      autoGrow();
     }
     state.currentId = id;
     state.messages = [];
@@ -453,6 +452,7 @@
     el.paneEmpty.hidden = true;
     el.conversation.hidden = false;
     el.layout.dataset.view = "conversation";
+    autoGrow();
     renderHeader();
     renderTyping();
     renderConversations();
@@ -1001,8 +1001,11 @@
   });
 
   function autoGrow() {
-    el.messageInput.style.height = "auto";
-    el.messageInput.style.height = `${Math.min(el.messageInput.scrollHeight, 160)}px`;
+    const box = el.messageInput;
+    box.style.height = "auto";
+    if (!box.scrollHeight) return; // hidden: measured again when shown
+    const borders = box.offsetHeight - box.clientHeight; // border-box: height includes them
+    box.style.height = `${Math.min(box.scrollHeight + borders, 160)}px`;
   }
 
   el.attachButton.addEventListener("click", () => el.attachInput.click());
