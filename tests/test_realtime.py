@@ -47,7 +47,7 @@ def world(migrated_database: Database) -> Iterator[World]:
     org, other = (Org(i) for i in new_organisation_ids(2))
     for o in (org, other):
         seed_directory(migrated_database.admin_url, o)
-    with running(migrated_database.app_url, 2) as servers:
+    with running(migrated_database.app_url, 2, VECHAT_REALTIME_POLL_S="1") as servers:
         response = httpx.post(
             f"{servers[0].base}{API}/conversations",
             json={"peer": org.client.participant},
@@ -163,6 +163,42 @@ async def test_sender_on_one_process_receiver_on_the_other(world: World) -> None
         assert [e["data"]["client_id"] for e in events] == ["two-0", "two-1", "two-2"]
         for i in range(3):
             assert (await _ack(sender, f"two-{i}"))["data"]["body"] == f"across {i}"
+
+
+async def test_events_without_a_doorbell_arrive_by_the_safety_net_poll(world: World) -> None:
+    # The seam a coalesced doorbell plugs into: writers switch the trigger's NOTIFY off; the hub
+    # must still find the events (here by its poll of the cursors, every second in these tests).
+    org = world.org
+    async with ws_client(world.b, org.client) as client:
+        start = await client.ready()
+        conn = await asyncpg.connect(world.database.app_url)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('vechat.organisation_id', $1, true), "
+                    "set_config('vechat.user_id', $2, true), "
+                    "set_config('vechat.user_type', 'personnel', true), "
+                    "set_config('vechat.doorbell', 'off', true)",
+                    str(org.id),
+                    str(org.staff.user_id),
+                )
+                message_id = await conn.fetchval(
+                    """INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id,
+                           sender_type, receiver_id, receiver_type, message)
+                       VALUES ($1, $2, $3, 'personnel', $4, 'client', 'quiet') RETURNING id""",
+                    org.id,
+                    world.conversation_id,
+                    org.staff.user_id,
+                    org.client.user_id,
+                )
+        finally:
+            await conn.close()
+        [event] = await client.events_through(start + 1, timeout=5)
+        assert (event["type"], event["data"]["id"], event["data"]["body"]) == (
+            "message.created",
+            message_id,
+            "quiet",
+        )
 
 
 # --- resume -----------------------------------------------------------------------------------

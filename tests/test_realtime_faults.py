@@ -132,6 +132,7 @@ async def test_postgres_restart_mid_burst_loses_and_duplicates_nothing(
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # a duplicate would show up by now
         await receiver.stop()
+        assert api.output().count("realtime listener: listening") >= 2  # it reconnected
     created = [e["data"]["id"] for e in receiver.events if e["type"] == "message.created"]
     assert len(set(accepted)) == 150
     assert created == accepted  # every accepted message once, in order

@@ -31,9 +31,6 @@ def identity_of(key: UserKey) -> Identity:
     return Identity(organisation_id=key[0], user_type=user_type, user_id=key[2])
 
 
-READ_LIMIT = 500
-"""Events read per recipient and wake-up; a recipient with more is read again at once."""
-
 MESSAGE_EVENTS = frozenset({"message.created", "message.updated", "message.deleted"})
 
 
@@ -72,28 +69,31 @@ ACT_AS_SQL = (
 
 
 async def read_frames(
-    conn: db.Connection, organisation_id: int, wanted: list[tuple[UserKey, int]]
+    conn: db.Connection, organisation_id: int, wanted: list[tuple[UserKey, int]], limit: int
 ) -> tuple[dict[UserKey, list[tuple[int, str]]], set[UserKey]]:
-    """Frames `(seq, text)` in seq order per user, for every event after their `since`.
+    """Frames `(seq, text)` in seq order per user, for the events after their `since`.
 
-    `conn` is a transaction of one user of `organisation_id` (its organisation is the only one
-    readable). Returns the frames and the users who have more than `READ_LIMIT` waiting.
+    `conn` is a transaction acting as the first user of `wanted`, of `organisation_id` (its
+    organisation is the only one readable). At most `limit` events per user; returns the frames
+    and the users who may have more waiting.
     """
     recipients = [[key[1], key[2], since] for key, since in wanted]
-    rows = await conn.fetch(READ_EVENTS_SQL, recipients, READ_LIMIT)
+    rows = await conn.fetch(READ_EVENTS_SQL, recipients, limit)
     by_user: dict[UserKey, list[db.Record]] = defaultdict(list)
     for row in rows:
         by_user[(organisation_id, row["recipient_type"], row["recipient_id"])].append(row)
     frames: dict[UserKey, list[tuple[int, str]]] = {}
+    acting = wanted[0][0]  # vechat.read_events leaves the transaction acting as it found it
     for key, events in by_user.items():
-        frames[key] = await _frames_of(conn, key, events)
-    more = {key for key, events in by_user.items() if len(events) >= READ_LIMIT}
+        frames[key], switched = await _frames_of(conn, key, events, acting)
+        acting = key if switched else acting
+    more = {key for key, events in by_user.items() if len(events) >= limit}
     return frames, more
 
 
 async def _frames_of(
-    conn: db.Connection, key: UserKey, events: list[db.Record]
-) -> list[tuple[int, str]]:
+    conn: db.Connection, key: UserKey, events: list[db.Record], acting: UserKey
+) -> tuple[list[tuple[int, str]], bool]:
     message_ids = sorted(
         {e["message_id"] for e in events if e["event_type"] in MESSAGE_EVENTS and e["message_id"]}
     )
@@ -102,9 +102,12 @@ async def _frames_of(
     )
     messages: dict[int, Message] = {}
     conversations: dict[int, Conversation] = {}
+    switched = False
     if message_ids or conversation_ids:
         identity = identity_of(key)
-        await conn.execute(ACT_AS_SQL, str(key[2]), key[1])
+        if key != acting:
+            await conn.execute(ACT_AS_SQL, str(key[2]), key[1])
+            switched = True
         if message_ids:
             messages = {m.id: m for m in await fetch_messages(conn, message_ids)}
         for conversation_id in conversation_ids:
@@ -125,4 +128,4 @@ async def _frames_of(
         else:  # messages.read: the receipt itself is the event's data
             data = e["data"]
         frames.append((e["seq"], encode(EventFrame(e["seq"], kind, data))))
-    return frames
+    return frames, switched

@@ -397,7 +397,9 @@ class Hub:
                 self._reads,
                 db.tenant(self.database, acting, readonly=True) as conn,
             ):
-                frames, more = await read_frames(conn, organisation_id, wanted)
+                frames, more = await read_frames(
+                    conn, organisation_id, wanted, self.settings.ws_queue_limit
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:

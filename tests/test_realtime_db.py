@@ -1,0 +1,213 @@
+"""The realtime SQL functions (db/schema/19_vechat_realtime.sql) as vechat_app, under RLS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests import dbhelpers as h
+from tests.conftest import FreshDatabase
+from tests.dbhelpers import C1, C2, P1, P2, Seed, User
+from tests.pg import TestPostgres
+
+pytestmark = pytest.mark.db
+
+
+@dataclass
+class World:
+    postgres: TestPostgres
+    database: str
+    seeds: list[Seed]
+
+    def app(self) -> psycopg.Connection[Any]:
+        return h.app_connect(self.postgres, self.database)
+
+    def admin(self) -> psycopg.Connection[Any]:
+        return h.admin_connect(self.postgres, self.database)
+
+
+@pytest.fixture(scope="module")
+def world(request: pytest.FixtureRequest, postgres: TestPostgres) -> Iterator[World]:
+    database = h.shared_database(request, postgres)
+    with h.organisations(postgres, database, 2) as ids:
+        with h.admin_connect(postgres, database) as conn:
+            seeds = [h.seed_organisation(conn, o) for o in ids]
+            conn.commit()
+        yield World(postgres, database, seeds)
+
+
+def events_of(world: World, organisation_id: int, user: User) -> list[tuple[Any, ...]]:
+    with world.admin() as conn:
+        return conn.execute(
+            """SELECT recipient_type::text, recipient_id, seq, event_type::text
+               FROM vechat_events WHERE organisation_id = %s AND recipient_type = %s
+                 AND recipient_id = %s ORDER BY seq""",
+            (organisation_id, user.user_type, user.user_id),
+        ).fetchall()
+
+
+def read_events(conn: psycopg.Connection[Any], users: list[User], limit: int = 1000) -> list[Any]:
+    recipients = [[u.user_type, u.user_id, 0] for u in users]
+    return conn.execute(
+        "SELECT recipient_type, recipient_id, seq, event_type FROM vechat.read_events(%s, %s)",
+        (json.dumps(recipients), limit),
+    ).fetchall()
+
+
+def test_read_events_reads_each_recipient_under_their_own_context(world: World) -> None:
+    a = world.seeds[0].organisation_id
+    with world.app() as conn:
+        h.act_as(conn, a, P2)
+        rows = read_events(conn, [P1, C1, C2])
+        expected = events_of(world, a, P1) + events_of(world, a, C1) + events_of(world, a, C2)
+        assert rows == expected and len(events_of(world, a, P1)) > 1
+        # The caller's own context is back afterwards.
+        assert conn.execute(
+            "SELECT vechat.current_user_id(), vechat.current_user_type()"
+        ).fetchone() == (P2.user_id, P2.user_type)
+        limited = read_events(conn, [P1, C1], limit=1)
+        assert [r[:2] for r in limited] == [("personnel", P1.user_id), ("client", C1.user_id)]
+        conn.rollback()
+
+
+def test_read_events_never_crosses_the_organisation_of_the_transaction(world: World) -> None:
+    a, b = (s.organisation_id for s in world.seeds)
+    with world.admin() as admin:  # one more message in a: the two logs differ
+        h.insert_message(admin, a, world.seeds[0].conversation_id, P1, C1, "only in a")
+        admin.commit()
+    with world.app() as conn:
+        h.act_as(conn, b, P2)
+        rows = read_events(conn, [P1, C1])
+        assert rows == events_of(world, b, P1) + events_of(world, b, C1)
+        assert len(rows) + 2 == len(events_of(world, a, P1) + events_of(world, a, C1))
+        conn.rollback()
+        h.act_as(conn, None, None)
+        assert read_events(conn, [P1, C1]) == []  # no tenant, no rows
+        conn.rollback()
+
+
+def test_prune_own_events_deletes_only_the_callers_old_events(world: World) -> None:
+    a = world.seeds[0].organisation_id
+    with world.admin() as admin:
+        admin.execute(
+            """UPDATE vechat_events SET created_at = now() - interval '8 days'
+               WHERE organisation_id = %s AND recipient_id IN (%s, %s)""",
+            (a, P1.user_id, C1.user_id),
+        )
+        admin.commit()
+    c1_before = events_of(world, a, C1)
+    p1_last = events_of(world, a, P1)[-1][2]
+    with world.app() as conn:
+        h.act_as(conn, a, P1)
+        pruned = conn.execute("SELECT vechat.prune_own_events(%s)", (7 * 86400,)).fetchone()
+        assert pruned == (p1_last,)
+        conn.commit()
+        h.act_as(conn, a, P1)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM vechat_events")  # only through the function
+        conn.rollback()
+    assert events_of(world, a, P1) == []
+    assert events_of(world, a, C1) == c1_before
+    with world.admin() as admin:
+        cursor = admin.execute(
+            """SELECT last_seq, pruned_seq FROM vechat_event_cursors
+               WHERE organisation_id = %s AND user_type = %s AND user_id = %s""",
+            (a, P1.user_type, P1.user_id),
+        ).fetchone()
+    assert cursor == (p1_last, p1_last)
+
+
+def test_prune_events_is_the_dbas_and_advances_every_cursor(
+    fresh_database: FreshDatabase, postgres: TestPostgres
+) -> None:
+    database = fresh_database(migrated=True)
+    with psycopg.connect(database.admin_url) as admin:
+        seed = h.seed_organisation(admin, 5)
+        admin.execute("UPDATE vechat_events SET created_at = now() - interval '2 hours'")
+        total = admin.execute("SELECT count(*) FROM vechat_events").fetchone()
+        admin.commit()
+    with psycopg.connect(database.app_url) as app:
+        h.act_as(app, seed.organisation_id, P1)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT vechat.prune_events(60)")
+    with psycopg.connect(database.admin_url) as admin:
+        assert admin.execute("SELECT vechat.prune_events(3600)").fetchone() == total
+        assert admin.execute("SELECT count(*) FROM vechat_events").fetchone() == (0,)
+        assert admin.execute(
+            "SELECT count(*) FROM vechat_event_cursors WHERE pruned_seq <> last_seq"
+        ).fetchone() == (0,)
+
+
+def test_leases_bring_users_online_and_offline_and_ring_ids_only(world: World) -> None:
+    b = world.seeds[1].organisation_id
+    users = json.dumps([["client", C2.user_id, 2]])
+    with world.app() as listener:
+        listener.autocommit = True
+        listener.execute("LISTEN vechat_presence")
+        with world.app() as conn:
+            h.act_as(conn, b, P2)
+            assert conn.execute(
+                "SELECT * FROM vechat.set_leases('test-server', 45, %s)", (users,)
+            ).fetchall() == [("client", C2.user_id, "online")]
+            conn.commit()
+            h.act_as(conn, b, P2)
+            assert conn.execute(
+                """SELECT status FROM vechat.presence_view
+                   WHERE user_type = 'client' AND user_id = %s""",
+                (C2.user_id,),
+            ).fetchone() == ("online",)
+            renewal = conn.execute(
+                "SELECT change FROM vechat.set_leases('test-server', 45, %s)", (users,)
+            ).fetchall()
+            assert renewal == [(None,)]
+            gone = json.dumps([["client", C2.user_id, 0]])
+            assert conn.execute(
+                "SELECT change FROM vechat.set_leases('test-server', 45, %s)", (gone,)
+            ).fetchall() == [("offline",)]
+            row = conn.execute(
+                """SELECT status, last_seen IS NOT NULL FROM vechat.presence_view
+                   WHERE user_type = 'client' AND user_id = %s""",
+                (C2.user_id,),
+            ).fetchone()
+            assert row == ("offline", True)
+            conn.commit()
+        notices = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
+    assert notices == [{"o": b, "u": ["client", C2.user_id]}] * 2
+
+
+def test_anyone_of_the_organisation_sweeps_expired_leases_and_rings_offline(world: World) -> None:
+    a, b = (s.organisation_id for s in world.seeds)
+    with world.admin() as admin:
+        for organisation_id in (a, b):
+            admin.execute(
+                """INSERT INTO vechat_presence_connections
+                       (organisation_id, user_id, user_type, server_id, expires_at)
+                   VALUES (%s, %s, 'client', 'killed', now() - interval '1 second')""",
+                (organisation_id, C2.user_id),
+            )
+        admin.commit()
+    with world.app() as listener:
+        listener.autocommit = True
+        listener.execute("LISTEN vechat_presence")
+        with world.app() as conn:
+            h.act_as(conn, a, P2)
+            swept = conn.execute("SELECT * FROM vechat.sweep_leases()").fetchall()
+            conn.commit()
+        notices = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=1)]
+    assert swept == [("client", C2.user_id)]
+    assert notices == [{"o": a, "u": ["client", C2.user_id]}]
+    with world.admin() as admin:
+        left = admin.execute(
+            """SELECT organisation_id FROM vechat_presence_connections
+               WHERE server_id IN ('killed', 'dead') ORDER BY 1"""
+        ).fetchall()
+        # Organisation b's dead lease is b's to sweep; the seed's long-dead lease of P1 in a
+        # went with this sweep.
+        assert left == [(b,), (b,)]
+        admin.execute("DELETE FROM vechat_presence_connections WHERE server_id = 'killed'")
+        admin.commit()
