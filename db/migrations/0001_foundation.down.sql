@@ -32,6 +32,7 @@ DROP FUNCTION IF EXISTS
     vechat.user_settings_after_write(),
     vechat.messages_guard(),
     vechat.conversations_guard(),
+    vechat.conversations_after_update(),
     vechat.contacts_before_write(),
     vechat.current_role_name(),
     vechat.current_user_type(),

@@ -235,6 +235,37 @@ CREATE TRIGGER vechat_conversations_guard
     BEFORE INSERT OR UPDATE ON public.vechat_conversations
     FOR EACH ROW EXECUTE FUNCTION vechat.conversations_guard();
 
+-- A participant's own flags (archived, muted, deleted for me) changed directly: their other tabs
+-- and devices hear of it. SECURITY DEFINER because only the owner appends to the event log.
+CREATE FUNCTION vechat.conversations_after_update() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+BEGIN
+    IF pg_catalog.pg_trigger_depth() > 1 THEN
+        RETURN NULL;  -- written by the message triggers, which emit their own events
+    END IF;
+    IF (NEW.is_archived_by_participant1, NEW.is_muted_by_participant1, NEW.hidden_through_message_id_participant1)
+       IS DISTINCT FROM
+       (OLD.is_archived_by_participant1, OLD.is_muted_by_participant1, OLD.hidden_through_message_id_participant1) THEN
+        PERFORM vechat.emit(NEW.organisation_id, NEW.participant1_id, NEW.participant1_type,
+                            'conversation.updated', NEW.id, NULL);
+    END IF;
+    IF (NEW.is_archived_by_participant2, NEW.is_muted_by_participant2, NEW.hidden_through_message_id_participant2)
+       IS DISTINCT FROM
+       (OLD.is_archived_by_participant2, OLD.is_muted_by_participant2, OLD.hidden_through_message_id_participant2) THEN
+        PERFORM vechat.emit(NEW.organisation_id, NEW.participant2_id, NEW.participant2_type,
+                            'conversation.updated', NEW.id, NULL);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER vechat_conversations_after_update
+    AFTER UPDATE ON public.vechat_conversations
+    FOR EACH ROW EXECUTE FUNCTION vechat.conversations_after_update();
+
 -- ===== schema/13_vechat_messages.sql =====
 -- db/schema/13_vechat_messages.sql — messages, their edit history, and who may change which column
 
@@ -323,6 +354,10 @@ CREATE INDEX vechat_messages_organisation_id_attachment_id_idx
 CREATE INDEX vechat_messages_organisation_id_reply_to_message_id_idx
     ON public.vechat_messages (organisation_id, reply_to_message_id) WHERE reply_to_message_id IS NOT NULL;
 CREATE INDEX vechat_messages_search_vector_idx ON public.vechat_messages USING gin (search_vector);
+-- Marking a conversation read touches only its unread messages.
+CREATE INDEX vechat_messages_unread_idx
+    ON public.vechat_messages (organisation_id, conversation_id, receiver_type, receiver_id, id)
+    WHERE NOT is_read AND deleted_at IS NULL;
 
 CREATE TABLE public.vechat_message_edits (
     organisation_id  bigint      NOT NULL,
@@ -476,6 +511,7 @@ CREATE TABLE public.vechat_presence (
     connected_at       timestamptz,
     connection_info    jsonb,
     show_online_status boolean     NOT NULL DEFAULT true,
+    show_read_receipts boolean     NOT NULL DEFAULT true,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT vechat_presence_pkey PRIMARY KEY (organisation_id, id),
@@ -488,6 +524,8 @@ COMMENT ON TABLE public.vechat_presence IS
     'Last known presence per user, readable by the whole organisation, written by the user only.';
 COMMENT ON COLUMN public.vechat_presence.show_online_status IS
     'Copy of the user''s setting (vechat_user_settings is private to its owner): false = others see offline and no last_seen.';
+COMMENT ON COLUMN public.vechat_presence.show_read_receipts IS
+    'Copy of the user''s setting: false = their peers never learn when they read a message (read_at is hidden from the sender).';
 
 -- One row per user and server process holding WebSocket connections of that user. A process
 -- refreshes expires_at while it lives; a user is online while any unexpired row exists, so a
@@ -539,20 +577,24 @@ CREATE TABLE public.vechat_user_settings (
 COMMENT ON TABLE public.vechat_user_settings IS
     'Per-user chat preferences; a missing row means every default. Only the user reads or writes it.';
 
--- Others must know whether to show this user as online, but may not read the settings row:
--- the flag is copied to the user's presence row, in the user's own transaction.
+-- Others must know whether to show this user as online and whether to show when they read a
+-- message, but may not read the settings row: both flags are copied to the user's presence row,
+-- in the user's own transaction.
 CREATE FUNCTION vechat.user_settings_after_write() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.show_online_status IS NOT DISTINCT FROM OLD.show_online_status THEN
+    IF TG_OP = 'UPDATE' AND NEW.show_online_status IS NOT DISTINCT FROM OLD.show_online_status
+       AND NEW.show_read_receipts IS NOT DISTINCT FROM OLD.show_read_receipts THEN
         RETURN NULL;
     END IF;
-    INSERT INTO public.vechat_presence AS p (organisation_id, user_id, user_type, show_online_status)
-    VALUES (NEW.organisation_id, NEW.user_id, NEW.user_type, NEW.show_online_status)
+    INSERT INTO public.vechat_presence AS p
+        (organisation_id, user_id, user_type, show_online_status, show_read_receipts)
+    VALUES (NEW.organisation_id, NEW.user_id, NEW.user_type, NEW.show_online_status, NEW.show_read_receipts)
     ON CONFLICT (organisation_id, user_type, user_id)
-    DO UPDATE SET show_online_status = EXCLUDED.show_online_status, updated_at = pg_catalog.now();
+    DO UPDATE SET show_online_status = EXCLUDED.show_online_status,
+                  show_read_receipts = EXCLUDED.show_read_receipts;
     RETURN NULL;
 END
 $$;

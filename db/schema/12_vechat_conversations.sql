@@ -97,3 +97,34 @@ $$;
 CREATE TRIGGER vechat_conversations_guard
     BEFORE INSERT OR UPDATE ON public.vechat_conversations
     FOR EACH ROW EXECUTE FUNCTION vechat.conversations_guard();
+
+-- A participant's own flags (archived, muted, deleted for me) changed directly: their other tabs
+-- and devices hear of it. SECURITY DEFINER because only the owner appends to the event log.
+CREATE FUNCTION vechat.conversations_after_update() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+BEGIN
+    IF pg_catalog.pg_trigger_depth() > 1 THEN
+        RETURN NULL;  -- written by the message triggers, which emit their own events
+    END IF;
+    IF (NEW.is_archived_by_participant1, NEW.is_muted_by_participant1, NEW.hidden_through_message_id_participant1)
+       IS DISTINCT FROM
+       (OLD.is_archived_by_participant1, OLD.is_muted_by_participant1, OLD.hidden_through_message_id_participant1) THEN
+        PERFORM vechat.emit(NEW.organisation_id, NEW.participant1_id, NEW.participant1_type,
+                            'conversation.updated', NEW.id, NULL);
+    END IF;
+    IF (NEW.is_archived_by_participant2, NEW.is_muted_by_participant2, NEW.hidden_through_message_id_participant2)
+       IS DISTINCT FROM
+       (OLD.is_archived_by_participant2, OLD.is_muted_by_participant2, OLD.hidden_through_message_id_participant2) THEN
+        PERFORM vechat.emit(NEW.organisation_id, NEW.participant2_id, NEW.participant2_type,
+                            'conversation.updated', NEW.id, NULL);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER vechat_conversations_after_update
+    AFTER UPDATE ON public.vechat_conversations
+    FOR EACH ROW EXECUTE FUNCTION vechat.conversations_after_update();

@@ -85,6 +85,10 @@ CREATE INDEX vechat_messages_organisation_id_attachment_id_idx
 CREATE INDEX vechat_messages_organisation_id_reply_to_message_id_idx
     ON public.vechat_messages (organisation_id, reply_to_message_id) WHERE reply_to_message_id IS NOT NULL;
 CREATE INDEX vechat_messages_search_vector_idx ON public.vechat_messages USING gin (search_vector);
+-- Marking a conversation read touches only its unread messages.
+CREATE INDEX vechat_messages_unread_idx
+    ON public.vechat_messages (organisation_id, conversation_id, receiver_type, receiver_id, id)
+    WHERE NOT is_read AND deleted_at IS NULL;
 
 CREATE TABLE public.vechat_message_edits (
     organisation_id  bigint      NOT NULL,

@@ -10,6 +10,7 @@ CREATE TABLE public.vechat_presence (
     connected_at       timestamptz,
     connection_info    jsonb,
     show_online_status boolean     NOT NULL DEFAULT true,
+    show_read_receipts boolean     NOT NULL DEFAULT true,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT vechat_presence_pkey PRIMARY KEY (organisation_id, id),
@@ -22,6 +23,8 @@ COMMENT ON TABLE public.vechat_presence IS
     'Last known presence per user, readable by the whole organisation, written by the user only.';
 COMMENT ON COLUMN public.vechat_presence.show_online_status IS
     'Copy of the user''s setting (vechat_user_settings is private to its owner): false = others see offline and no last_seen.';
+COMMENT ON COLUMN public.vechat_presence.show_read_receipts IS
+    'Copy of the user''s setting: false = their peers never learn when they read a message (read_at is hidden from the sender).';
 
 -- One row per user and server process holding WebSocket connections of that user. A process
 -- refreshes expires_at while it lives; a user is online while any unexpired row exists, so a
