@@ -605,6 +605,32 @@ async def test_mark_read_counts_only_messages_the_caller_received(
     assert read_at[incoming[2]["id"]] is None and read_at[outgoing["id"]] is None
 
 
+async def test_read_time_is_hidden_from_the_sender_when_the_reader_hides_read_receipts(
+    client: AsyncTestClient[Any], org: Org
+) -> None:
+    a = await pair(client, org)
+    sent = await send(client, org.client, a, "did you read this?")
+    settings_off = await client.patch(
+        f"{API}/settings", json={"show_read_receipts": False}, headers=org.staff.headers
+    )
+    assert settings_off.status_code == 200, settings_off.text
+    marked = await client.post(
+        f"{API}/messages/read", json={"message_ids": [sent["id"]]}, headers=org.staff.headers
+    )
+    assert marked.json() == {"marked": 1}
+
+    def read_at(page: dict[str, Any]) -> Any:
+        return {m["id"]: m["read_at"] for m in page["items"]}[sent["id"]]
+
+    assert read_at(await get_json(client, org.client, f"/conversations/{a}/messages")) is None
+    assert read_at(await get_json(client, org.staff, f"/conversations/{a}/messages")) is not None
+    settings_on = await client.patch(
+        f"{API}/settings", json={"show_read_receipts": True}, headers=org.staff.headers
+    )
+    assert settings_on.status_code == 200, settings_on.text
+    assert read_at(await get_json(client, org.client, f"/conversations/{a}/messages")) is not None
+
+
 # --- search -----------------------------------------------------------------------------------
 
 

@@ -176,6 +176,19 @@ class MessageEditPage(msgspec.Struct, frozen=True, kw_only=True):
 
 # --- reading -----------------------------------------------------------------------------------
 
+# The sender sees when the receiver read the message only if the receiver shows read receipts
+# (their settings are private; the flag is copied to their presence row, readable in the
+# organisation: vechat_presence_select_organisation, db/policies/vechat_presence.sql).
+READ_AT_SHOWN = """
+CASE WHEN m.read_at IS NULL
+          OR NOT (m.sender_id = (SELECT vechat.current_user_id())
+                  AND m.sender_type = (SELECT vechat.current_user_type()))
+          OR coalesce((SELECT p.show_read_receipts FROM public.vechat_presence p
+                       WHERE p.organisation_id = m.organisation_id AND p.user_type = m.receiver_type
+                         AND p.user_id = m.receiver_id), true)
+     THEN m.read_at
+END"""
+
 # The column → field mapping, over a message `m` and the message it replies to `r` (REPLY_JOIN).
 MESSAGE_COLUMNS = f"""
 m.id, m.conversation_id, m.sender_id, m.sender_type, m.receiver_id, m.receiver_type,
@@ -188,7 +201,8 @@ m.audio_duration AS duration_s, m.audio_waveform AS waveform,
 r.id AS reply_id, r.sender_id AS reply_sender_id, r.sender_type AS reply_sender_type,
 CASE WHEN r.message_type = 'voice' THEN 'audio' ELSE r.message_type END AS reply_message_type,
 left(r.message, {BODY_PREVIEW_CHARS}) AS reply_body_preview,
-m.client_id, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted, m.read_at
+m.client_id, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted,
+{READ_AT_SHOWN} AS read_at
 """
 
 # The replied-to message is in the same conversation (vechat_messages_reply_to_fkey), so whoever
