@@ -429,6 +429,10 @@ def test_archived_conversation_comes_back_with_a_new_message(chats: dict[str, Ch
     client.send("Are you still there?")
     expect(staff.conversation_with("Chloé Dubois")).to_have_count(1)
     expect(staff.page.get_by_role("button", name="Archive")).to_be_visible()
+    staff.page.get_by_role("button", name="Mute").click()
+    expect(staff.conversation_with("Chloé Dubois").locator(".muted-tag")).to_have_count(1)
+    staff.page.get_by_role("button", name="Unmute").click()
+    expect(staff.conversation_with("Chloé Dubois").locator(".muted-tag")).to_have_count(0)
 
 
 def test_a_refused_message_shows_the_problem_detail(
@@ -533,3 +537,12 @@ def test_history_pages_back_with_before(chats: dict[str, Chat], cast: Cast, serv
     expect(bodies).to_have_count(60)
     expect(bodies.first).to_have_text("History line 1")
     expect(staff.page.get_by_role("button", name="Load older messages")).to_be_hidden()
+
+    # Deleting the conversation is for the staff member only.
+    staff.page.get_by_role("button", name="Delete", exact=True).click()
+    expect(staff.conversation_with("Alice Martin")).to_have_count(0)
+    expect(staff.page.locator("#pane-empty")).to_be_visible()
+    assert staff.dialogs[-1].startswith("Delete the conversation with Alice Martin")
+    with httpx.Client(base_url=server + "/api/v1", headers=headers, timeout=10) as http:
+        kept = http.get(f"/conversations/{conversation_id}/messages").json()["items"]
+    assert len(kept) == 50  # Alice keeps everything (the newest page of it)

@@ -396,8 +396,10 @@
 
   function applyConversation(conversation) {
     if (!conversation || conversation.id === undefined) return;
-    if (!conversation.peer) {
-      // Ids only: I can no longer see it (deleted for me, in another tab of mine).
+    const known = state.conversations.get(conversation.id);
+    // Ids only: I can no longer see it. No last message where there was one (or for one this tab
+    // does not list): deleted for me, here or in another tab; a new message brings it back.
+    if (!conversation.peer || (!conversation.last_message && (!known || known.last_message))) {
       state.conversations.delete(conversation.id);
       if (conversation.id === state.currentId) closeConversation();
       renderConversations();
