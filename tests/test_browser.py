@@ -138,7 +138,9 @@ def cast(migrated_database: Database) -> Iterator[Cast]:
 
 
 @pytest.fixture(scope="module")
-def server(migrated_database: Database, cast: Cast) -> Iterator[str]:
+def server(
+    migrated_database: Database, cast: Cast, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """`vechat-rls serve` as a subprocess on a free port; its base URL."""
     port = free_port()
     env = {
@@ -148,13 +150,15 @@ def server(migrated_database: Database, cast: Cast) -> Iterator[str]:
         "VECHAT_POOL_MIN": "0",
         "VECHAT_RATE_LIMIT_PER_MIN": "1000",  # the history test sends more than 60 a minute
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A file, not a pipe nobody reads: a chatty server must never block on a full pipe.
+    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -164,8 +168,8 @@ def server(migrated_database: Database, cast: Cast) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "server did not become ready"
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"server did not become ready: {log.read_text()}"
             time.sleep(0.2)
         yield base
     finally:
