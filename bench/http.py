@@ -222,8 +222,18 @@ class ApiServer:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
+    access_log: bool = True
+
     @property
     def argv(self) -> list[str]:
+        if not self.access_log:
+            # `vechat-rls serve` exactly, with uvicorn told not to log each request.
+            patch = ("import functools, sys, uvicorn; "
+                     "uvicorn.run = functools.partial(uvicorn.run, access_log=False); "
+                     "from vechat_rls.cli import main; sys.exit(main(sys.argv[1:]))")
+            argv = [sys.executable, "-c", patch, "serve", "--host", "127.0.0.1", "--port",
+                    str(self.port), "--workers", str(self.workers)]
+            return argv + (["--allow-privileged-role"] if self.privileged else [])
         argv = [*vechat_rls_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--workers", str(self.workers)]
         return argv + (["--allow-privileged-role"] if self.privileged else [])
@@ -780,6 +790,7 @@ async def measure(ctx: Context) -> list[Row]:
 
 # Where a sample's time goes: the innermost frame whose file matches, in this order.
 PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("system calls (socket read/write, libc)", ("libc.so",)),
     ("JSON (msgspec encode/decode)", ("msgspec",)),
     ("JWT verification (pyjwt, cryptography)", ("jwt/", "cryptography")),
     ("asyncpg (protocol, codecs, pool)", ("asyncpg",)),
@@ -790,7 +801,9 @@ PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("Litestar routing / middleware / app", ("litestar/",)),
     ("uvicorn + httptools (HTTP parsing)", ("uvicorn", "httptools")),
     ("vechat_rls code", ("vechat_rls",)),
-    ("event loop, sockets (uvloop, asyncio)", ("uvloop", "asyncio", "selectors", "socket")),
+    ("event loop (uvloop, libuv, asyncio tasks)",
+     ("uvloop", "loop.c", "stream.c", "core.c", "linux.c", "asyncio", "selectors", "socket",
+      "Runner.run")),
     ("logging", ("logging/",)),
 ]
 
@@ -806,8 +819,12 @@ def summarise_profile(paths: Sequence[Path], top: int = 15) -> list[str]:
             if not count_text.isdigit():
                 continue
             count = int(count_text)
-            total += count
             frames = stack.split(";")
+            # The event loop's thread only, and not while it waits in epoll (native stacks
+            # include idle threads and waits).
+            if not any("Runner.run" in f for f in frames) or "epoll" in frames[-1]:
+                continue
+            total += count
             leaves[frames[-1]] = leaves.get(frames[-1], 0) + count
             category = "other (interpreter, C without symbols)"
             for frame in reversed(frames):
@@ -838,11 +855,13 @@ async def profile(ctx: Context, directory: Path) -> list[str]:
                if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
     seconds = max(1, round(ctx.args.duration + ctx.args.warmup))
     outputs = [directory / f"worker-{pid}.txt" for pid in workers]
+    log = (directory / "py-spy.log").open("ab")
     spies = [
         subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds),
                           "--rate", "200", "--format", "raw", "--output", str(out),
-                          "--nonblocking", *(["--native"] if ctx.args.native else [])],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          # --native must stop the process to unwind C stacks
+                          *(["--native"] if ctx.args.native else ["--nonblocking"])],
+                         stdout=log, stderr=subprocess.STDOUT)
         for pid, out in zip(workers, outputs, strict=True)
     ]
     await asyncio.sleep(0.5)
@@ -850,10 +869,14 @@ async def profile(ctx: Context, directory: Path) -> list[str]:
                                             CLIENTS, ctx.args.duration, ctx.args.warmup))
     for spy in spies:
         await asyncio.to_thread(spy.wait)
+    log.close()
     header = [f"profile of {len(workers)} worker(s) under POST load ({result.rate:.0f}/s while "
               f"sampled; cores api {result.cpu['api']:.2f} pg {result.cpu['pg']:.2f} gen "
               f"{result.cpu['gen']:.2f}); stacks in {directory}"]
-    return header + summarise_profile([o for o in outputs if o.exists()])
+    found = [o for o in outputs if o.exists()]
+    if not found:
+        return [*header, f"py-spy wrote nothing; see {directory / 'py-spy.log'}"]
+    return header + summarise_profile(found)
 
 
 def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
@@ -862,7 +885,7 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
         print(line)
     print()
     print(f"{'what':62s} {'per s':>8s} {'p50 ms':>7s} {'p99 ms':>7s}  "
-          f"{'cores: api   pg  gen other':27s} errors  note")
+          f"{'cores: api   pg  gen other':27s} {'CPU us/op: api   pg':>19s}  errors  note")
     for label, result, note in rows:
         if result is None:
             print(f"{label:62s} {'n/a':>8s}")
@@ -870,8 +893,11 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
         errors = str(result.errors) if result.errors else ""
         cpu = (" ".join(f"{result.cpu[g]:4.2f}" for g in ("api", "pg", "gen", "other"))
                if result.cpu else "")
+        per_op = (f"{result.cpu['api'] / result.rate * 1e6:6.0f} "
+                  f"{result.cpu['pg'] / result.rate * 1e6:5.0f}"
+                  if result.cpu and result.rate and "generator" not in label else "")
         print(f"{label:62s} {result.rate:8.0f} {ms(result.percentile(50)):>7s} "
-              f"{ms(result.percentile(99)):>7s}  {cpu:>27s} {errors:6s} {note}")
+              f"{ms(result.percentile(99)):>7s}  {cpu:>27s} {per_op:>19s}  {errors:6s} {note}")
         if result.errors:
             print(f"{'':62s} statuses: {result.statuses}")
     print()
@@ -883,10 +909,22 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
             spread = ", ".join(f"{r:.2f}" for r in each) if len(each) > 1 else ""
             print(f"{label:34s} {statistics.median(each):5.2f}  {target:18s} {spread}")
 
+    def cpu_ratio(label: str, top: str, bottom: str, target: str = "") -> None:
+        """bottom's CPU per operation / top's: the rate ratio if both were CPU-bound."""
+        if top in ctx.runs and bottom in ctx.runs:
+            def per_op(r: Result) -> float:
+                return (r.cpu["api"] + r.cpu["pg"]) / r.rate
+            each = [per_op(b) / per_op(a)
+                    for a, b in zip(ctx.runs[top], ctx.runs[bottom], strict=True)]
+            spread = ", ".join(f"{r:.2f}" for r in each) if len(each) > 1 else ""
+            print(f"{label:34s} {statistics.median(each):5.2f}  {target:18s} {spread}")
+
     ratio("API / raw (same tenant tx)", API_APP, RAW_TENANT, "(target >= 0.20)")
     ratio("API / raw (one-batch floor)", API_APP, RAW_BATCH)
     ratio("RLS cost, API: app / BYPASSRLS", API_APP, API_BYPASS, "(target >= 0.95)")
     ratio("RLS cost, raw: app / BYPASSRLS", RAW_TENANT, RAW_BYPASS)
+    cpu_ratio("  same by CPU/op (api+pg), API", API_APP, API_BYPASS, "(target >= 0.95)")
+    cpu_ratio("  same by CPU/op (api+pg), raw", RAW_TENANT, RAW_BYPASS)
     ratio("doorbell, API: on / off", API_APP, API_QUIET)
     ratio("doorbell, raw: on / off", RAW_TENANT, RAW_QUIET)
 
@@ -918,6 +956,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="DIR",
                         help="then py-spy the vechat_app server's workers under send load")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="experiment: serve without uvicorn's per-request access log")
     parser.add_argument("--keep", action="store_true",
                         help="after measuring, keep everything running until Ctrl-C (profiling)")
     args = parser.parse_args(argv)
@@ -949,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, label in (("app", "vechat_app"), ("bypass", BYPASS_ROLE),
                            ("quiet", "vechat_app, doorbell off")):
             servers[key] = ApiServer(label, urls[key], args.workers, workdir / f"serve-{key}.log",
-                                     privileged=key == "bypass")
+                                     privileged=key == "bypass", access_log=not args.no_access_log)
             servers[key].start()
         for server in servers.values():
             server.wait_ready()
@@ -959,14 +999,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"vechat-rls HTTP benchmark: {os.cpu_count()} CPUs, Python {platform.python_version()},"
             f" PostgreSQL {_server_version(admin)} (durable: fsync, synchronous_commit on)",
             f"servers: vechat-rls serve --workers {args.workers} (pool {POOL_MAX} per worker), "
-            f"VECHAT_RATE_LIMIT_PER_MIN={RATE_LIMIT} (the limit must not bite)",
+            f"VECHAT_RATE_LIMIT_PER_MIN={RATE_LIMIT} (the limit must not bite), access log "
+            f"{'OFF (experiment)' if args.no_access_log else 'on (as shipped)'}",
             f"load: {CLIENTS} keep-alive clients over {ORGANISATIONS} organisations, one sender and"
             f" conversation each, in this process; {args.duration:g} s per measurement after "
             f"{args.warmup:g} s warm-up, inserts median of {args.rounds} interleaved round(s)",
             f"raw asyncpg: {CLIENTS} tasks over {args.workers * POOL_MAX} connections "
             f"(= the servers' pools); setup took {setup_s:.1f} s",
             "cores: CPU used meanwhile by the API servers, PostgreSQL, this generator and all"
-            " else on the machine (other people's work: noise)",
+            " else on the machine (other people's work: noise); CPU us/op: API servers' and"
+            " PostgreSQL's CPU per operation (steadier than rates on a busy machine)",
             f"reproduce: {command}",
         ]
 
@@ -988,8 +1030,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.keep:
                     print("\nkept running: " + ", ".join(
                         f"{s.label} on :{s.port} pids {s.pids()}" for s in servers.values()))
-                    print(f"database: {admin_url}")
-                    await asyncio.Event().wait()
+                    print(f"database: {admin_url}\nstop with Ctrl-C or SIGTERM", flush=True)
+                    stop = asyncio.Event()
+                    for signum in (signal.SIGINT, signal.SIGTERM):
+                        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+                    await stop.wait()
             finally:
                 for pool in pools.values():
                     await pool.close()
