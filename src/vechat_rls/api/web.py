@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.params import FromPath, FromQuery
 
 from vechat_rls.api.errors import NotFound
 
@@ -111,7 +112,10 @@ class WebController(Controller):
 
     @get("/static/{name:str}")
     async def static(
-        self, request: Request[Any, Any, Any], name: str, v: str | None = None
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        v: FromQuery[str | None] = None,
     ) -> Response[bytes]:
         asset = web_assets().static.get(name)
         if asset is None:
