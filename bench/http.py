@@ -24,7 +24,15 @@ Insert variants run in interleaved rounds and report the median (the machine is 
 drifts). The rate limit (60 messages/min per user) is raised for the servers with
 `VECHAT_RATE_LIMIT_PER_MIN`, so it never answers 429; its counter statement still runs.
 
+`--workers 2` (the default) is one uvicorn worker per core: the API spends ~1 ms of CPU per send
+and ~0.6-1 ms per GET (the "CPU us/op" column), so one process caps GETs at about one core while
+the other idles; a third worker would only add context switches with PostgreSQL, which needs
+~1-1.5 ms of CPU per message on the same two cores. `--profile DIR` then samples the
+`vechat_app` server's workers with py-spy (`pip install py-spy`) under send load and prints
+where their time goes.
+
     .venv/bin/python bench/http.py [--duration 5] [--rounds 3] [--workers 2] [--quick]
+                                   [--profile DIR [--native]] [--no-access-log] [--keep]
 """
 
 from __future__ import annotations
