@@ -292,6 +292,21 @@ async def test_bad_or_missing_token_is_closed_4401(world: World, query: str) -> 
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
+async def test_socket_is_closed_4401_when_its_token_expires(world: World) -> None:
+    org = world.org
+    token = mint_token(
+        key="api-test-secret-long-enough-for-hs256!",
+        organisation_id=org.id,
+        user_id=org.staff.user_id,
+        user_type="personnel",
+        ttl_s=2,
+    )
+    async with connect(f"{world.a.ws_base}?access_token={token}", open_timeout=10) as ws:
+        client = Client(ws)
+        await client.ready()
+        assert await client.closed(timeout=6) == 4401
+
+
 async def test_ping_and_invalid_frames_never_break_the_socket(world: World) -> None:
     async with ws_client(world.a, world.org.staff) as client:
         await client.ready()

@@ -3,11 +3,12 @@
 Authentication happens before anything else: the token (header, `?access_token=` or cookie) is
 verified first; without a valid one the socket is accepted only to be closed at once with 4401
 (a close code is the only answer a browser's WebSocket can read — a refused handshake shows as a
-bare 1006). `?since=<seq>` replays what was missed, then `ready`; `reset` when `since` is older
-than the retention. Client frames are handled one at a time, in order, each in its own tenant
-transaction, through the same functions (and SQL) as the HTTP routes; any invalid frame gets an
-`error` frame, never a crash. Replies go through the socket's outbox (realtime/hub.py), in line
-with its events, so one sender task per socket does all the writing.
+bare 1006), and an open socket is closed 4401 when its token expires. `?since=<seq>` replays
+what was missed, then `ready`; `reset` when `since` is older than the retention. Client frames
+are handled one at a time, in order, each in its own tenant transaction, through the same
+functions (and SQL) as the HTTP routes; any invalid frame gets an `error` frame, never a crash.
+Replies go through the socket's outbox (realtime/hub.py), in line with its events, so one sender
+task per socket does all the writing.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import jwt
 import msgspec
 from litestar import Litestar, WebSocket, websocket
 
@@ -25,8 +28,8 @@ from vechat_rls import db
 from vechat_rls.api.conversations import read_conversation
 from vechat_rls.api.errors import EXCEPTION_HANDLERS, ApiError, BadRequest
 from vechat_rls.api.messages import MessageCreate, send_message
-from vechat_rls.api.security import AUTH_IN_HANDLER, authenticate
-from vechat_rls.auth import BIGINT_MAX, AuthError, Identity
+from vechat_rls.api.security import AUTH_IN_HANDLER, WS_CLOSE_UNAUTHORIZED, authenticate
+from vechat_rls.auth import BIGINT_MAX, AuthError, Identity, websocket_token
 from vechat_rls.config import Settings
 from vechat_rls.realtime.events import Frame
 from vechat_rls.realtime.hub import Hub, Outbox
@@ -39,7 +42,7 @@ from vechat_rls.realtime.listener import (
 
 log = logging.getLogger(__name__)
 
-CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNAUTHORIZED = WS_CLOSE_UNAUTHORIZED  # 4401
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_WAIT_S = 30.0  # a stalled peer gets this long to read up to our close frame
@@ -107,7 +110,15 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
         await socket.close(CLOSE_TRY_AGAIN, "try again later")
         return
     session = _Session(socket, hub, outbox, identity, settings)
-    await session.run()
+    await session.run(_expires_in(socket))
+
+
+def _expires_in(socket: WebSocket[Any, Any, Any]) -> float | None:
+    """Seconds until the (already verified) token expires: the socket is closed 4401 then."""
+    with contextlib.suppress(Exception):
+        claims = jwt.decode(websocket_token(socket), options={"verify_signature": False})
+        return max(0.0, float(claims["exp"]) - time.time())
+    return None
 
 
 class _Session:
@@ -128,12 +139,14 @@ class _Session:
         self.settings = settings
         self.peer_gone = False
 
-    async def run(self) -> None:
+    async def run(self, expires_in: float | None) -> None:
         tasks = [
             asyncio.create_task(self._send_frames()),
             asyncio.create_task(self._receive_frames()),
             asyncio.create_task(self.outbox.closed.wait()),
         ]
+        if expires_in is not None:
+            tasks.append(asyncio.create_task(self._expire(expires_in)))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -146,6 +159,12 @@ class _Session:
                 await asyncio.wait_for(
                     self.socket.close(self.outbox.close_code or 1000), CLOSE_WAIT_S
                 )
+
+    async def _expire(self, after: float) -> None:
+        # A token is good for a connection only as long as for a request; the client reconnects
+        # with a fresh one (and `since`).
+        await asyncio.sleep(after)
+        self.outbox.drop(CLOSE_UNAUTHORIZED)
 
     async def _send_frames(self) -> None:
         outbox = self.outbox
