@@ -377,7 +377,11 @@ class Hub:
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, defaultdict(dict)
-            await asyncio.gather(*(self._read_org(org, keys) for org, keys in dirty.items()))
+            results = await asyncio.gather(
+                *(self._read_org(org, keys) for org, keys in dirty.items()),
+                return_exceptions=True,
+            )
+            _log_failures("delivery", results)
 
     async def _read_org(self, organisation_id: int, keys: dict[UserKey, int]) -> None:
         wanted: list[tuple[UserKey, int]] = []
@@ -452,7 +456,10 @@ class Hub:
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.realtime_poll_s)
-            await asyncio.gather(*(self._poll_org(org) for org in list(self.by_org)))
+            results = await asyncio.gather(
+                *(self._poll_org(org) for org in list(self.by_org)), return_exceptions=True
+            )
+            _log_failures("poll", results)
 
     async def _poll_org(self, organisation_id: int) -> None:
         """Catch up users whose cursor is ahead of what they got; sweep dead leases."""
@@ -648,6 +655,13 @@ class Hub:
 
     def sockets(self) -> int:
         return sum(len(u.outboxes) for u in self.users.values())
+
+
+def _log_failures(what: str, results: list[Any]) -> None:
+    """A bug in one organisation's work must not stop the loop that serves all of them."""
+    for result in results:
+        if isinstance(result, Exception):
+            log.error("realtime: %s failed", what, exc_info=result)
 
 
 def _bare(identity: Identity) -> Identity:
