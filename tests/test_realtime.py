@@ -557,3 +557,10 @@ def _assert_ids_only(channel: str, value: Any) -> None:
 
     for leaf in leaves(value):
         assert isinstance(leaf, (int, bool)) or leaf in ("personnel", "client"), leaf
+
+
+async def test_a_frame_larger_than_the_body_limit_closes_1009(world: World) -> None:
+    async with ws_client(world.a, world.org.staff) as client:
+        await client.ready()
+        await client.ws.send('{"type": "ping", "pad": "' + "x" * (1024 * 1024) + '"}')
+        assert await client.closed() == 1009

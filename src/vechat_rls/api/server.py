@@ -93,5 +93,7 @@ def run_cli(args: argparse.Namespace) -> int:
         log_config=log_config(),
         server_header=False,
         lifespan="on",
+        # A WebSocket frame is a request body too: the same limit (uvicorn closes 1009 above it).
+        ws_max_size=settings.max_body_bytes,
     )
     return 0

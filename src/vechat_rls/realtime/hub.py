@@ -353,6 +353,7 @@ class Hub:
     def on_events(self, payload: str) -> None:
         """`vechat_events`: mark the recipients this process serves dirty."""
         notice = msgspec.json.decode(payload, type=_EventsNotice)
+        # Routing, not visibility: the events are read back under each recipient's own context.
         local = self.by_org.get(notice.o)
         if not local:
             return
