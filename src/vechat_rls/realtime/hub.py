@@ -316,9 +316,11 @@ class Hub:
         if outbox.delivered < last_seq:
             # The replay is an ordinary read (paced like any other); `ready` follows its end.
             outbox.ready_at = last_seq
-            self.mark_dirty(key, last_seq)
         else:
             outbox.ready()
+        # Read once in any case: a doorbell rung between CONNECT_SQL and the registration above
+        # found no socket here.
+        self.mark_dirty(key)
         return outbox
 
     def _resume(self, outbox: Outbox) -> None:
@@ -365,7 +367,9 @@ class Hub:
     def mark_dirty(self, key: UserKey, seq: int = 0) -> None:
         """`key` may have events up to `seq` (0: unknown, read whatever is there)."""
         pending = self._dirty[key[0]]
-        pending[key] = max(pending.get(key, 0), seq) if seq else pending.get(key, 0)
+        known = pending.get(key, seq)
+        # "Unknown" wins: a catch-up must read even when a doorbell for an older seq came too.
+        pending[key] = max(known, seq) if known and seq else 0
         self._wake.set()
 
     async def catch_up_all(self) -> None:
