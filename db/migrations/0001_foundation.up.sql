@@ -1527,6 +1527,8 @@ GRANT EXECUTE ON FUNCTION
 
 -- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
 REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;
+-- vechat.prune_events is the DBA's, run as a superuser: the application has no use for it.
+REVOKE EXECUTE ON FUNCTION vechat.prune_events(integer) FROM vechat_app;
 
 -- Views in schema vechat are security_invoker: the caller's own row-level security applies.
 GRANT SELECT ON vechat.presence_view TO vechat_app;
@@ -1757,6 +1759,17 @@ CREATE POLICY vechat_events_insert_conversation_participant ON public.vechat_eve
 COMMENT ON POLICY vechat_events_insert_conversation_participant ON public.vechat_events IS
     'Events are appended (by triggers) only about a conversation the writer takes part in (vechat_conversations_select_participant), for one of its two participants.';
 
+-- Retention: vechat.prune_own_events (SECURITY DEFINER, as vechat_owner) deletes the calling
+-- user's old events. vechat_app itself holds no DELETE on the event log, so only that function
+-- (and a superuser) can use this policy.
+DROP POLICY IF EXISTS vechat_events_delete_recipient ON public.vechat_events;
+CREATE POLICY vechat_events_delete_recipient ON public.vechat_events
+    FOR DELETE
+    USING (recipient_id = (SELECT vechat.current_user_id())
+           AND recipient_type = (SELECT vechat.current_user_type()));
+COMMENT ON POLICY vechat_events_delete_recipient ON public.vechat_events IS
+    'Pruning (vechat.prune_own_events) deletes only the transaction''s own user''s events.';
+
 -- ===== policies/vechat_message_edits.sql =====
 -- db/policies/vechat_message_edits.sql — edit history is read by the message's participants
 
@@ -1962,22 +1975,6 @@ CREATE POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits
     WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
 COMMENT ON POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits IS
     'A user reads and bumps only their own counters.';
-
--- ===== policies/vechat_realtime.sql =====
--- db/policies/vechat_realtime.sql — what the realtime functions (db/schema/19_vechat_realtime.sql) may do
-
--- Retention: vechat.prune_own_events (SECURITY DEFINER, as vechat_owner) deletes the calling
--- user's old events. vechat_app itself holds no DELETE on the event log, so only that function
--- (and a superuser) can use this policy.
-DROP POLICY IF EXISTS vechat_events_delete_recipient ON public.vechat_events;
-CREATE POLICY vechat_events_delete_recipient ON public.vechat_events
-    FOR DELETE
-    USING (recipient_id = (SELECT vechat.current_user_id()) AND recipient_type = (SELECT vechat.current_user_type()));
-COMMENT ON POLICY vechat_events_delete_recipient ON public.vechat_events IS
-    'Pruning (vechat.prune_own_events) deletes only the transaction''s own user''s events.';
-
--- vechat.prune_events is the DBA's, run as a superuser: the application has no use for it.
-REVOKE EXECUTE ON FUNCTION vechat.prune_events(integer) FROM vechat_app;
 
 -- ===== policies/vechat_user_settings.sql =====
 -- db/policies/vechat_user_settings.sql — settings belong to their user alone

@@ -12,6 +12,8 @@ GRANT EXECUTE ON FUNCTION
 
 -- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
 REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;
+-- vechat.prune_events is the DBA's, run as a superuser: the application has no use for it.
+REVOKE EXECUTE ON FUNCTION vechat.prune_events(integer) FROM vechat_app;
 
 -- Views in schema vechat are security_invoker: the caller's own row-level security applies.
 GRANT SELECT ON vechat.presence_view TO vechat_app;

@@ -33,3 +33,14 @@ CREATE POLICY vechat_events_insert_conversation_participant ON public.vechat_eve
                                OR (c.participant2_id, c.participant2_type) = (recipient_id, recipient_type))));
 COMMENT ON POLICY vechat_events_insert_conversation_participant ON public.vechat_events IS
     'Events are appended (by triggers) only about a conversation the writer takes part in (vechat_conversations_select_participant), for one of its two participants.';
+
+-- Retention: vechat.prune_own_events (SECURITY DEFINER, as vechat_owner) deletes the calling
+-- user's old events. vechat_app itself holds no DELETE on the event log, so only that function
+-- (and a superuser) can use this policy.
+DROP POLICY IF EXISTS vechat_events_delete_recipient ON public.vechat_events;
+CREATE POLICY vechat_events_delete_recipient ON public.vechat_events
+    FOR DELETE
+    USING (recipient_id = (SELECT vechat.current_user_id())
+           AND recipient_type = (SELECT vechat.current_user_type()));
+COMMENT ON POLICY vechat_events_delete_recipient ON public.vechat_events IS
+    'Pruning (vechat.prune_own_events) deletes only the transaction''s own user''s events.';

@@ -56,6 +56,9 @@ UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.CannotConnectNowError,  # 57P03 starting up / shutting down
     asyncpg.AdminShutdownError,  # 57P01
     asyncpg.TooManyConnectionsError,  # 53300
+    # The protocol state of a pooled connection broke under a server restart ("cannot switch to
+    # state …"): the connection is unusable, the database is momentarily away.
+    asyncpg.InternalClientError,
 )
 _PING_FAILURES: tuple[type[Exception], ...] = (
     *UNREACHABLE_ERRORS,
@@ -151,6 +154,9 @@ async def tenant(
             raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
         try:
             yield conn
+        except asyncpg.InternalClientError:
+            conn.terminate()  # broken protocol state: never hand it to another request
+            raise
         except BaseException:
             if not conn.is_closed():
                 # A failed rollback leaves the connection in a transaction; release then rolls
