@@ -217,6 +217,8 @@ class PgServer:
         return self
 
     def stop(self, mode: str = "fast") -> None:
+        if os.geteuid() == 0 and self._run_as is None:
+            self._run_as = _ensure_system_user()  # pg_ctl refuses to run as root
         if (self.pgdata / "postmaster.pid").exists():
             pg_ctl = str(self.bindir / "pg_ctl")
             self._run([pg_ctl, "-D", str(self.pgdata), "-m", mode, "-w", "stop"], check=False)
