@@ -161,7 +161,11 @@ def run_cli(args: argparse.Namespace) -> int:
     print("\n".join(sign_in_links(base_url, env["VECHAT_JWT_SECRET"])))
     print(f"API docs: {base_url}/schema/swagger")
     if args.no_serve:
+        print(f"The cluster keeps running (port {pg.port}); `vechat-rls demo` reuses it.")
         return 0
     serve_args = argparse.Namespace(host=args.host, port=args.port, workers=1,
                                     allow_privileged_role=False)
-    return int(api_server.run_cli(serve_args))
+    try:
+        return int(api_server.run_cli(serve_args))
+    finally:
+        pg.stop()  # the data stays in the directory; the next demo starts it again
