@@ -159,7 +159,28 @@
 
   // ------------------------------------------------------------------ HTTP
 
-  async function api(method, path, body, { raw = false, signal } = {}) {
+  const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "PATCH", "DELETE"]);
+  const RETRY_MS = [300, 1000, 2500];
+
+  /**
+   * One API call; a request that may safely be repeated (`retry`, by default the idempotent
+   * methods) is repeated on 429/502/503/504 and network errors, after `Retry-After` when given.
+   */
+  async function api(method, path, body, options = {}) {
+    const retry = options.retry ?? IDEMPOTENT.has(method);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await apiOnce(method, path, body, options);
+      } catch (err) {
+        if (!retry || !(err instanceof ApiError) || !err.retryable || attempt >= RETRY_MS.length || state.signedOut) {
+          throw err;
+        }
+        await sleep(Math.min(err.retryAfterS ? err.retryAfterS * 1000 : RETRY_MS[attempt], 5000));
+      }
+    }
+  }
+
+  async function apiOnce(method, path, body, { raw = false, signal } = {}) {
     const headers = { Authorization: `Bearer ${state.token}`, Accept: "application/json" };
     let payload;
     if (body instanceof FormData) payload = body;
@@ -189,7 +210,7 @@
       }
       const retryAfter = Number(response.headers.get("Retry-After"));
       throw new ApiError(response.status, detail, {
-        retryable: response.status === 429 || response.status >= 500,
+        retryable: [429, 502, 503, 504].includes(response.status),
         retryAfterS: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null,
       });
     }
@@ -280,11 +301,34 @@
 
   // ------------------------------------------------------------------ conversations
 
+  /**
+   * Conversations deleted for me in this tab -> the newest message id they had. Events already
+   * on their way (read back before the delete committed) must not bring one back; only a newer
+   * message does.
+   */
+  const hiddenThrough = new Map();
+
+  function stillHidden(conversation) {
+    if (!hiddenThrough.has(conversation.id)) return false;
+    const last = conversation.last_message;
+    if (last && last.id > hiddenThrough.get(conversation.id)) {
+      hiddenThrough.delete(conversation.id);
+      return false;
+    }
+    return true;
+  }
+
   function storeConversation(conversation) {
     const known = state.conversations.get(conversation.id);
     state.conversations.set(conversation.id, conversation);
     if (conversation.peer && conversation.peer.presence !== undefined) {
-      state.presence.set(key(conversation.peer), normalisePresence(conversation.peer.presence));
+      // A conversation is a snapshot read back some time ago: it does not override a fresher
+      // presence frame (last_seen orders them).
+      const fresh = normalisePresence(conversation.peer.presence);
+      const held = state.presence.get(key(conversation.peer));
+      if (!held || !held.last_seen || (fresh.last_seen && Date.parse(fresh.last_seen) >= Date.parse(held.last_seen))) {
+        state.presence.set(key(conversation.peer), fresh);
+      }
     }
     return known;
   }
@@ -300,7 +344,7 @@
       cursor = page.next_cursor;
     } while (cursor && items.length < 2000);
     state.conversations.clear();
-    for (const conversation of items) storeConversation(conversation);
+    for (const conversation of items) if (!stillHidden(conversation)) storeConversation(conversation);
     renderConversations();
     renderHeader();
   }
@@ -310,6 +354,7 @@
     if (!conversationFetches.has(id)) {
       const request = api("GET", `/conversations/${id}`)
         .then((conversation) => {
+          if (stillHidden(conversation)) return conversation;
           storeConversation(conversation);
           renderConversations();
           renderHeader();
@@ -399,7 +444,8 @@
     const known = state.conversations.get(conversation.id);
     // Ids only: I can no longer see it. No last message where there was one (or for one this tab
     // does not list): deleted for me, here or in another tab; a new message brings it back.
-    if (!conversation.peer || (!conversation.last_message && (!known || known.last_message))) {
+    if (!conversation.peer || stillHidden(conversation)
+        || (!conversation.last_message && (!known || known.last_message))) {
       state.conversations.delete(conversation.id);
       if (conversation.id === state.currentId) closeConversation();
       renderConversations();
@@ -558,7 +604,10 @@
     const name = (conversation.peer && conversation.peer.display_name) || "this contact";
     if (!confirm(`Delete the conversation with ${name} for you? ${name} keeps their copy.`)) return;
     try {
+      const newest = Math.max(0, conversation.last_message ? conversation.last_message.id : 0,
+        ...state.messages.map((m) => m.id || 0));
       await api("DELETE", `/conversations/${conversation.id}`);
+      hiddenThrough.set(conversation.id, newest);
       state.conversations.delete(conversation.id);
       closeConversation();
     } catch (err) {
@@ -594,6 +643,8 @@
   function applyMessage(message, eventType = "message.created") {
     if (!message || message.conversation_id === undefined) return;
     if (message.client_id && isMe(message.sender)) state.outbox.delete(message.client_id);
+    const mark = hiddenThrough.get(message.conversation_id);
+    if (mark !== undefined && message.id <= mark) return; // history I deleted for me
     const conversation = state.conversations.get(message.conversation_id);
     const open = message.conversation_id === state.currentId;
     const stickToBottom = state.pinned || isMe(message.sender);
@@ -684,7 +735,7 @@
     renderConversations();
     const body = upTo ? { up_to_message_id: upTo } : {};
     try {
-      await api("POST", `/conversations/${id}/read`, body);
+      await api("POST", `/conversations/${id}/read`, body, { retry: true });
     } catch (err) {
       showError(err);
     }
@@ -1158,7 +1209,7 @@
     try {
       const conversation = await api("POST", "/conversations", {
         peer: { user_id: contact.user_id, user_type: contact.user_type },
-      });
+      }, { retry: true }); // create-or-get: repeating it is harmless
       storeConversation(conversation);
       state.showArchived = !!conversation.archived;
       el.showArchived.checked = state.showArchived;
