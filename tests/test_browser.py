@@ -29,6 +29,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    ConsoleMessage,
     Page,
     Playwright,
     WebSocketRoute,
@@ -206,6 +207,12 @@ class Chat:
         self.page.on("dialog", self._on_dialog)
         self.console_errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
+        self.page.on("console", self._on_console)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        # A Content-Security-Policy violation means the page broke its own policy.
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.console_errors.append(message.text)
 
     def _on_dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
