@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.chathelpers import (
 from tests.conftest import Database
 from tests.dbhelpers import new_organisation_ids
 from vechat_rls import db
+from vechat_rls.api import conversations
 from vechat_rls.api.conversations import fetch_conversation
 from vechat_rls.auth import Identity
 
@@ -459,3 +461,36 @@ async def test_malformed_json_and_non_numeric_ids_are_4xx(client: AsyncTestClien
 async def test_no_token_is_401(client: AsyncTestClient[Any]) -> None:
     assert_problem(await client.get(f"{API}/conversations"), 401)
     assert_problem(await client.post(f"{API}/conversations", json={}), 401)
+
+
+
+async def test_delete_for_me_takes_locks_in_the_order_a_concurrent_read_does(
+    migrated_database: Database, org: Org
+) -> None:
+    # The read's statement locks the unread messages, then (its trigger) the conversation row.
+    # "Delete for me" must take them in the same order, or the two deadlock (40P01): run the
+    # delete's first statement, let the read start and block on it, then the second statement.
+    async with api_client(migrated_database, rate_limit_per_min=100_000) as c:
+        a = await open_conversation(c, org.staff, org.client)
+        for i in range(3):
+            await send(c, org.client, a, f"unread {i}")
+    staff = Identity(organisation_id=org.id, user_id=org.staff.user_id, user_type="personnel")
+    pool = await db.create_pool(migrated_database.app_url, max_size=2)
+    try:
+        async with db.tenant(pool, staff) as deleting:
+            newest = await deleting.fetchval(conversations.HIDE_MESSAGES_SQL, a)
+            assert newest is not None
+
+            async def read() -> int | None:
+                async with db.tenant(pool, staff) as reading:
+                    return await conversations.read_conversation(reading, a)
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0.3)  # the read is now waiting on the delete's locks
+            assert not reader.done()
+            await deleting.execute(conversations.HIDE_CONVERSATION_SQL, a, newest)
+        assert await asyncio.wait_for(reader, 10) == 3  # no deadlock: it ran after the delete
+    finally:
+        await pool.close()
+    wrong = admin_sql(migrated_database.admin_url, "SELECT vechat.recount_unread(%s)", org.id)
+    assert wrong == [(0,)]
