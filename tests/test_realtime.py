@@ -474,6 +474,26 @@ async def test_presence_follows_sockets_and_reaches_peers_only(world: World) -> 
         assert not [f for f in not_a_peer.frames if f["type"] == "presence"]
 
 
+async def test_presence_set_over_http_reaches_peers_on_every_process(
+    world: World, http: httpx.AsyncClient
+) -> None:
+    org = world.org
+    async with ws_client(world.b, org.client) as peer:
+        await peer.ready()
+        response = await http.put(
+            "/presence", json={"status": "away"}, headers=org.staff.headers
+        )
+        assert response.status_code == 200, response.text
+        away = await peer.frame("presence", user_id=org.staff.user_id, status="away")
+        assert away["data"]["user_type"] == "personnel" and away["data"]["last_seen"]
+        mark = len(peer.frames)
+        again = await http.put("/presence", json={"status": "away"}, headers=org.staff.headers)
+        assert again.status_code == 200  # a heartbeat changes nothing others see: no frame
+        await asyncio.sleep(0.5)
+        assert not [f for f in peer.frames[mark:] if f["type"] == "presence"]
+    await http.put("/presence", json={"status": "offline"}, headers=org.staff.headers)
+
+
 async def test_hidden_presence_sends_no_frames_and_reads_offline(
     world: World, http: httpx.AsyncClient
 ) -> None:

@@ -39,13 +39,32 @@ class PresenceUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 # visibility: vechat_presence_insert_self, vechat_presence_update_self
 # (db/policies/vechat_presence.sql) — the caller writes only their own row.
+# When what others see changes (a new status, or one that had lapsed), the realtime doorbell
+# `vechat_presence` rings with ids only, like a WebSocket presence change, so peers on every
+# server process get a `presence` frame; a user hiding their status rings nothing.
 PUT_PRESENCE_SQL = """
-INSERT INTO public.vechat_presence AS p
-    (organisation_id, user_id, user_type, status, last_seen, updated_at)
-VALUES ((SELECT vechat.current_organisation_id()), $1, $2, $3, now(), now())
-ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
-SET status = EXCLUDED.status, last_seen = now(), updated_at = now()
-RETURNING user_id, user_type, status, last_seen
+WITH previous AS (
+    SELECT p.status, p.updated_at > now() - interval '60 seconds' AS fresh
+    FROM public.vechat_presence p
+    WHERE p.user_id = $1 AND p.user_type = $2
+),
+upserted AS (
+    INSERT INTO public.vechat_presence AS p
+        (organisation_id, user_id, user_type, status, last_seen, updated_at)
+    VALUES ((SELECT vechat.current_organisation_id()), $1, $2, $3, now(), now())
+    ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
+    SET status = EXCLUDED.status, last_seen = now(), updated_at = now()
+    RETURNING p.organisation_id, p.user_id, p.user_type, p.status, p.last_seen,
+              p.show_online_status
+)
+SELECT u.user_id, u.user_type, u.status, u.last_seen,
+       CASE WHEN u.show_online_status
+                 AND NOT EXISTS (SELECT 1 FROM previous WHERE previous.status = u.status
+                                                         AND previous.fresh)
+            THEN pg_notify('vechat_presence', json_build_object(
+                     'o', u.organisation_id, 'u', json_build_array(u.user_type, u.user_id))::text)
+       END AS rung
+FROM upserted u
 """
 
 # In the order asked; no visible row (never seen, or another organisation) reads as offline.
