@@ -5,6 +5,13 @@ transaction-local settings travel together in a single round trip (architecture.
 not policies, decide throughput). Because the context is transaction-local, a released connection
 carries nothing into the next request, so the pool skips asyncpg's reset query on release.
 
+The doorbell (`VECHAT_DOORBELL=coalesced`, realtime/doorbell.py): when a `Database` has a ringer
+(`Database.ring`), its write transactions also switch the event trigger's NOTIFY off in that same
+BEGIN batch (`vechat.doorbell = 'off'`, no extra round trip) and, once COMMIT has succeeded, hand
+their organisation to the ringer, which rings for many commits at once. A NOTIFY in the writing
+transaction itself would take PostgreSQL's server-wide notify lock through that commit's WAL
+flush, serialising every writer (architecture.md: "never ring one NOTIFY per message").
+
 This module (with migrate.py and the realtime listener) is the only one that imports the driver;
 the API uses `Connection`, `PostgresError`, `DatabaseUnavailable` from here.
 """
@@ -14,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -92,14 +99,21 @@ class RoleSafetyError(Exception):
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
 
-def begin_sql(identity: Identity, *, readonly: bool, statement_timeout_ms: int | None) -> str:
+def begin_sql(
+    identity: Identity,
+    *,
+    readonly: bool,
+    statement_timeout_ms: int | None,
+    doorbell_off: bool = False,
+) -> str:
     """`BEGIN` plus the tenant settings as one simple-protocol batch (one round trip).
 
     `SET LOCAL x = v` is `set_config('x', v, true)`; both batches measure the same
     (bench/roundtrips.py): the round trip they save is what counts. A batch takes no
     parameters, so values are rendered here: integers via `int`, the user type from its two
     allowed words, the role by `ROLE_PATTERN` (letters, digits, `_.:-`) and quoted anyway —
-    nothing from a request reaches this text unchecked.
+    nothing from a request reaches this text unchecked. `doorbell_off` silences the event
+    trigger's NOTIFY for this transaction (the caller rings after COMMIT instead).
     """
     if identity.user_type not in USER_TYPES:
         raise ValueError("invalid user_type")
@@ -114,6 +128,8 @@ def begin_sql(identity: Identity, *, readonly: bool, statement_timeout_ms: int |
     ]
     if statement_timeout_ms is not None:
         settings.append(("statement_timeout", str(int(statement_timeout_ms))))
+    if doorbell_off:
+        settings.append(("vechat.doorbell", "off"))
     sets = "".join(f"; SET LOCAL {name} = {_literal(value)}" for name, value in settings)
     return f"{_BEGIN}{' READ ONLY' if readonly else ''}{sets}"
 
@@ -131,18 +147,30 @@ async def tenant(
     *,
     readonly: bool = False,
     statement_timeout_ms: int | None = None,
+    doorbell: bool = True,
 ) -> AsyncIterator[Connection]:
     """A connection inside a transaction acting for `identity`; commits on success.
 
     `readonly=True` runs `READ ONLY` (a write raises SQLSTATE 25006). An exception raised in the
     block rolls back and propagates unchanged (api/errors.py maps `UNREACHABLE_ERRORS` to 503);
     failing to acquire, begin or commit because the database is gone raises `DatabaseUnavailable`.
+    A write transaction on a `Database` with a ringer rings its organisation after COMMIT (module
+    doc); `doorbell=False` marks one that appends no events (the hub's own bookkeeping): it
+    rings nothing, and the trigger stays as it is.
     """
+    ring: Callable[[int], None] | None = None
     if isinstance(pool, Database):
         if statement_timeout_ms is None:
             statement_timeout_ms = pool.settings.statement_timeout_ms
+        if doorbell and not readonly:
+            ring = pool.ring
         pool = pool.pool
-    sql = begin_sql(identity, readonly=readonly, statement_timeout_ms=statement_timeout_ms)
+    sql = begin_sql(
+        identity,
+        readonly=readonly,
+        statement_timeout_ms=statement_timeout_ms,
+        doorbell_off=ring is not None,
+    )
     try:
         conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
     except _CONNECT_FAILURES as exc:
@@ -158,16 +186,19 @@ async def tenant(
             conn.terminate()  # broken protocol state: never hand it to another request
             raise
         except BaseException:
-            if not conn.is_closed():
-                # A failed rollback leaves the connection in a transaction; release then rolls
-                # back or discards it, so the original error is the one that propagates.
-                with contextlib.suppress(Exception):
+            # A failed rollback leaves the connection in a transaction; release then rolls back
+            # or discards it, so the original error is the one that propagates. A connection
+            # the server killed mid-query is detached from its proxy: even `is_closed()` raises.
+            with contextlib.suppress(Exception):
+                if not conn.is_closed():
                     await conn.execute("ROLLBACK")
             raise
         try:
             await conn.execute("COMMIT")
         except UNREACHABLE_ERRORS as exc:
             raise DatabaseUnavailable("database connection lost during COMMIT") from exc
+        if ring is not None:
+            ring(identity.organisation_id)
     finally:
         try:
             await pool.release(conn)
@@ -240,6 +271,8 @@ class Database:
         self.settings = settings
         self.url = url or settings.database_url
         self._pool: Pool | None = None
+        # Set by the realtime lifespan in coalesced doorbell mode (realtime/doorbell.py).
+        self.ring: Callable[[int], None] | None = None
 
     @property
     def pool(self) -> Pool:
@@ -265,10 +298,10 @@ class Database:
                 await asyncio.wait_for(pool.close(), timeout=5)
 
     def tenant(
-        self, identity: Identity, *, readonly: bool = False
+        self, identity: Identity, *, readonly: bool = False, doorbell: bool = True
     ) -> contextlib.AbstractAsyncContextManager[Connection]:
         """See `tenant()`; uses this database's statement timeout."""
-        return tenant(self, identity, readonly=readonly)
+        return tenant(self, identity, readonly=readonly, doorbell=doorbell)
 
     async def ping(self) -> None:
         """Raise `DatabaseUnavailable` unless a query round trip succeeds within 2 s."""
@@ -375,6 +408,17 @@ async def check_role_safety(
             "UNSAFE (--allow-privileged-role): %s; tenant isolation is NOT enforced", problem
         )
     return problems
+
+
+async def connect(url: str, **server_settings: str) -> Connection:
+    """A connection of its own, outside any pool (the doorbell's ringer); the caller closes it."""
+    conn: Connection = await asyncpg.connect(
+        url, timeout=CONNECT_TIMEOUT_S, server_settings=server_settings
+    )
+    return conn
+
+
+CONNECT_ERRORS = _CONNECT_FAILURES  # what `connect` raises when the database is not there
 
 
 @contextlib.asynccontextmanager
