@@ -92,8 +92,9 @@ def private_postgres() -> Iterator[PgServer]:
         yield server
 
 
+@pytest.mark.parametrize("doorbell", ["coalesced", "transaction"])
 async def test_postgres_restart_mid_burst_loses_and_duplicates_nothing(
-    private_postgres: PgServer,
+    private_postgres: PgServer, doorbell: str
 ) -> None:
     server = private_postgres
     database = "restart"
@@ -103,7 +104,7 @@ async def test_postgres_restart_mid_burst_loses_and_duplicates_nothing(
     org = Org(new_organisation_ids(1)[0])
     seed_directory(server.admin_url(database), org)
     app_url = server.url("vechat_app", APP_PASSWORD, database)
-    with running(app_url, 1, VECHAT_REALTIME_POLL_S="1") as (api,):
+    with running(app_url, 1, VECHAT_REALTIME_POLL_S="1", VECHAT_DOORBELL=doorbell) as (api,):
         conversation_id = await open_conversation(api.base, org.staff, org.client)
         receiver = Resuming(api, org.client)
         while receiver.since is None:

@@ -13,6 +13,7 @@ import msgspec
 PREFIX = "VECHAT_"
 MIB = 1024 * 1024
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+DOORBELLS = ("coalesced", "transaction")
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_send_timeout_s: int = 15  # one frame unsent this long: the socket is stalled, close 1013
     presence_lease_s: int = 45  # a process's connection lease; renewed every third of it
     realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
+    doorbell: str = "coalesced"  # or "transaction": the trigger's NOTIFY in every writing commit
+    doorbell_batch_ms: int = 2  # coalesced: a process rings at most once per this, while busy
     statement_timeout_ms: int = 5000
     pool_min: int = 2
     pool_max: int = 10
@@ -152,6 +155,12 @@ def _validate(s: Settings) -> None:
     if s.presence_lease_s > 45:
         # presence_view promises offline within 60 s of a process dying: lease + one sweep.
         raise ConfigError(f"VECHAT_PRESENCE_LEASE_S must be at most 45, got {s.presence_lease_s}")
+    if s.doorbell not in DOORBELLS:
+        raise ConfigError(
+            f"VECHAT_DOORBELL must be one of {', '.join(DOORBELLS)}, got {s.doorbell!r}"
+        )
+    if not 0 <= s.doorbell_batch_ms <= 1000:
+        raise ConfigError(f"VECHAT_DOORBELL_BATCH_MS must be in 0..1000, got {s.doorbell_batch_ms}")
     if s.port > 65535:
         raise ConfigError(f"VECHAT_PORT must be a TCP port (1-65535), got {s.port}")
     if not s.database_url.startswith(("postgresql://", "postgres://")):

@@ -1,7 +1,10 @@
 """Durable events read back under each recipient's own context and encoded as WebSocket frames.
 
 One transaction per organisation and wake-up reads the events of every recipient that needs them
-(`vechat.read_events`: one query, each recipient's rows under their own user context). The frame
+(`vechat.read_events`: one query, each recipient's rows under their own user context). The same
+query first drops the recipients whose event cursor is not beyond what they were sent, so a
+doorbell that names only the organisation (the coalesced doorbell, realtime/doorbell.py) costs one
+index lookup per idle user, not one read. The frame
 `data` is then built with the same functions as the HTTP API (one mapping of rows to JSON): the
 `Message` (`api/messages.fetch_messages`) or `Conversation` (`api/conversations.fetch_conversation`)
 as that recipient sees it *now*, or the read receipt stored with the event. An event whose message
@@ -56,8 +59,20 @@ def encode(frame: EventFrame | Frame) -> str:
 
 
 # visibility: vechat_events_select_recipient (db/policies/vechat_events.sql), applied per recipient
-# inside vechat.read_events (db/schema/19_vechat_realtime.sql).
-READ_EVENTS_SQL = "SELECT * FROM vechat.read_events($1::jsonb, $2)"
+# inside vechat.read_events (db/schema/19_vechat_realtime.sql); the cursors of the transaction's
+# organisation are readable by anyone of it (vechat_event_cursors_select_organisation).
+# Skipping a recipient whose cursor is not beyond `since` skips nothing committed (a cursor and
+# its events commit together); whatever commits later rings again.
+READ_EVENTS_SQL = """
+SELECT e.* FROM vechat.read_events(
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(w.user_type, w.user_id, w.since) ORDER BY w.n),
+                     '[]'::jsonb)
+     FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(user_type, user_id,
+                                                                               since, n)
+     JOIN public.vechat_event_cursors c ON c.user_type = w.user_type AND c.user_id = w.user_id
+     WHERE c.last_seq > w.since),
+    $4) AS e
+"""
 
 # Switches the transaction to another user of the same organisation (transaction-local, like the
 # context `db.tenant` sets): the HTTP read functions then see exactly what that user would.
@@ -77,8 +92,13 @@ async def read_frames(
     organisation is the only one readable). At most `limit` events per user; returns the frames
     and the users who may have more waiting.
     """
-    recipients = [[key[1], key[2], since] for key, since in wanted]
-    rows = await conn.fetch(READ_EVENTS_SQL, recipients, limit)
+    rows = await conn.fetch(
+        READ_EVENTS_SQL,
+        [key[1] for key, _ in wanted],
+        [key[2] for key, _ in wanted],
+        [since for _, since in wanted],
+        limit,
+    )
     by_user: dict[UserKey, list[db.Record]] = defaultdict(list)
     for row in rows:
         by_user[(organisation_id, row["recipient_type"], row["recipient_id"])].append(row)

@@ -3,11 +3,12 @@
 Delivery. The hub relies on one thing only: *something says that a recipient may have new events*
 — a doorbell notification `{"o": org, "e": [[user_type, user_id, seq], …]}`, the listener
 reconnecting (every user), a socket connecting (its user), or the safety-net poll finding a
-cursor ahead of what was delivered. A coalesced doorbell rung by the application after a batch of
-commits plugs in unchanged. Doorbells only mark users dirty; one worker drains the dirty set per
-wake-up and reads, per organisation, every dirty user's events in one transaction and one query
-(`realtime/events.py`, under each recipient's own context), so a burst of doorbells costs one read
-per organisation, not one per event.
+cursor ahead of what was delivered. The coalesced doorbell (realtime/doorbell.py, the API's
+default) names only the organisation, `{"o": org, "e": []}`: it marks every local user of that
+organisation, and the read skips those whose cursor shows nothing new. Doorbells only mark users
+dirty; one worker drains the dirty set per wake-up and reads, per organisation, every dirty user's
+events in one transaction and one query (`realtime/events.py`, under each recipient's own
+context), so a burst of doorbells costs one read per organisation, not one per event.
 
 Exactly once, in order. Every socket remembers the last seq put on its queue (`delivered`); a user's
 events are read from the smallest `delivered` of their sockets, and each socket takes only
@@ -241,6 +242,7 @@ class Hub:
         self.users: dict[UserKey, _User] = {}
         self.by_org: dict[int, set[UserKey]] = defaultdict(set)
         self._dirty: dict[int, dict[UserKey, int]] = defaultdict(dict)
+        self._rung: set[int] = set()  # organisations rung without recipients (coalesced doorbell)
         self._wake = asyncio.Event()
         self._presence_dirty: dict[int, set[tuple[str, int]]] = defaultdict(set)
         self._presence_wake = asyncio.Event()
@@ -290,7 +292,7 @@ class Hub:
         Raises `db.DatabaseUnavailable` (and database errors) when the database cannot say where
         the user's log stands; nothing is registered then.
         """
-        async with db.tenant(self.database, _bare(identity)) as conn:
+        async with db.tenant(self.database, _bare(identity), doorbell=False) as conn:
             row = await conn.fetchrow(
                 CONNECT_SQL, self.settings.event_retention_s, identity.user_type, identity.user_id
             )
@@ -359,6 +361,12 @@ class Hub:
         local = self.by_org.get(notice.o)
         if not local:
             return
+        if not notice.e:
+            # The coalesced doorbell: every local user of the organisation, expanded once per
+            # wake-up however many rings arrive meanwhile.
+            self._rung.add(notice.o)
+            self._wake.set()
+            return
         for user_type, user_id, seq in notice.e:
             key = (notice.o, user_type, user_id)
             if key in local:
@@ -382,6 +390,11 @@ class Hub:
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, defaultdict(dict)
+            rung, self._rung = self._rung, set()
+            for organisation_id in rung:
+                pending = dirty[organisation_id]
+                for key in self.by_org.get(organisation_id, ()):
+                    pending[key] = 0  # unknown: read whatever the cursor says is there
             results = await asyncio.gather(
                 *(self._read_org(org, keys) for org, keys in dirty.items()),
                 return_exceptions=True,
@@ -472,7 +485,10 @@ class Hub:
         if not keys:
             return
         try:
-            async with self._reads, db.tenant(self.database, identity_of(keys[0])) as conn:
+            async with (
+                self._reads,
+                db.tenant(self.database, identity_of(keys[0]), doorbell=False) as conn,
+            ):
                 rows = await conn.fetch(CURSORS_SQL, [k[1] for k in keys], [k[2] for k in keys])
                 await conn.fetch(SWEEP_LEASES_SQL)
         except asyncio.CancelledError:
@@ -530,7 +546,8 @@ class Hub:
                     user = self.users.get(key)
                     count = 0 if (self._stopping or user is None) else len(user.outboxes)
                     leases.append([key[1], key[2], count])
-                async with db.tenant(self.database, _bare(next(iter(users.values())))) as conn:
+                acting = _bare(next(iter(users.values())))
+                async with db.tenant(self.database, acting, doorbell=False) as conn:
                     await conn.fetch(
                         SET_LEASES_SQL, self.server_id, self.settings.presence_lease_s, leases
                     )

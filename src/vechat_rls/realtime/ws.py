@@ -31,6 +31,7 @@ from vechat_rls.api.messages import MessageCreate, send_message
 from vechat_rls.api.security import AUTH_IN_HANDLER, WS_CLOSE_UNAUTHORIZED, authenticate
 from vechat_rls.auth import BIGINT_MAX, AuthError, Identity, websocket_token
 from vechat_rls.config import Settings
+from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.events import Frame
 from vechat_rls.realtime.hub import Hub, Outbox
 from vechat_rls.realtime.listener import (
@@ -212,7 +213,8 @@ class _Session:
             return Frame("pong")
         if kind == "typing":
             typing = msgspec.json.decode(raw, type=TypingFrame, strict=True)
-            async with db.tenant(self.hub.database, self.identity) as conn:
+            # Typing and presence append no events: their transactions ring nothing.
+            async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
                 found = await self.hub.typing(
                     conn, self.identity, typing.conversation_id, typing.is_typing
                 )
@@ -224,7 +226,7 @@ class _Session:
             return await self._read(read)
         if kind == "presence":
             presence = msgspec.json.decode(raw, type=PresenceFrame, strict=True)
-            async with db.tenant(self.hub.database, self.identity) as conn:
+            async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
                 await self.hub.set_status(conn, self.identity, presence.status)
             return None
         if kind == "send":
@@ -300,9 +302,18 @@ def _problem(exc: Exception) -> tuple[int, str]:
 
 @contextlib.asynccontextmanager
 async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Hub and listener for the life of the process; `/readyz` reports the listener."""
+    """Hub, listener and (coalesced doorbell) ringer for the life of the process.
+
+    `/readyz` reports the listener. The ringer is installed on the database before anything is
+    served, so every write transaction of the API rings through it (realtime/doorbell.py).
+    """
     settings: Settings = app.state.settings
     database: db.Database = app.state.database
+    ringer: Ringer | None = None
+    if settings.doorbell == "coalesced":
+        ringer = Ringer(database.url, settings.doorbell_batch_ms / 1000)
+        ringer.start()
+        database.ring = ringer.ring
     hub = Hub(database, settings)
     listener = Listener(
         database.url,
@@ -315,6 +326,7 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     )
     app.state.hub = hub
     app.state.listener = listener
+    app.state.ringer = ringer
     hub.start()
     listener.start()
     app.state.readiness["realtime"] = listener.check
@@ -324,3 +336,6 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.readiness.pop("realtime", None)
         await listener.stop()
         await hub.stop()
+        if ringer is not None:
+            database.ring = None
+            await ringer.stop()

@@ -1,0 +1,130 @@
+"""The coalesced doorbell: one NOTIFY commit per process for a batch of committed writes.
+
+Why. A transaction that calls `pg_notify` takes PostgreSQL's server-wide notify lock at commit and
+holds it through its WAL flush, so every writing transaction that rings queues behind every other
+one: insert+NOTIFY commits top out at a fraction of plain inserts (bench/realtime.py measures
+both). With `VECHAT_DOORBELL=coalesced` (the default) the API's write transactions switch the
+event trigger's NOTIFY off in their BEGIN batch (`db.tenant`, no extra round trip) and, after
+COMMIT, call `Ringer.ring(organisation_id)`. This process's ringer then sends every pending
+organisation in one short transaction: `{"o": organisation_id, "e": []}` on `vechat_events`
+(ids only, like the trigger's payload). While rings keep coming it rings at most once per
+`VECHAT_DOORBELL_BATCH_MS`; when idle, at once. So N commits cost one NOTIFY commit, and the
+writers themselves never touch the notify lock.
+
+Its connection runs with `synchronous_commit = off`: the ring carries no data (the events it
+announces were committed durably before it was rung), so it need not wait for a WAL flush; a
+ring lost in a server crash is covered like any other, by the listeners reconnecting and catching
+up from the event log.
+
+Receiving side (realtime/hub.py): an empty `e` names no recipients, so every local user of that
+organisation is read, in one query that first skips users whose `vechat_event_cursors.last_seq`
+is not beyond what they were sent (realtime/events.py). A crash between a commit and its ring, or
+a failed ring, is covered by the hub's safety-net poll (`VECHAT_REALTIME_POLL_S`). Writes from
+outside the API (psql, other tools) do not switch the trigger off and keep ringing per commit;
+`VECHAT_DOORBELL=transaction` makes the API do the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from vechat_rls import db
+
+log = logging.getLogger(__name__)
+
+# The channel the trigger rings too (realtime/listener.py: EVENTS_CHANNEL). One statement, its own
+# (implicit) transaction: one NOTIFY commit for every organisation of the batch.
+RING_SQL = "SELECT pg_catalog.pg_notify('vechat_events', p) FROM unnest($1::text[]) AS p"
+
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+
+
+def payload(organisation_id: int) -> str:
+    """The ring of one organisation: ids only, no recipients (they read their cursors)."""
+    return f'{{"o":{int(organisation_id)},"e":[]}}'
+
+
+class Ringer:
+    """Rings `vechat_events` for the organisations whose writes committed since the last ring."""
+
+    def __init__(self, url: str, batch_s: float) -> None:
+        self.url = url
+        self.batch_s = batch_s
+        self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
+        self._pending: set[int] = set()
+        self._wake = asyncio.Event()
+        self._conn: db.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last = 0.0
+
+    def ring(self, organisation_id: int) -> None:
+        """A write of `organisation_id` has committed (called by `db.tenant`, never blocks)."""
+        self._pending.add(organisation_id)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="vechat-ringer")
+
+    async def stop(self) -> None:
+        """Ring what is still pending (best effort), then close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ring_pending(), timeout=2)
+        await self._close()
+
+    async def _run(self) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            await self._wake.wait()
+            # Busy: let the commits of the next `batch_s` join this ring. Idle: ring at once.
+            wait = self._last + self.batch_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._wake.clear()
+            try:
+                await self._ring_pending()
+                delay = RETRY_FIRST_S
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Kept pending and rung again; meanwhile the hubs' poll covers what it announces.
+                log.warning("realtime: doorbell ring failed (%s); retrying", type(exc).__name__)
+                await self._close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                self._wake.set()
+
+    async def _ring_pending(self) -> None:
+        if not self._pending:
+            return
+        # Taken before the ring: a write committing while it is on its way may be read before
+        # or after the ringing commit, so it must ring again.
+        organisations, self._pending = self._pending, set()
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await db.connect(
+                    self.url, application_name="vechat-rls ringer", synchronous_commit="off"
+                )
+            self._last = time.monotonic()
+            await self._conn.execute(RING_SQL, [payload(o) for o in sorted(organisations)])
+        except BaseException:
+            self._pending |= organisations
+            raise
+        self.rings += 1
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except Exception:
+                conn.terminate()
