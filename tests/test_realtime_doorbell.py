@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -22,7 +23,6 @@ from tests.conftest import Database
 from tests.dbhelpers import new_organisation_ids
 from tests.realtimehelpers import API, Client, Server, running, ws_client
 from vechat_rls.config import ConfigError, Settings
-from vechat_rls.realtime.doorbell import payload
 
 BURST_PER_CONVERSATION = 70  # x 3 conversations
 SENDERS_PER_CONVERSATION = 7
@@ -67,9 +67,9 @@ def pair(request: pytest.FixtureRequest, migrated_database: Database) -> Iterato
 
 
 @pytest.fixture
-async def notifications(pair: Pair) -> AsyncIterator[list[dict[str, object]]]:
+async def notifications(pair: Pair) -> AsyncIterator[list[dict[str, Any]]]:
     """Every `vechat_events` payload of the pair's organisation, heard as the superuser."""
-    heard: list[dict[str, object]] = []
+    heard: list[dict[str, Any]] = []
 
     def on_notify(_conn: object, _pid: int, _channel: str, text: str) -> None:
         notice = json.loads(text)
@@ -90,7 +90,7 @@ def created(client: Client) -> list[int]:
 
 @pytest.mark.slow
 async def test_a_burst_of_sends_rings_far_fewer_notifies_and_delivers_each_once(
-    pair: Pair, notifications: list[dict[str, object]]
+    pair: Pair, notifications: list[dict[str, Any]]
 ) -> None:
     a, b = pair.servers
     receivers = {
@@ -144,13 +144,16 @@ async def test_a_burst_of_sends_rings_far_fewer_notifies_and_delivers_each_once(
             assert sorted(got) == sorted(sent[conversation_id])
             assert client.seqs() == list(range(start + 1, start + 1 + len(client.seqs())))
     if pair.mode == "coalesced":
-        # At most one NOTIFY commit per process and batch window (plus the last), naming the
-        # organisation only -- far fewer than one per commit.
+        # At most one NOTIFY commit per process and batch window (plus the last) -- far fewer
+        # than one per commit -- naming the senders and receivers (seq 0: "read what is there").
         assert notifications, "the coalesced doorbell never rang"
         windows = 2 * (elapsed / (BATCH_MS / 1000) + 2)
         assert len(notifications) <= windows, (len(notifications), windows, total)
         assert len(notifications) <= total / 3, (len(notifications), total)
-        assert all(n == json.loads(payload(pair.org.id)) for n in notifications)
+        participants = {(c.user_type, c.user_id) for s, r, _ in pair.conversations for c in (s, r)}
+        named = [tuple(e) for n in notifications for e in n["e"]]
+        assert {(t, i) for t, i, _ in named} == participants
+        assert {seq for _, _, seq in named} == {0}
     else:
         # The trigger: every commit rings (one payload per event statement, two per message).
         assert len(notifications) >= total, (len(notifications), total)
@@ -158,8 +161,34 @@ async def test_a_burst_of_sends_rings_far_fewer_notifies_and_delivers_each_once(
 
 
 @pytest.mark.slow
+async def test_a_write_that_names_no_recipients_rings_the_whole_organisation(
+    pair: Pair, notifications: list[dict[str, Any]]
+) -> None:
+    sender, receiver, conversation_id = pair.conversations[0]
+    a, b = pair.servers
+    async with ws_client(b, sender) as client, httpx.AsyncClient(base_url=a.base) as http:
+        start = await client.ready()
+        response = await http.post(
+            f"{API}/conversations/{conversation_id}/messages",
+            json={"body": "read me"},
+            headers=sender.headers,
+        )
+        assert response.status_code == 201, response.text
+        notifications.clear()
+        # A read receipt: its events are for the sender (messages.read) and the reader.
+        response = await http.post(
+            f"{API}/conversations/{conversation_id}/read", headers=receiver.headers
+        )
+        assert response.status_code == 200, response.text
+        await client.frame("messages.read", timeout=5, after=0)  # the poll is 60 s away
+        assert client.seqs()[0] == start + 1
+    if pair.mode == "coalesced":
+        assert {"o": pair.org.id, "e": []} in notifications, notifications
+
+
+@pytest.mark.slow
 async def test_writes_from_outside_the_api_keep_the_trigger_doorbell(
-    pair: Pair, notifications: list[dict[str, object]]
+    pair: Pair, notifications: list[dict[str, Any]]
 ) -> None:
     sender, receiver, conversation_id = pair.conversations[0]
     async with ws_client(pair.servers[1], receiver) as client:

@@ -10,7 +10,9 @@ The doorbell (`VECHAT_DOORBELL=coalesced`, realtime/doorbell.py): when a `Databa
 BEGIN batch (`vechat.doorbell = 'off'`, no extra round trip) and, once COMMIT has succeeded, hand
 their organisation to the ringer, which rings for many commits at once. A NOTIFY in the writing
 transaction itself would take PostgreSQL's server-wide notify lock through that commit's WAL
-flush, serialising every writer (architecture.md: "never ring one NOTIFY per message").
+flush, serialising every writer (architecture.md: "never ring one NOTIFY per message"). A
+transaction that knows whom its events are for says so (`name_recipients`), so that only those
+users are read back; otherwise its ring names the organisation only.
 
 This module (with migrate.py and the realtime listener) is the only one that imports the driver;
 the API uses `Connection`, `PostgresError`, `DatabaseUnavailable` from here.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -79,6 +81,13 @@ _CONNECT_FAILURES: tuple[type[Exception], ...] = (
     asyncpg.InvalidPasswordError,
     asyncpg.InvalidCatalogNameError,  # no such database
 )
+
+
+Recipient: TypeAlias = tuple[str, int]
+"""(user_type, user_id) of a user some event is for."""
+
+Ring: TypeAlias = Callable[[int, frozenset[Recipient] | None], None]
+"""The coalesced doorbell: (organisation, the recipients named or None for "anyone of it")."""
 
 
 class DatabaseUnavailable(Exception):
@@ -158,7 +167,7 @@ async def tenant(
     doc); `doorbell=False` marks one that appends no events (the hub's own bookkeeping): it
     rings nothing, and the trigger stays as it is.
     """
-    ring: Callable[[int], None] | None = None
+    ring: Ring | None = None
     if isinstance(pool, Database):
         if statement_timeout_ms is None:
             statement_timeout_ms = pool.settings.statement_timeout_ms
@@ -175,6 +184,9 @@ async def tenant(
         conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
     except _CONNECT_FAILURES as exc:
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    named: set[Recipient] = set()
+    if ring is not None:
+        _named[id(conn)] = named
     try:
         try:
             await conn.execute(sql)
@@ -198,12 +210,28 @@ async def tenant(
         except UNREACHABLE_ERRORS as exc:
             raise DatabaseUnavailable("database connection lost during COMMIT") from exc
         if ring is not None:
-            ring(identity.organisation_id)
+            ring(identity.organisation_id, frozenset(named) if named else None)
     finally:
+        _named.pop(id(conn), None)
         try:
             await pool.release(conn)
         except Exception:  # the pool has already discarded the connection; nothing to add
             log.debug("connection discarded on release", exc_info=True)
+
+
+# The recipients named so far by each open tenant transaction that rings (by connection).
+_named: dict[int, set[Recipient]] = {}
+
+
+def name_recipients(conn: Connection, recipients: Iterable[Recipient]) -> None:
+    """Promise that every event `conn`'s transaction appends is for one of `recipients`.
+
+    The coalesced doorbell then rings for them alone, and only they are read back; without it the
+    ring names the whole organisation, which is always correct. A no-op where nothing rings.
+    """
+    named = _named.get(id(conn))
+    if named is not None:
+        named.update(recipients)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +300,7 @@ class Database:
         self.url = url or settings.database_url
         self._pool: Pool | None = None
         # Set by the realtime lifespan in coalesced doorbell mode (realtime/doorbell.py).
-        self.ring: Callable[[int], None] | None = None
+        self.ring: Ring | None = None
 
     @property
     def pool(self) -> Pool:

@@ -627,6 +627,13 @@ async def send_message(
     if data.reply_to_id is not None and not row["reply_found"]:
         raise NotFound(f"message {data.reply_to_id} in conversation", conversation_id)
     if row["id"] is not None:
+        # Every event of a new message is for its conversation's two participants: the coalesced
+        # doorbell rings for them alone (db.name_recipients, realtime/doorbell.py).
+        participants = (
+            (identity.user_type, identity.user_id),
+            (row["receiver_type"], row["receiver_id"]),
+        )
+        db.name_recipients(conn, participants)
         return message_from_row(row), True
     original = await conn.fetchrow(ORIGINAL_BY_CLIENT_ID_SQL, data.client_id)
     if original is None or original["conversation_id"] != conversation_id:

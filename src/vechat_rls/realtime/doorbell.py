@@ -5,20 +5,25 @@ holds it through its WAL flush, so every writing transaction that rings queues b
 one: insert+NOTIFY commits top out at a fraction of plain inserts (bench/realtime.py measures
 both). With `VECHAT_DOORBELL=coalesced` (the default) the API's write transactions switch the
 event trigger's NOTIFY off in their BEGIN batch (`db.tenant`, no extra round trip) and, after
-COMMIT, call `Ringer.ring(organisation_id)`. This process's ringer then sends every pending
-organisation in one short transaction: `{"o": organisation_id, "e": []}` on `vechat_events`
-(ids only, like the trigger's payload). While rings keep coming it rings at most once per
-`VECHAT_DOORBELL_BATCH_MS`; when idle, at once. So N commits cost one NOTIFY commit, and the
-writers themselves never touch the notify lock.
+COMMIT, call `Ringer.ring(organisation_id, recipients)`. This process's ringer then sends every
+pending organisation in one short transaction on `vechat_events`, ids only like the trigger's
+payload: `{"o": organisation_id, "e": [[user_type, user_id, 0], ...]}` when every transaction of
+the batch named its recipients (`db.name_recipients`: a sent message names its two
+participants), else `{"o": organisation_id, "e": []}` -- anyone of the organisation. While rings
+keep coming it rings at most once per `VECHAT_DOORBELL_BATCH_MS`; when idle, at once. So N
+commits cost one NOTIFY commit, and the writers themselves never touch the notify lock.
 
 Its connection runs with `synchronous_commit = off`: the ring carries no data (the events it
 announces were committed durably before it was rung), so it need not wait for a WAL flush; a
 ring lost in a server crash is covered like any other, by the listeners reconnecting and catching
 up from the event log.
 
-Receiving side (realtime/hub.py): an empty `e` names no recipients, so every local user of that
-organisation is read, in one query that first skips users whose `vechat_event_cursors.last_seq`
-is not beyond what they were sent (realtime/events.py). A crash between a commit and its ring, or
+Receiving side (realtime/hub.py): seq 0 means "read whatever is there" for the users named; an
+empty `e` names no one, so every local user of that organisation is read, in one query that
+first skips users whose `vechat_event_cursors.last_seq` is not beyond what they were sent
+(realtime/events.py). Naming recipients matters as organisations grow: bench/realtime.py
+measured reading every local user per ring at about 2/3 of the delivered rate of named rings
+with 50 users per organisation and process. A crash between a commit and its ring, or
 a failed ring, is covered by the hub's safety-net poll (`VECHAT_REALTIME_POLL_S`). Writes from
 outside the API (psql, other tools) do not switch the trigger off and keep ringing per commit;
 `VECHAT_DOORBELL=transaction` makes the API do the same.
@@ -28,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 
 from vechat_rls import db
+from vechat_rls.auth import USER_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +48,21 @@ RING_SQL = "SELECT pg_catalog.pg_notify('vechat_events', p) FROM unnest($1::text
 
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
+PER_PAYLOAD = 100  # recipients per notification (a payload must stay under 8000 bytes)
+MAX_NAMED = 1000  # an organisation with more pending recipients is rung as a whole
 
 
-def payload(organisation_id: int) -> str:
-    """The ring of one organisation: ids only, no recipients (they read their cursors)."""
-    return f'{{"o":{int(organisation_id)},"e":[]}}'
+def payloads(organisation_id: int, recipients: frozenset[db.Recipient] | None) -> list[str]:
+    """The notifications of one organisation: ids only (user types are one of two words)."""
+    if not recipients:
+        return [json.dumps({"o": int(organisation_id), "e": []})]
+    named = sorted((t, int(i)) for t, i in recipients if t in USER_TYPES)
+    return [
+        json.dumps(
+            {"o": int(organisation_id), "e": [[t, i, 0] for t, i in named[at : at + PER_PAYLOAD]]}
+        )
+        for at in range(0, len(named), PER_PAYLOAD)
+    ]
 
 
 class Ringer:
@@ -55,15 +72,27 @@ class Ringer:
         self.url = url
         self.batch_s = batch_s
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
-        self._pending: set[int] = set()
+        self._pending: dict[int, set[db.Recipient] | None] = {}
         self._wake = asyncio.Event()
         self._conn: db.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._last = 0.0
 
-    def ring(self, organisation_id: int) -> None:
-        """A write of `organisation_id` has committed (called by `db.tenant`, never blocks)."""
-        self._pending.add(organisation_id)
+    def ring(self, organisation_id: int, recipients: frozenset[db.Recipient] | None = None) -> None:
+        """A write of `organisation_id` for `recipients` (None: anyone) has committed.
+
+        Called by `db.tenant` after COMMIT; never blocks.
+        """
+        if recipients is None:
+            self._pending[organisation_id] = None
+        elif organisation_id not in self._pending:
+            self._pending[organisation_id] = set(recipients)
+        else:
+            pending = self._pending[organisation_id]
+            if pending is not None:
+                pending.update(recipients)
+                if len(pending) > MAX_NAMED:
+                    self._pending[organisation_id] = None
         self._wake.set()
 
     def start(self) -> None:
@@ -108,16 +137,22 @@ class Ringer:
             return
         # Taken before the ring: a write committing while it is on its way may be read before
         # or after the ringing commit, so it must ring again.
-        organisations, self._pending = self._pending, set()
+        organisations, self._pending = self._pending, {}
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await db.connect(
                     self.url, application_name="vechat-rls ringer", synchronous_commit="off"
                 )
             self._last = time.monotonic()
-            await self._conn.execute(RING_SQL, [payload(o) for o in sorted(organisations)])
+            notices = [
+                text
+                for o, named in sorted(organisations.items())
+                for text in payloads(o, frozenset(named) if named is not None else None)
+            ]
+            await self._conn.execute(RING_SQL, notices)
         except BaseException:
-            self._pending |= organisations
+            for o, named in organisations.items():
+                self.ring(o, frozenset(named) if named is not None else None)
             raise
         self.rings += 1
 

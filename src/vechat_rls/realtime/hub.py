@@ -4,7 +4,8 @@ Delivery. The hub relies on one thing only: *something says that a recipient may
 — a doorbell notification `{"o": org, "e": [[user_type, user_id, seq], …]}`, the listener
 reconnecting (every user), a socket connecting (its user), or the safety-net poll finding a
 cursor ahead of what was delivered. The coalesced doorbell (realtime/doorbell.py, the API's
-default) names only the organisation, `{"o": org, "e": []}`: it marks every local user of that
+default) names the recipients with seq 0 ("read whatever is there") when the writers named them,
+else only the organisation, `{"o": org, "e": []}`: that marks every local user of the
 organisation, and the read skips those whose cursor shows nothing new. Doorbells only mark users
 dirty; one worker drains the dirty set per wake-up and reads, per organisation, every dirty user's
 events in one transaction and one query (`realtime/events.py`, under each recipient's own
