@@ -225,6 +225,7 @@ class ApiServer:
     proc: subprocess.Popen[bytes] | None = None
 
     access_log: bool = True
+    env: dict[str, str] = field(default_factory=dict)  # more VECHAT_* settings (bench/realtime.py)
 
     @property
     def argv(self) -> list[str]:
@@ -248,6 +249,7 @@ class ApiServer:
             "VECHAT_JWT_SECRET": JWT_SECRET,
             "VECHAT_RATE_LIMIT_PER_MIN": str(RATE_LIMIT),
             "VECHAT_POOL_MAX": str(POOL_MAX),
+            **self.env,
         }
         with self.log_path.open("wb") as log:
             # Its own session: uvicorn's supervisor and workers are ours to stop as one group.

@@ -1,0 +1,1243 @@
+"""Realtime delivery over WebSocket: end-to-end latency, sustained delivered messages/s, memory.
+
+Starts its own durable PostgreSQL (fsync and synchronous_commit on), migrates it and seeds 10
+organisations, each with 50 personnel and 50 clients and one conversation per (personnel i,
+client i) pair. Then, for each doorbell mode, it starts two `vechat-rls serve` processes (one
+uvicorn worker each) and connects 1,000 WebSockets: the personnel (senders) of odd organisations
+on process A and of even ones on process B, every client (receiver) on the *other* process than
+its sender. Senders send with the socket's `send` frame (the API's own `send_message`); the body
+carries the scheduled send time (CLOCK_MONOTONIC, the same clock in every process), so the
+receiving process computes end to end latency = recipient frame read - scheduled send start.
+
+The load generator is two processes of its own (uvloop + `websockets`): one holds the 500 sender
+sockets, one the 500 receiver sockets. Its ceiling is measured first against a trivial relay
+(another process that acks each `send` and forwards one frame to the receiver and one to the
+sender, like the server). All of it -- PostgreSQL, both servers, the generator, the relay --
+shares this machine's cores; the `cores` columns say who used what, and `other` is everything
+else running on the machine meanwhile (other people's work: noise).
+
+Reported, per doorbell mode (`VECHAT_DOORBELL`): `coalesced` (the default: one NOTIFY commit per
+process and batch, realtime/doorbell.py), `transaction` (the trigger's NOTIFY in every writing
+commit), `off` (the trigger silenced through the connection's `vechat.doorbell = off`, no
+ringer, poll once an hour: the event log is still written, nothing is delivered -- the send rate
+without any doorbell) and `poll` (the same, but delivered by the hub's safety-net poll every
+second: the delivery work without a doorbell):
+
+* latency p50/p99 at `--rate` messages/s (200), open loop: sends leave on a fixed schedule
+  whatever the servers do, round robin over the 500 senders, and latency counts from the
+  scheduled time (no coordinated omission);
+* the maximum sustained rate: `--concurrency` senders (32) in closed loop (next send when the
+  ack is back); delivered = recipient frames read per second in the measured window. Every
+  message is checked once and in order: duplicates, gaps in a socket's seq and messages acked but
+  never delivered are counted;
+* in the same run, the database's own ceilings (asyncpg, same server, 32 tasks, 20 connections):
+  single-row plain inserts, single-row insert + pg_notify commits, and message inserts in
+  `db.tenant()` with the trigger doorbell, with no doorbell and with the coalesced ringer;
+* RSS of each server process with its 500 sockets, and of one process holding all 1,000.
+
+Modes run in rotating order over `--rounds`; rates are medians. Every measurement starts from
+the same database state (VACUUM of the hot tables, CHECKPOINT): the rows every message updates
+(conversation, cursors, rate-limit counter) otherwise carry the dead versions of the run before
+into the next one, which then runs up to 2x slower whatever its mode.
+
+Diagnostics: `--profile DIR` samples both servers with py-spy (`--native`: with C frames) during
+the coalesced maximum-rate run of the last round; `--statements` loads pg_stat_statements and
+prints, per maximum-rate run, PostgreSQL's top statements per message, its CPU by process kind and
+what the API's connections were doing (sampled from pg_stat_activity: waiting on the NOTIFY lock,
+on WAL, or on the API).
+
+    .venv/bin/python bench/realtime.py [--duration 10] [--rounds 2] [--rate 200]
+                                       [--concurrency 32] [--sockets 1000] [--quick]
+                                       [--modes coalesced,transaction,off,poll]
+                                       [--profile DIR [--native]] [--statements]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+# bench/ is sys.path[0]; bench/http.py steps aside for the standard library's `http`.
+from http_bench import (
+    APP_PASSWORD,
+    BYPASS_ROLE_SQL,
+    CREATE_CONVERSATION,
+    DATABASE,
+    INSERT_CONTACT,
+    JWT_SECRET,
+    SET_CONTEXT,
+    ApiServer,
+    CpuMeter,
+    children,
+    event_loop_runner,
+    process_cpu,
+    summarise_profile,
+    url_for,
+)
+
+ORGANISATIONS = 10
+MODES = ("coalesced", "transaction", "off", "poll")
+DB_TASKS = 32
+DB_CONNECTIONS = 20
+CONNECT_PARALLEL = 25  # sockets a worker opens at once
+HOT_TABLES = ("public.vechat_conversations", "public.vechat_event_cursors",
+              "public.vechat_rate_limits", "public.vechat_messages", "public.vechat_events",
+              "public.vechat_presence", "public.vechat_presence_connections")
+DRAIN_S = 3.0  # after a run, how long deliveries may still arrive before they are counted
+
+# --statements: what the API's connections do, sampled (active ones, and what they wait for).
+WAITS_SQL = """
+SELECT state || coalesce(': ' || wait_event_type || '/' || wait_event, '')
+       || CASE WHEN state = 'active' THEN ' ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 40)
+               ELSE '' END
+FROM pg_stat_activity
+WHERE application_name = 'vechat-rls' AND state <> 'idle'
+"""
+
+# --statements: PostgreSQL's processes, to split its CPU by what they serve.
+BACKENDS_SQL = """
+SELECT pid, CASE WHEN backend_type = 'client backend'
+                 THEN coalesce(nullif(application_name, ''), 'client') ELSE backend_type END
+FROM pg_stat_activity
+"""
+
+# --statements: where PostgreSQL's time went in a maximum-rate run, per message sent.
+STATEMENTS_SQL = """
+SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), calls,
+       total_exec_time + total_plan_time
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY 3 DESC
+LIMIT 12
+"""
+
+
+def ms(ns: float | None) -> str:
+    return "" if ns is None else f"{ns / 1e6:.1f}"
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+# =============================================================================================
+# The generator's worker processes: `realtime.py --worker senders|receivers|relay`.
+# They speak JSON lines on stdin/stdout with the orchestrator.
+
+
+class _Data(msgspec.Struct):
+    id: int = 0
+    body: str = ""
+
+
+class _Incoming(msgspec.Struct):
+    type: str
+    seq: int = 0
+    client_id: str | None = None
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_incoming = msgspec.json.Decoder(_Incoming)
+_data = msgspec.json.Decoder(_Data)
+_encoder = msgspec.json.Encoder()
+
+
+def _encode(value: Any) -> str:
+    return _encoder.encode(value).decode()
+
+
+@dataclass
+class PhaseStats:
+    latencies: list[int] = field(default_factory=list)  # ns, measured sends only
+    arrivals: list[int] = field(default_factory=list)  # monotonic ns of every delivery
+    ids: set[int] = field(default_factory=set)
+    duplicates: int = 0
+
+
+@dataclass
+class Sock:
+    url: str
+    conversation_id: int
+    ws: Any = None
+    last_seq: int = 0
+    gaps: int = 0
+    resets: int = 0
+    closed: bool = False
+    error: str | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Worker:
+    """A set of sockets; senders also send, receivers record what arrives."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.socks: list[Sock] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.phases: dict[str, PhaseStats] = {}
+        self.acks: dict[str, asyncio.Future[int]] = {}
+        self.errors = 0
+        self.error_sample: str | None = None
+
+    # ---- sockets
+
+    async def connect(self, targets: list[list[Any]]) -> dict[str, Any]:
+        from websockets.asyncio.client import connect
+
+        await self.close()
+        self.socks = [Sock(url, cid) for url, cid in targets]
+        limit = asyncio.Semaphore(CONNECT_PARALLEL)
+        started = time.perf_counter()
+
+        async def open_one(sock: Sock) -> None:
+            async with limit:
+                sock.ws = await connect(sock.url, open_timeout=60, max_queue=None,
+                                        compression=None, ping_interval=None)
+                self.readers.append(asyncio.create_task(self.read(sock)))
+                await asyncio.wait_for(sock.ready.wait(), 60)
+
+        await asyncio.gather(*(open_one(s) for s in self.socks))
+        return {"connected": len(self.socks), "seconds": time.perf_counter() - started}
+
+    async def read(self, sock: Sock) -> None:
+        stats = self.phases
+        try:
+            async for text in sock.ws:
+                now = time.monotonic_ns()
+                frame = _incoming.decode(text)
+                if frame.seq:
+                    if sock.last_seq and frame.seq != sock.last_seq + 1:
+                        sock.gaps += 1
+                    sock.last_seq = frame.seq
+                    if frame.type == "message.created" and self.role == "receivers":
+                        data = _data.decode(frame.data)
+                        phase, scheduled, _n, measured = data.body.split("|")
+                        s = stats.get(phase)
+                        if s is None:
+                            s = stats[phase] = PhaseStats()
+                        if data.id in s.ids:
+                            s.duplicates += 1
+                            continue
+                        s.ids.add(data.id)
+                        s.arrivals.append(now)
+                        if measured == "1":
+                            s.latencies.append(now - int(scheduled))
+                elif frame.client_id is not None:
+                    future = self.acks.pop(frame.client_id, None)
+                    if frame.type != "ack":
+                        self.errors += 1
+                        self.error_sample = str(text)[:300]
+                    if future is not None and not future.done():
+                        future.set_result(now)
+                elif frame.type == "ready":
+                    sock.last_seq = int(json.loads(bytes(frame.data))["seq"])
+                    sock.ready.set()
+                elif frame.type == "reset":
+                    sock.resets += 1
+        except Exception as exc:  # closed under us: reported as a closed socket
+            sock.error = type(exc).__name__
+        finally:
+            sock.closed = True
+            sock.ready.set()
+
+    async def close(self) -> dict[str, Any]:
+        for sock in self.socks:
+            if sock.ws is not None:
+                with contextlib.suppress(Exception):
+                    await sock.ws.close()
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        self.readers.clear()
+        closed = sum(s.closed for s in self.socks)
+        self.socks = []
+        return {"closed": closed}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "sockets": len(self.socks),
+            "closed": sum(s.closed for s in self.socks),
+            "gaps": sum(s.gaps for s in self.socks),
+            "resets": sum(s.resets for s in self.socks),
+            "errors": self.errors,
+            "error_sample": self.error_sample,
+        }
+
+    # ---- sending
+
+    async def send(self, sock: Sock, phase: str, n: int, scheduled: int, measured: bool) -> int:
+        """Send one message; returns when its ack (or error) frame is back (monotonic ns)."""
+        client_id = f"{phase}-{n}"
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.acks[client_id] = future
+        body = f"{phase}|{scheduled}|{n}|{1 if measured else 0}"
+        await sock.ws.send(_encode({"type": "send", "conversation_id": sock.conversation_id,
+                                    "client_id": client_id, "body": body}))
+        return await asyncio.wait_for(future, 60)
+
+    async def open_loop(self, phase: str, rate: float, duration: float,
+                        warmup: float) -> dict[str, Any]:
+        start = time.monotonic_ns() + 20_000_000
+        measure_from = start + int(warmup * 1e9)
+        end = measure_from + int(duration * 1e9)
+        total = int(rate * (warmup + duration))
+        step = 1e9 / rate
+        ack_latencies: list[int] = []
+        tasks: set[asyncio.Task[None]] = set()
+        failed = 0
+
+        async def one(n: int, scheduled: int) -> None:
+            nonlocal failed
+            try:
+                acked = await self.send(self.socks[n % len(self.socks)], phase, n, scheduled,
+                                        scheduled >= measure_from)
+            except Exception:
+                failed += 1
+                return
+            if scheduled >= measure_from:
+                ack_latencies.append(acked - scheduled)
+
+        behind = 0  # how late the generator itself sent (its own bottleneck, if any)
+        for n in range(total):
+            scheduled = start + int(n * step)
+            delay = (scheduled - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            behind = max(behind, time.monotonic_ns() - scheduled)
+            task = asyncio.create_task(one(n, scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+        return {
+            "sent": total, "failed": failed, "measure_from": measure_from, "end": end,
+            "ack_p50": percentile(ack_latencies, 50), "ack_p99": percentile(ack_latencies, 99),
+            "behind": behind,
+        }
+
+    async def closed_loop(self, phase: str, concurrency: int, duration: float,
+                          warmup: float) -> dict[str, Any]:
+        start = time.monotonic_ns()
+        measure_from = start + int(warmup * 1e9)
+        end = measure_from + int(duration * 1e9)
+        counter = 0
+        acked_in_window = 0
+        sent = 0
+        failed = 0
+        # Spread the active senders evenly over organisations and both servers.
+        picked = [self.socks[i * len(self.socks) // concurrency] for i in range(concurrency)]
+
+        async def sender(sock: Sock) -> None:
+            nonlocal counter, acked_in_window, sent, failed
+            while (now := time.monotonic_ns()) < end:
+                n = counter
+                counter += 1
+                sent += 1
+                try:
+                    acked = await self.send(sock, phase, n, now, now >= measure_from)
+                except Exception:
+                    failed += 1
+                    continue
+                if measure_from <= acked <= end:
+                    acked_in_window += 1
+
+        await asyncio.gather(*(sender(s) for s in picked))
+        return {"sent": sent, "failed": failed, "acked_in_window": acked_in_window,
+                "measure_from": measure_from, "end": end,
+                "rate": acked_in_window / duration}
+
+    # ---- receiving
+
+    def collect(self, phase: str, measure_from: int, end: int) -> dict[str, Any]:
+        s = self.phases.pop(phase, PhaseStats())
+        in_window = sum(1 for t in s.arrivals if measure_from <= t <= end)
+        return {
+            "delivered": len(s.ids), "duplicates": s.duplicates,
+            "in_window": in_window, "latencies": s.latencies,
+            "last_arrival": max(s.arrivals) if s.arrivals else None,
+            **self.health(),
+        }
+
+
+async def worker_main(role: str) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    worker = Worker(role)
+
+    async def handle(command: dict[str, Any]) -> Any:
+        name = command.pop("cmd")
+        if name == "connect":
+            return await worker.connect(command["targets"])
+        if name == "close":
+            return await worker.close()
+        if name == "open_loop":
+            return await worker.open_loop(**command)
+        if name == "closed_loop":
+            return await worker.closed_loop(**command)
+        if name == "collect":
+            return worker.collect(**command)
+        if name == "health":
+            return worker.health()
+        raise ValueError(f"unknown command {name!r}")
+
+    while line := await reader.readline():
+        try:
+            reply = {"ok": await handle(json.loads(line))}
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    await worker.close()
+
+
+async def relay_main(port: int) -> None:
+    """A trivial stand-in for the servers: what the generator alone can drive."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    receivers: dict[int, ServerConnection] = {}
+    seqs: dict[ServerConnection, int] = {}
+    next_id = 0
+
+    def frame(ws: ServerConnection, kind: str, data: dict[str, Any]) -> str:
+        seqs[ws] += 1
+        return _encode({"seq": seqs[ws], "type": kind, "data": data})
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal next_id
+        query = parse_qs(urlsplit(ws.request.path if ws.request else "/").query)
+        conversation_id, receiving = int(query["c"][0]), query["r"][0] == "1"
+        seqs[ws] = 0
+        if receiving:
+            receivers[conversation_id] = ws
+        await ws.send('{"type":"ready","data":{"seq":0}}')
+        async for text in ws:
+            sent = json.loads(text)
+            next_id += 1
+            data = {"id": next_id, "body": sent["body"]}
+            await ws.send(_encode({"type": "ack", "data": data, "client_id": sent["client_id"]}))
+            await ws.send(frame(ws, "message.created", data))
+            peer = receivers.get(sent["conversation_id"])
+            if peer is not None:
+                with contextlib.suppress(Exception):
+                    await peer.send(frame(peer, "message.created", data))
+
+    async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None,
+                     max_queue=None):
+        await asyncio.Future()
+
+
+# =============================================================================================
+# The orchestrator
+
+
+class WorkerProcess:
+    """A generator process of ours, driven by JSON lines."""
+
+    def __init__(self, role: str, log: Path) -> None:
+        self.role = role
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, *extra: str) -> None:
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--worker", self.role, *extra,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+                limit=1 << 26,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def call(self, cmd: str, **args: Any) -> Any:
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.role} worker exited; see {self.log}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"{self.role} worker: {reply['error']}")
+        return reply["ok"]
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()  # our own child, by its handle
+            await self.proc.wait()
+
+
+@dataclass(frozen=True)
+class PairUsers:
+    organisation_id: int
+    user_id: int  # personnel i and client i share the number
+    conversation_id: int
+
+
+def seed(admin_url: str, pairs_per_org: int) -> list[PairUsers]:
+    """Contacts and one conversation per (personnel i, client i), written under a context."""
+    import psycopg
+
+    pairs = []
+    with psycopg.connect(admin_url) as conn:
+        for org in range(1, ORGANISATIONS + 1):
+            with conn.transaction():
+                contacts = [
+                    (org, i, "personnel", f"Personnel {i}", f"p{i}@org{org}.example",
+                     "commercial", [])
+                    for i in range(1, pairs_per_org + 1)
+                ] + [
+                    (org, i, "client", f"Client {i}", f"c{i}@org{org}.example", None, [])
+                    for i in range(1, pairs_per_org + 1)
+                ]
+                with conn.cursor() as cur:
+                    cur.executemany(INSERT_CONTACT, contacts)
+                for i in range(1, pairs_per_org + 1):
+                    conn.execute(SET_CONTEXT, (str(org), str(i), "personnel"))
+                    # Pairs are stored normalised: equal ids, 'client' first.
+                    row = conn.execute(CREATE_CONVERSATION,
+                                       (org, i, "client", i, "personnel")).fetchone()
+                    assert row is not None
+                    pairs.append(PairUsers(org, i, row[0]))
+        conn.execute("ANALYZE")
+        conn.commit()
+    return pairs
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+UrlOf = Callable[[PairUsers, bool], str]
+"""(pair, receiving) -> the WebSocket URL its personnel (False) or client (True) connects to."""
+
+
+@dataclass
+class Row:
+    label: str
+    rate: float | None
+    p50: float | None = None  # ns
+    p99: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+    errors: str = ""
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path
+    pg: Any
+    pairs: list[PairUsers]
+    senders: WorkerProcess
+    receivers: WorkerProcess
+    servers: list[ApiServer] = field(default_factory=list)
+    extra_gen: list[int] = field(default_factory=list)  # the relay while it runs
+    results: dict[str, list[Row]] = field(default_factory=dict)
+    notifies: int = 0  # vechat_events notifications heard by this process
+    memory: dict[str, Any] = field(default_factory=dict)
+    statements: dict[str, list[str]] = field(default_factory=dict)
+    waits: dict[str, list[str]] = field(default_factory=dict)
+    pg_cpu: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, key: str, row: Row) -> None:
+        self.results.setdefault(key, []).append(row)
+
+    @property
+    def cpu(self) -> CpuMeter:
+        postmaster = self.pg.pid()
+        return CpuMeter({
+            "api": lambda: [p for s in self.servers for p in s.pids()],
+            "pg": lambda: [postmaster, *children(postmaster)],
+            "gen": lambda: [self.senders.pid, self.receivers.pid, os.getpid(), *self.extra_gen],
+        })
+
+    async def metered(self, seconds_from_now: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[
+            str, float]]:
+        meter = self.cpu
+        before, started = meter.snapshot(), time.perf_counter()
+        result = await seconds_from_now()
+        after = meter.snapshot()
+        return result, CpuMeter.cores(before, after, time.perf_counter() - started)
+
+    # ---- placement
+
+    def targets(self, url_of: UrlOf) -> tuple[list[Any], list[Any]]:
+        """(sender targets, receiver targets): [url, conversation_id] each."""
+        senders, receivers = [], []
+        for p in self.pairs:
+            senders.append([url_of(p, False), p.conversation_id])
+            receivers.append([url_of(p, True), p.conversation_id])
+        return senders, receivers
+
+    def api_url(self, pair: PairUsers, receiving: bool, server: ApiServer | None = None) -> str:
+        """The socket URL of the pair's client (receiving) or personnel, with its token."""
+        from vechat_rls.auth import mint_token
+
+        if server is None:
+            # Odd organisations send through A and receive on B; even ones the other way round.
+            a, b = self.servers
+            sending_on_a = pair.organisation_id % 2 == 1
+            server = (b if sending_on_a else a) if receiving else (a if sending_on_a else b)
+        token = mint_token(organisation_id=pair.organisation_id, user_id=pair.user_id,
+                           user_type="client" if receiving else "personnel", key=JWT_SECRET,
+                           ttl_s=24 * 3600)
+        return f"ws://127.0.0.1:{server.port}/api/v1/ws?access_token={token}"
+
+    async def connect_all(self, url_of: UrlOf) -> float:
+        sender_targets, receiver_targets = self.targets(url_of)
+        started = time.perf_counter()
+        await asyncio.gather(self.receivers.call("connect", targets=receiver_targets),
+                             self.senders.call("connect", targets=sender_targets))
+        return time.perf_counter() - started
+
+    async def close_all(self) -> None:
+        await asyncio.gather(self.receivers.call("close"), self.senders.call("close"))
+
+    # ---- servers
+
+    def start_servers(self, mode: str) -> None:
+        quiet = mode in ("off", "poll")
+        poll = {"off": "3600", "poll": "1"}.get(mode, "5")
+        env = {"VECHAT_DOORBELL": "transaction" if quiet else mode,
+               "VECHAT_REALTIME_POLL_S": poll}
+        settings = {"vechat.doorbell": "off"} if quiet else {}
+        url = url_for(self.pg, "vechat_app", APP_PASSWORD, **settings)
+        self.servers = [
+            ApiServer(f"{mode}-{name}", url, 1, self.workdir / f"serve-{mode}-{name}.log", env=env)
+            for name in ("A", "B")
+        ]
+        for server in self.servers:
+            server.start()
+        for server in self.servers:
+            server.wait_ready()
+
+    def stop_servers(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.servers = []
+
+    # ---- measurements
+
+    async def run_mode(self, mode: str, round_no: int, last_round: bool) -> None:
+        args = self.args
+        await asyncio.to_thread(self.start_servers, mode)
+        try:
+            connect_s = await self.connect_all(self.api_url)
+            await asyncio.sleep(1.0)  # leases written, queues idle
+            if mode in ("coalesced", "transaction"):
+                await self.latency_run(mode, round_no, connect_s)
+            spies = []
+            if args.profile and last_round and mode == "coalesced":
+                spies = self.start_profile(args.duration + args.warmup)
+            await self.max_run(mode, round_no)
+            for spy in spies:
+                await asyncio.to_thread(spy.wait)
+            rss = [rss_mib(s.pids()[0]) for s in self.servers]
+            self.add(f"rss-{mode}", Row("rss", None, note=" / ".join(f"{r:.0f}" for r in rss)))
+            await self.close_all()
+        finally:
+            await asyncio.to_thread(self.stop_servers)
+
+    async def settle(self) -> None:
+        """Every measurement starts from the same state: no dead row versions left by the one
+        before (hot rows -- conversations, cursors, rate-limit counters -- are updated by every
+        message), and a fresh checkpoint (full-page writes hit each run alike)."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.pg.admin_url(DATABASE))
+        try:
+            await conn.execute("VACUUM (ANALYZE) " + ", ".join(HOT_TABLES))
+            await conn.execute("CHECKPOINT")
+        finally:
+            await conn.close()
+
+    async def latency_run(self, mode: str, round_no: int, connect_s: float) -> None:
+        args = self.args
+        phase = f"lat{mode[0]}{round_no}"
+        await self.settle()
+        sent, cpu = await self.metered(lambda: self.senders.call(
+            "open_loop", phase=phase, rate=args.rate, duration=args.duration,
+            warmup=args.warmup))
+        await asyncio.sleep(DRAIN_S if not args.quick else 1.0)
+        got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
+                                        end=sent["end"])
+        latencies = got["latencies"]
+        lost = sent["sent"] - sent["failed"] - got["delivered"]
+        self.add(f"lat-{mode}", Row(
+            f"latency at {args.rate:g}/s, {mode}", got["in_window"] / args.duration,
+            percentile(latencies, 50), percentile(latencies, 99), cpu,
+            note=(f"ack p50 {ms(sent['ack_p50'])} p99 {ms(sent['ack_p99'])} ms; generator at "
+                  f"most {ms(sent['behind'])} ms behind schedule; {len(self.pairs) * 2} sockets "
+                  f"up in {connect_s:.1f} s"),
+            errors=problems(sent, got, lost)))
+
+    async def max_run(self, mode: str, round_no: int) -> None:
+        args = self.args
+        phase = f"max{mode[0]}{round_no}"
+        await self.settle()
+        if args.statements:
+            await self.admin_sql("SELECT pg_stat_statements_reset()")
+        heard = self.notifies
+        sampler = asyncio.create_task(self.sample_waits()) if args.statements else None
+        backends = await self.admin_sql(BACKENDS_SQL) if args.statements else []
+        before = {row[0]: process_cpu(row[0]) for row in backends}
+        started = time.perf_counter()
+        sent, cpu = await self.metered(lambda: self.senders.call(
+            "closed_loop", phase=phase, concurrency=args.concurrency, duration=args.duration,
+            warmup=args.warmup))
+        if backends:
+            seconds = time.perf_counter() - started
+            by_kind: dict[str, float] = {}
+            for pid, kind in backends:
+                by_kind[kind] = by_kind.get(kind, 0.0) + process_cpu(pid) - before[pid]
+            self.pg_cpu[mode] = [f"  {used / seconds:5.2f} cores  {kind}" for kind, used in
+                                 sorted(by_kind.items(), key=lambda kv: -kv[1])[:8]]
+        notifies = self.notifies - heard
+        if sampler is not None:
+            sampler.cancel()
+            waits = await sampler
+            samples = waits.pop("", 1)
+            self.waits[mode] = [f"  {n / samples:5.1f}  {what}" for what, n in
+                                sorted(waits.items(), key=lambda kv: -kv[1])[:8]]
+        if mode != "off":
+            await asyncio.sleep((DRAIN_S if not args.quick else 1.0) + (1 if mode == "poll" else 0))
+        got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
+                                        end=sent["end"])
+        acked = sent["sent"] - sent["failed"]
+        lost = acked - got["delivered"] if mode != "off" else 0
+        if mode == "off":
+            row = Row("max sustained, doorbell off: SENT/s (nothing delivered)", sent["rate"],
+                      cpu=cpu, note="event log written, no NOTIFY, no delivery")
+        elif mode == "poll":
+            row = Row("max sustained, no doorbell, 1 s poll: DELIVERED/s",
+                      got["in_window"] / args.duration, cpu=cpu,
+                      note=f"sent {sent['rate']:.0f}/s; delivered only by the safety-net poll")
+        else:
+            per_message = notifies / max(1, sent["sent"])
+            row = Row(f"max sustained, {mode}: DELIVERED/s", got["in_window"] / args.duration,
+                      cpu=cpu, note=f"sent {sent['rate']:.0f}/s; NOTIFYs heard per message "
+                                    f"{per_message:.2f}")
+        row.errors = problems(sent, got, lost)
+        self.add(f"max-{mode}", row)
+        if args.statements:
+            rows = await self.admin_sql(STATEMENTS_SQL)
+            count = max(1, sent["sent"])
+            self.statements[mode] = [
+                f"  {r[1] / count:6.2f} calls {r[2] * 1000 / count:6.0f} us  {r[0]}" for r in rows]
+
+    async def sample_waits(self) -> dict[str, int]:
+        """What the API's backends are doing, every 20 ms: {state/wait: samples}, "" = count."""
+        import asyncpg
+
+        counts: dict[str, int] = {"": 0}
+        conn = await asyncpg.connect(self.pg.admin_url(DATABASE))
+        try:
+            while True:
+                rows = await conn.fetch(WAITS_SQL)
+                counts[""] += 1
+                for row in rows:
+                    counts[row[0]] = counts.get(row[0], 0) + 1
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            return counts
+        finally:
+            await conn.close()
+
+    async def admin_sql(self, sql: str) -> list[Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.pg.admin_url(DATABASE))
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    def start_profile(self, seconds: float) -> list[subprocess.Popen[bytes]]:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(py_spy).exists():
+            print("py-spy not found (pip install py-spy): no profile", flush=True)
+            return []
+        directory = Path(self.args.profile)
+        directory.mkdir(parents=True, exist_ok=True)
+        log = (directory / "py-spy.log").open("ab")
+        return [
+            subprocess.Popen([py_spy, "record", "--pid", str(s.pids()[0]), "--duration",
+                              str(max(1, round(seconds))), "--rate", "200", "--format", "raw",
+                              # --native must stop the process to unwind C stacks
+                              "--native" if self.args.native else "--nonblocking", "--output",
+                              str(directory / f"server-{s.label}.txt")],
+                             stdout=log, stderr=subprocess.STDOUT)
+            for s in self.servers
+        ]
+
+    async def ceiling(self) -> None:
+        """The generator against a trivial relay: what it can drive at all."""
+        from vechat_rls.pgserver import free_port
+
+        args = self.args
+        port = free_port()
+        relay = WorkerProcess("relay", self.workdir / "relay.log")
+        await relay.start("--port", str(port))
+        self.extra_gen = [relay.pid]
+        try:
+            for _ in range(100):
+                with contextlib.suppress(OSError):
+                    _r, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.close()
+                    break
+                await asyncio.sleep(0.05)
+            await self.connect_all(lambda pair, receiving: (
+                f"ws://127.0.0.1:{port}/?c={pair.conversation_id}&r={int(receiving)}"))
+            sent, cpu = await self.metered(lambda: self.senders.call(
+                "closed_loop", phase="ceiling", concurrency=args.concurrency,
+                duration=args.duration, warmup=args.warmup))
+            await asyncio.sleep(1.0)
+            got = await self.receivers.call("collect", phase="ceiling",
+                                            measure_from=sent["measure_from"], end=sent["end"])
+            self.add("ceiling", Row(
+                "generator ceiling (trivial relay, same sockets)", got["in_window"] / args.duration,
+                cpu=cpu, note=f"sent {sent['rate']:.0f}/s; the relay's CPU counts as gen",
+                errors=problems(sent, got, sent["sent"] - sent["failed"] - got["delivered"])))
+            await self.close_all()
+        finally:
+            self.extra_gen = []
+            await relay.stop()
+
+    async def one_process(self) -> None:
+        """One process with every socket: RSS at rest and after traffic."""
+        await asyncio.to_thread(self.start_servers, "coalesced")
+        try:
+            a = self.servers[0]
+            idle = rss_mib(a.pids()[0])
+            connect_s = await self.connect_all(
+                lambda pair, receiving: self.api_url(pair, receiving, a))
+            await asyncio.sleep(1.0)
+            with_sockets = rss_mib(a.pids()[0])
+            phase = "memory"
+            sent = await self.senders.call("open_loop", phase=phase, rate=self.args.rate,
+                                           duration=min(self.args.duration, 5), warmup=0)
+            await asyncio.sleep(1.0)
+            got = await self.receivers.call("collect", phase=phase,
+                                            measure_from=sent["measure_from"], end=sent["end"])
+            after = rss_mib(a.pids()[0])
+            self.memory = {"sockets": len(self.pairs) * 2, "idle": idle,
+                           "connected": with_sockets, "after": after, "messages": sent["sent"],
+                           "connect_s": connect_s,
+                           "problems": problems(sent, got, sent["sent"] - sent["failed"]
+                                                - got["delivered"])}
+            await self.close_all()
+        finally:
+            await asyncio.to_thread(self.stop_servers)
+
+    # ---- the database's own ceilings
+
+    async def database_ceilings(self) -> None:
+        import asyncpg
+
+        from vechat_rls import db
+        from vechat_rls.auth import Identity
+        from vechat_rls.config import Settings
+        from vechat_rls.realtime.doorbell import Ringer
+
+        seconds = min(self.args.duration, 5.0)
+        admin_url = self.pg.admin_url(DATABASE)
+        app_url = url_for(self.pg, "vechat_app", APP_PASSWORD)
+        admin = await asyncpg.create_pool(admin_url, min_size=DB_CONNECTIONS,
+                                          max_size=DB_CONNECTIONS)
+        listener = await asyncpg.connect(admin_url)
+        heard = 0
+
+        def count(*_args: Any) -> None:
+            nonlocal heard
+            heard += 1
+
+        await listener.add_listener("vechat_bench", count)
+        settings = Settings.from_env({}, database_url=app_url, pool_min=DB_CONNECTIONS,
+                                     pool_max=DB_CONNECTIONS, jwt_secret=JWT_SECRET)
+        database = db.Database(settings)
+        await database.open()
+        ringer = Ringer(app_url, settings.doorbell_batch_ms / 1000)
+        ringer.start()
+        # One conversation per task, spread over the organisations.
+        step = max(1, len(self.pairs) // DB_TASKS)
+        pairs = [self.pairs[(i * step) % len(self.pairs)] for i in range(DB_TASKS)]
+        try:
+            await admin.execute("CREATE TABLE IF NOT EXISTS bench_plain "
+                                "(id bigserial PRIMARY KEY, v text NOT NULL)")
+
+            async def plain(_i: int, n: int) -> None:
+                await admin.execute("INSERT INTO bench_plain (v) VALUES ($1)", f"row {n}")
+
+            async def with_notify(_i: int, n: int) -> None:
+                # One round trip: BEGIN, insert, NOTIFY, COMMIT in one simple-protocol batch.
+                await admin.execute("BEGIN; INSERT INTO bench_plain (v) VALUES ('row');"
+                                    f" SELECT pg_notify('vechat_bench', '{n}'); COMMIT")
+
+            def message(quiet: bool, ring: bool) -> Callable[[int, int], Awaitable[None]]:
+                async def insert(i: int, n: int) -> None:
+                    p = pairs[i]
+                    identity = Identity(organisation_id=p.organisation_id, user_id=p.user_id,
+                                        user_type="personnel")
+                    database.ring = ringer.ring if ring else None
+                    target: Any = database if ring else database.pool
+                    async with db.tenant(target, identity, statement_timeout_ms=5000) as conn:
+                        if quiet and not ring:
+                            await conn.execute("SELECT set_config('vechat.doorbell', 'off', true)")
+                        await conn.execute(
+                            "INSERT INTO public.vechat_messages (organisation_id, conversation_id,"
+                            " sender_id, sender_type, receiver_id, receiver_type, message)"
+                            " VALUES ($1, $2, $3, 'personnel', $3, 'client', $4)",
+                            p.organisation_id, p.conversation_id, p.user_id, f"db {n}")
+                return insert
+
+            variants: list[tuple[str, str, Callable[[int, int], Awaitable[None]]]] = [
+                ("db-plain", "DB: single-row INSERT (autocommit)", plain),
+                ("db-notify", "DB: single-row INSERT + pg_notify, one tx", with_notify),
+                ("db-msg-trigger", "DB: message INSERT in db.tenant(), trigger NOTIFY",
+                 message(False, False)),
+                ("db-msg-off", "DB: message INSERT in db.tenant(), doorbell off",
+                 message(True, False)),
+                ("db-msg-coalesced", "DB: message INSERT in db.tenant(), coalesced ringer",
+                 message(False, True)),
+            ]
+            for key, label, op in variants:
+                await self.settle()
+                rings_before, heard_before = ringer.rings, heard
+                rate, cpu = await self.metered(lambda op=op: closed_tasks(op, DB_TASKS, seconds))
+                note = ""
+                if key == "db-msg-coalesced":
+                    rings = ringer.rings - rings_before
+                    note = f"{rings / (rate * seconds):.2f} rings per commit"
+                if key == "db-notify":
+                    note = f"listener heard {heard - heard_before}"
+                self.add(key, Row(label, rate, cpu=cpu, note=note))
+        finally:
+            database.ring = None
+            await ringer.stop()
+            await database.close()
+            await listener.close()
+            await admin.close()
+
+
+async def closed_tasks(op: Callable[[int, int], Awaitable[None]], tasks: int,
+                       seconds: float) -> float:
+    end = time.perf_counter() + seconds
+    done = 0
+
+    async def task(i: int) -> None:
+        nonlocal done
+        n = 0
+        while time.perf_counter() < end:
+            await op(i, n)
+            n += 1
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(task(i) for i in range(tasks)))
+    return done / (time.perf_counter() - started)
+
+
+def problems(sent: dict[str, Any], got: dict[str, Any], lost: int) -> str:
+    """Anything that is not exactly-once, in order, without errors; empty when clean."""
+    found = []
+    for key in ("failed",):
+        if sent.get(key):
+            found.append(f"{sent[key]} sends failed")
+    if got.get("duplicates"):
+        found.append(f"{got['duplicates']} duplicates")
+    if got.get("gaps"):
+        found.append(f"{got['gaps']} seq gaps")
+    if got.get("resets"):
+        found.append(f"{got['resets']} resets")
+    if got.get("closed"):
+        found.append(f"{got['closed']} sockets closed")
+    if got.get("errors"):
+        found.append(f"{got['errors']} error frames: {got.get('error_sample')}")
+    if lost:
+        found.append(f"{lost} acked but not delivered")
+    return "; ".join(found)
+
+
+# =============================================================================================
+# Report
+
+TABLE = [  # (result key, shown when present)
+    "ceiling",
+    "lat-coalesced", "lat-transaction",
+    "max-coalesced", "max-transaction", "max-poll", "max-off",
+    "db-plain", "db-notify", "db-msg-trigger", "db-msg-off", "db-msg-coalesced",
+]
+
+
+def merged(rows: list[Row]) -> Row:
+    """Median over rounds: the rate's median row, with median latencies."""
+    if len(rows) == 1:
+        return rows[0]
+    ordered = sorted(rows, key=lambda r: r.rate or 0.0)
+    middle = ordered[len(ordered) // 2]
+    p50s = [r.p50 for r in rows if r.p50 is not None]
+    p99s = [r.p99 for r in rows if r.p99 is not None]
+    errors = "; ".join(sorted({r.errors for r in rows if r.errors}))
+    return Row(middle.label, statistics.median(r.rate or 0.0 for r in rows),
+               statistics.median(p50s) if p50s else None,
+               statistics.median(p99s) if p99s else None, middle.cpu, middle.note, errors)
+
+
+def report(bench: Bench, header: list[str]) -> list[str]:
+    out = ["", *header, ""]
+    out.append(f"{'what':52s} {'per s':>7s} {'p50 ms':>7s} {'p99 ms':>7s}  "
+               f"{'cores: api   pg  gen other':26s} {'CPU us/msg: api   pg':>20s}  note")
+    for key in TABLE:
+        if key not in bench.results:
+            continue
+        row = merged(bench.results[key])
+        cpu = " ".join(f"{row.cpu.get(g, 0):4.2f}" for g in ("api", "pg", "gen", "other"))
+        per_op = ""
+        if row.rate and key.startswith(("lat", "max")):
+            per_op = (f"{row.cpu['api'] / row.rate * 1e6:6.0f} "
+                      f"{row.cpu['pg'] / row.rate * 1e6:5.0f}")
+        elif row.rate and key.startswith("db"):
+            per_op = f"{'':6s} {row.cpu['pg'] / row.rate * 1e6:5.0f}"
+        out.append(f"{row.label:52s} {row.rate or 0:7.0f} {ms(row.p50):>7s} {ms(row.p99):>7s}  "
+                   f"{cpu:>26s} {per_op:>20s}  {row.note}")
+        if row.errors:
+            out.append(f"{'':52s} PROBLEMS: {row.errors}")
+    out.append("")
+
+    def paired(top: str, bottom: str) -> list[float]:
+        a, b = bench.results.get(top, []), bench.results.get(bottom, [])
+        return [x.rate / y.rate for x, y in zip(a, b, strict=False) if x.rate and y.rate]
+
+    def cpu_paired(top: str, bottom: str) -> list[float]:
+        def per_op(r: Row) -> float:
+            return (r.cpu["api"] + r.cpu["pg"]) / (r.rate or 1)
+        a, b = bench.results.get(top, []), bench.results.get(bottom, [])
+        return [per_op(y) / per_op(x) for x, y in zip(a, b, strict=False) if x.rate and y.rate]
+
+    def ratio(label: str, values: list[float], target: str = "") -> None:
+        if values:
+            spread = ", ".join(f"{v:.2f}" for v in values) if len(values) > 1 else ""
+            out.append(f"{label:52s} {statistics.median(values):5.2f}  {target:16s} {spread}")
+
+    out.append("ratios (median over rounds of each round's pair)")
+    ratio("delivered coalesced / sent with doorbell off", paired("max-coalesced", "max-off"),
+          "(target >= 0.9)")
+    ratio("  same by CPU/msg (api+pg)", cpu_paired("max-coalesced", "max-off"))
+    ratio("delivered transaction / sent with doorbell off", paired("max-transaction", "max-off"))
+    ratio("delivered coalesced / delivered transaction",
+          paired("max-coalesced", "max-transaction"))
+    ratio("delivered coalesced / delivered by 1 s poll", paired("max-coalesced", "max-poll"))
+    ratio("delivered by 1 s poll / sent with doorbell off", paired("max-poll", "max-off"))
+    ratio("DB: INSERT+NOTIFY / plain INSERT", paired("db-notify", "db-plain"))
+    ratio("DB: message INSERT, trigger NOTIFY / doorbell off",
+          paired("db-msg-trigger", "db-msg-off"))
+    ratio("DB: message INSERT, coalesced / doorbell off", paired("db-msg-coalesced", "db-msg-off"))
+    out.append("")
+    out.append("memory (RSS MiB per server process)")
+    for mode in MODES:
+        rows = bench.results.get(f"rss-{mode}", [])
+        if rows:
+            out.append(f"  {mode:12s} A / B with {len(bench.pairs)} sockets each, after the runs: "
+                       + ", ".join(r.note for r in rows))
+    m = bench.memory
+    if m:
+        trouble = f"; PROBLEMS: {m['problems']}" if m["problems"] else ""
+        out.append(f"  one process with all {m['sockets']} sockets: {m['connected']:.0f} "
+                   f"connected, {m['after']:.0f} after {m['messages']} messages "
+                   f"(idle before: {m['idle']:.0f}; {m['sockets']} sockets up in "
+                   f"{m['connect_s']:.1f} s){trouble}")
+    out.append("")
+    out.append("targets")
+    lat = merged(bench.results["lat-coalesced"]) if "lat-coalesced" in bench.results else None
+    if lat is not None and lat.p50 is not None and lat.p99 is not None:
+        met = lat.p50 <= 5e6 and lat.p99 <= 25e6
+        out.append(f"  latency at {bench.args.rate:g}/s, coalesced: p50 {ms(lat.p50)} ms "
+                   f"(<= 5), p99 {ms(lat.p99)} ms (<= 25): {'met' if met else 'MISSED'}")
+    both = paired("max-coalesced", "max-off")
+    if both:
+        value = statistics.median(both)
+        out.append(f"  delivered / sent without doorbell: {value:.2f} (>= 0.9): "
+                   f"{'met' if value >= 0.9 else 'MISSED'}")
+    for mode, lines in bench.statements.items():
+        out.append(f"statements, {mode} maximum-rate run (per message sent: calls, exec+plan time;"
+                   " last round)")
+        out.extend(lines)
+    for mode, lines in bench.pg_cpu.items():
+        out.append(f"PostgreSQL CPU by process kind, {mode} maximum-rate run")
+        out.extend(lines)
+    for mode, lines in bench.waits.items():
+        out.append(f"API connections not idle, {mode} maximum-rate run (mean per sample)")
+        out.extend(lines)
+    if m:
+        worst = max(m["connected"], m["after"])
+        out.append(f"  RSS with {m['sockets']} sockets in one process: {worst:.0f} MiB (<= 300): "
+                   f"{'met' if worst <= 300 else 'MISSED'}")
+    return out
+
+
+# =============================================================================================
+# Main
+
+
+async def orchestrate(bench: Bench, admin_url: str, header: list[str]) -> None:
+    import asyncpg
+
+    args = bench.args
+    await bench.senders.start()
+    await bench.receivers.start()
+    listener = await asyncpg.connect(admin_url)
+
+    def heard(*_args: Any) -> None:
+        bench.notifies += 1
+
+    await listener.add_listener("vechat_events", heard)
+    try:
+        say = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
+        say("generator ceiling")
+        await bench.ceiling()
+        for round_no in range(args.rounds):
+            say(f"round {round_no + 1}/{args.rounds}: database ceilings")
+            await bench.database_ceilings()
+            modes = tuple(m for m in MODES if m in args.modes)
+            order = modes[round_no % len(modes):] + modes[:round_no % len(modes)]
+            for mode in order:
+                say(f"round {round_no + 1}/{args.rounds}: {mode}")
+                await bench.run_mode(mode, round_no, round_no == args.rounds - 1)
+        say("one process with every socket")
+        await bench.one_process()
+        print("\n".join(report(bench, header)))
+        if args.profile:
+            found = sorted(Path(args.profile).glob("server-*.txt"))
+            print()
+            print(f"profile of both servers, coalesced maximum-rate run ({args.profile}):")
+            print("\n".join(summarise_profile(found) if found else ["(no samples)"]))
+    finally:
+        await listener.close()
+        await bench.senders.stop()
+        await bench.receivers.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over the doorbell modes")
+    parser.add_argument("--rate", type=float, default=200.0, help="messages/s of the latency run")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="senders in closed loop for the maximum rate")
+    parser.add_argument("--sockets", type=int, default=1000,
+                        help="WebSockets in all (half senders, half receivers)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 200 sockets, 1 s per measurement, one round")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy both servers during the last coalesced maximum-rate run")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES),
+                        help="doorbell modes to run, comma-separated (default: all three)")
+    parser.add_argument("--statements", action="store_true",
+                        help="pg_stat_statements: PostgreSQL's top statements per maximum-rate run")
+    parser.add_argument("--worker", choices=["senders", "receivers", "relay"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker == "relay":
+        event_loop_runner()(relay_main(args.port))
+        return 0
+    if args.worker:
+        event_loop_runner()(worker_main(args.worker))
+        return 0
+    if args.quick:
+        args.duration, args.warmup, args.rounds, args.sockets = 1.0, 0.5, 1, 200
+    pairs_per_org = max(1, args.sockets // 2 // ORGANISATIONS)
+    command = "  ".join([".venv/bin/python bench/realtime.py",
+                         *(sys.argv[1:] if argv is None else argv)])
+
+    import psycopg
+
+    from vechat_rls import migrate
+    from vechat_rls.pgserver import PgServer, embedded_bindir
+
+    workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-realtime-"))
+    started = time.perf_counter()
+    pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False,
+                  settings={"shared_preload_libraries": "pg_stat_statements"}
+                  if args.statements else {})
+    bench: Bench | None = None
+    try:
+        pg.start()
+        with psycopg.connect(pg.admin_url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {DATABASE}".encode())
+            version = conn.execute("SHOW server_version").fetchone()
+        admin_url = pg.admin_url(DATABASE)
+        migrate.migrate(migrate.Target(DATABASE, admin_url), migrate.load_layout(),
+                        say=lambda _line: None)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(BYPASS_ROLE_SQL.encode())  # sets vechat_app's password
+            if args.statements:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        pairs = seed(admin_url, pairs_per_org)
+        bench = Bench(args, workdir, pg, pairs,
+                      WorkerProcess("senders", workdir / "senders.log"),
+                      WorkerProcess("receivers", workdir / "receivers.log"))
+        header = [
+            f"vechat-rls realtime benchmark: {os.cpu_count()} CPUs (shared by everything below),"
+            f" Python {platform.python_version()}, PostgreSQL {version[0] if version else '?'}"
+            " (durable: fsync, synchronous_commit on)",
+            f"servers: 2 x vechat-rls serve (1 uvicorn worker, pool 10 each); "
+            f"{len(pairs) * 2} WebSockets over {ORGANISATIONS} organisations: {len(pairs)} "
+            "senders (personnel) and their receivers (clients) on the other process",
+            f"generator: 2 processes (senders, receivers; uvloop + websockets); latency = receiver"
+            f" reads the frame - scheduled send, open loop at {args.rate:g}/s; maximum: "
+            f"{args.concurrency} senders in closed loop; {args.duration:g} s per measurement after"
+            f" {args.warmup:g} s warm-up; medians over {args.rounds} round(s)",
+            "cores: CPU used meanwhile by the two servers, PostgreSQL, the generator (its 2"
+            " processes, this one, the relay) and everything else on the machine (noise)",
+            f"reproduce: {command}",
+        ]
+        print(f"setup {time.perf_counter() - started:.1f} s ({len(pairs)} conversations)",
+              flush=True)
+        event_loop_runner()(orchestrate(bench, admin_url, header))
+        print(f"\ntotal {time.perf_counter() - started:.1f} s")
+        return 0
+    finally:
+        if bench is not None:
+            bench.stop_servers()
+        pg.stop("fast")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

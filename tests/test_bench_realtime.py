@@ -1,0 +1,41 @@
+"""`bench/realtime.py --quick` runs end to end (~50 s): a smoke check of the harness only."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "realtime.py"
+
+
+@pytest.mark.slow
+def test_realtime_bench_quick_run_reports_every_row_and_delivers_exactly_once() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    for row in (
+        "generator ceiling",
+        "latency at 200/s, coalesced",
+        "latency at 200/s, transaction",
+        "max sustained, coalesced: DELIVERED/s",
+        "max sustained, transaction: DELIVERED/s",
+        "max sustained, no doorbell, 1 s poll: DELIVERED/s",
+        "max sustained, doorbell off: SENT/s",
+        "DB: single-row INSERT (autocommit)",
+        "DB: single-row INSERT + pg_notify, one tx",
+        "DB: message INSERT in db.tenant(), coalesced ringer",
+    ):
+        line = next((line for line in out.splitlines() if line.startswith(row)), None)
+        assert line is not None, f"no row {row!r} in:\n{out}"
+        assert re.search(r"\s\d+\s", line[len(row):]), f"no rate in {line!r}"
+    # Duplicates, seq gaps, resets, closed sockets, error frames, messages never delivered.
+    assert "PROBLEMS" not in out, out
+    assert "delivered coalesced / sent with doorbell off" in out
+    assert "one process with all 200 sockets" in out
