@@ -434,6 +434,49 @@ async def test_read_receipts_honour_show_read_receipts(
             )
 
 
+async def test_message_frames_show_each_recipient_what_they_may_see(
+    world: World, http: httpx.AsyncClient
+) -> None:
+    """One read serves sender and receiver; `read_at` is still each one's own view of it."""
+    org = world.org
+    response = await http.patch(
+        "/settings", json={"show_read_receipts": False}, headers=org.client.headers
+    )
+    assert response.status_code == 200, response.text
+    try:
+        async with (
+            ws_client(world.a, org.staff) as staff,
+            ws_client(world.b, org.client) as client,
+        ):
+            await staff.ready()
+            await client.ready()
+            message = await send_http(http, org.staff, world.conversation_id, "edit me later")
+            response = await http.post(
+                f"/conversations/{world.conversation_id}/read", json={}, headers=org.client.headers
+            )
+            assert response.status_code == 200, response.text
+            staff_mark, client_mark = len(staff.frames), len(client.frames)
+            response = await http.patch(
+                f"/messages/{message['id']}", json={"body": "edited"}, headers=org.staff.headers
+            )
+            assert response.status_code == 200, response.text
+            seen_by_staff = await staff.frame("message.updated", after=staff_mark)
+            seen_by_client = await client.frame("message.updated", after=client_mark)
+            for frame in (seen_by_staff, seen_by_client):
+                assert frame["data"]["id"] == message["id"]
+                assert frame["data"]["body"] == "edited" and frame["data"]["edited_at"]
+            assert seen_by_client["data"]["read_at"]  # the reader knows when they read it
+            assert seen_by_staff["data"]["read_at"] is None  # receipts hidden from the sender
+            # The HTTP API shows the sender the same.
+            response = await http.get(
+                f"/conversations/{world.conversation_id}/messages", headers=org.staff.headers
+            )
+            shown = {m["id"]: m for m in response.json()["items"]}
+            assert shown[message["id"]]["read_at"] is None
+    finally:
+        await http.patch("/settings", json={"show_read_receipts": True}, headers=org.client.headers)
+
+
 async def test_unarchive_and_unread_count_arrive_as_conversation_updated(
     world: World, http: httpx.AsyncClient
 ) -> None:

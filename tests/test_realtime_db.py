@@ -75,6 +75,27 @@ def test_read_events_reads_each_recipient_under_their_own_context(world: World) 
         conn.rollback()
 
 
+def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World) -> None:
+    a = world.seeds[0].organisation_id
+    recipients = json.dumps([[P1.user_type, P1.user_id, 0]])
+    with world.app() as conn:
+        h.act_as(conn, a, P2)  # not a participant of P1's conversation with C1
+        rows = conn.execute(
+            """SELECT e.event_type, e.message_id, (e.message).id, (e.message).message,
+                      (e.message).organisation_id
+               FROM vechat.read_events(%s) e""",
+            (recipients,),
+        ).fetchall()
+        created = [r for r in rows if r[0] == "message.created"]
+        assert created and all(r[2] == r[1] and r[4] == a for r in created)
+        assert "hello!" in [r[3] for r in created]
+        # P2's own reads see none of them: the rows came from P1's context inside the call.
+        assert not conn.execute(
+            "SELECT count(*) FROM vechat_messages WHERE id = ANY(%s)", ([r[1] for r in created],)
+        ).fetchone()[0]
+        conn.rollback()
+
+
 def test_read_events_never_crosses_the_organisation_of_the_transaction(world: World) -> None:
     a, b = (s.organisation_id for s in world.seeds)
     with world.admin() as admin:  # one more message in a: the two logs differ

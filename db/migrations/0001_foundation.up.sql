@@ -770,10 +770,15 @@ COMMENT ON VIEW vechat.presence_view IS
 -- the caller's: these functions never set vechat.organisation_id.
 
 -- The events of several recipients after the seq each has already received, each recipient's rows
--- read under their own user context (policy vechat_events_select_recipient).
+-- read under their own user context (policy vechat_events_select_recipient). A message event
+-- comes with its message and the message it replies to, as whole rows read in that same context
+-- (vechat_messages_select_participant): NULL when the recipient cannot see it. The caller maps
+-- the rows to what it sends (src/vechat_rls/realtime/events.py uses the HTTP API's mapping), so a
+-- wake-up costs one query whatever the number of recipients.
 CREATE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
     RETURNS TABLE (recipient_type text, recipient_id bigint, seq bigint, event_type text,
-                   conversation_id bigint, message_id bigint, data jsonb, created_at timestamptz)
+                   conversation_id bigint, message_id bigint, data jsonb, created_at timestamptz,
+                   message public.vechat_messages, reply_to public.vechat_messages)
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
@@ -792,8 +797,13 @@ BEGIN
                 pg_catalog.set_config('vechat.user_type', r.user_type, true);
         RETURN QUERY
             SELECT e.recipient_type::text, e.recipient_id, e.seq, e.event_type::text,
-                   e.conversation_id, e.message_id, e.data, e.created_at
+                   e.conversation_id, e.message_id, e.data, e.created_at, m, r
             FROM public.vechat_events e
+            LEFT JOIN public.vechat_messages m
+                ON e.event_type IN ('message.created', 'message.updated', 'message.deleted')
+               AND m.organisation_id = e.organisation_id AND m.id = e.message_id
+            LEFT JOIN public.vechat_messages r
+                ON r.organisation_id = m.organisation_id AND r.id = m.reply_to_message_id
             WHERE e.recipient_type = r.user_type AND e.recipient_id = r.user_id AND e.seq > r.since
             ORDER BY e.seq
             LIMIT p_limit;
@@ -803,7 +813,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
-    'Events of several recipients ([[user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context in the caller''s organisation.';
+    'Events of several recipients ([[user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context in the caller''s organisation; message events come with the message and the message it replies to as that recipient sees them (NULL when not visible).';
 
 -- A server process's connection leases, for several users at once: [[user_type, user_id, sockets]].
 -- sockets > 0 creates or renews the lease (expires_at = now() + p_lease_s); 0 removes it. A user

@@ -1,8 +1,8 @@
 """Messages: their API shape; reading, sending, editing, deleting, marking read, searching.
 
-The table keeps the ERP's column names; `MESSAGE_COLUMNS` is the one place that maps them to the
-API's (`message` → `body`, `voice` → `audio`, `location_*`, `audio_*`, `file_*` → nested objects,
-via `message_from_row`). Who sees a message is row-level security
+The table keeps the ERP's column names; `message_columns` (`MESSAGE_COLUMNS`) is the one place
+that maps them to the API's (`message` → `body`, `voice` → `audio`, `location_*`, `audio_*`,
+`file_*` → nested objects, via `message_from_row`). Who sees a message is row-level security
 (`vechat_messages_select_participant`: sender and receiver only); what each of them is *shown*
 also honours "delete for me" (`is_deleted_by_*`) and a conversation deleted for them
 (`hidden_through_message_id_participantN`): `MESSAGE_SHOWN`.
@@ -176,21 +176,29 @@ class MessageEditPage(msgspec.Struct, frozen=True, kw_only=True):
 
 # --- reading -----------------------------------------------------------------------------------
 
-# The sender sees when the receiver read the message only if the receiver shows read receipts
-# (their settings are private; the flag is copied to their presence row, readable in the
-# organisation: vechat_presence_select_organisation, db/policies/vechat_presence.sql).
-READ_AT_SHOWN = """
+# Who reads: the transaction's user. The realtime hub reads events for several users in one
+# query and names each row's recipient instead (realtime/events.py).
+CALLER_ID = "(SELECT vechat.current_user_id())"
+CALLER_TYPE = "(SELECT vechat.current_user_type())"
+
+
+def message_columns(viewer_id: str = CALLER_ID, viewer_type: str = CALLER_TYPE) -> str:
+    """The column → field mapping, over a message `m` and the message it replies to `r`
+    (REPLY_JOIN), as the viewer (SQL expressions for their id and type) is shown it.
+
+    The sender sees when the receiver read the message only if the receiver shows read receipts
+    (their settings are private; the flag is copied to their presence row, readable in the
+    organisation: vechat_presence_select_organisation, db/policies/vechat_presence.sql).
+    """
+    read_at_shown = f"""
 CASE WHEN m.read_at IS NULL
-          OR NOT (m.sender_id = (SELECT vechat.current_user_id())
-                  AND m.sender_type = (SELECT vechat.current_user_type()))
+          OR NOT (m.sender_id = {viewer_id} AND m.sender_type = {viewer_type})
           OR coalesce((SELECT p.show_read_receipts FROM public.vechat_presence p
                        WHERE p.organisation_id = m.organisation_id AND p.user_type = m.receiver_type
                          AND p.user_id = m.receiver_id), true)
      THEN m.read_at
 END"""
-
-# The column → field mapping, over a message `m` and the message it replies to `r` (REPLY_JOIN).
-MESSAGE_COLUMNS = f"""
+    return f"""
 m.id, m.conversation_id, m.sender_id, m.sender_type, m.receiver_id, m.receiver_type,
 CASE WHEN m.message_type = 'voice' THEN 'audio' ELSE m.message_type END AS message_type,
 m.message AS body,
@@ -202,8 +210,11 @@ r.id AS reply_id, r.sender_id AS reply_sender_id, r.sender_type AS reply_sender_
 CASE WHEN r.message_type = 'voice' THEN 'audio' ELSE r.message_type END AS reply_message_type,
 left(r.message, {BODY_PREVIEW_CHARS}) AS reply_body_preview,
 m.client_id, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted,
-{READ_AT_SHOWN} AS read_at
+{read_at_shown} AS read_at
 """
+
+
+MESSAGE_COLUMNS = message_columns()
 
 # The replied-to message is in the same conversation (vechat_messages_reply_to_fkey), so whoever
 # reads `m` may read `r` too (vechat_messages_select_participant).
@@ -213,15 +224,15 @@ LEFT JOIN public.vechat_messages r
 """
 
 # The caller is participant 1 of conversation `c` (else, row-level security says, participant 2).
-CALLER_IS_PARTICIPANT1 = """
-(c.participant1_id = (SELECT vechat.current_user_id())
- AND c.participant1_type = (SELECT vechat.current_user_type()))
+CALLER_IS_PARTICIPANT1 = f"""
+(c.participant1_id = {CALLER_ID}
+ AND c.participant1_type = {CALLER_TYPE})
 """
 
 # The caller sent message `m` (else, row-level security says, the caller received it).
-SENT_BY_CALLER = """
-(m.sender_id = (SELECT vechat.current_user_id())
- AND m.sender_type = (SELECT vechat.current_user_type()))
+SENT_BY_CALLER = f"""
+(m.sender_id = {CALLER_ID}
+ AND m.sender_type = {CALLER_TYPE})
 """
 
 # Message `m` of conversation `c` is shown to the caller: not deleted by them "for me", and newer

@@ -4,10 +4,11 @@ One transaction per organisation and wake-up reads the events of every recipient
 (`vechat.read_events`: one query, each recipient's rows under their own user context). The same
 query first drops the recipients whose event cursor is not beyond what they were sent, so a
 doorbell that names only the organisation (the coalesced doorbell, realtime/doorbell.py) costs one
-index lookup per idle user, not one read. The frame
-`data` is then built with the same functions as the HTTP API (one mapping of rows to JSON): the
-`Message` (`api/messages.fetch_messages`) or `Conversation` (`api/conversations.fetch_conversation`)
-as that recipient sees it *now*, or the read receipt stored with the event. An event whose message
+index lookup per idle user, not one read. The frame `data` is built with the HTTP API's own
+mapping of rows to JSON: the `Message` as that recipient sees it *now* (read in the same query,
+mapped by `api/messages.message_columns` and `message_from_row`), the `Conversation`
+(`api/conversations.fetch_conversation`, one more read as that recipient), or the read receipt
+stored with the event. An event whose message
 or conversation the recipient can no longer see (hidden for them since) still arrives — seq stays
 gapless — with ids only: `{"id", "conversation_id"}` / `{"id"}`.
 """
@@ -21,7 +22,7 @@ import msgspec
 
 from vechat_rls import db
 from vechat_rls.api.conversations import Conversation, fetch_conversation
-from vechat_rls.api.messages import Message, fetch_messages
+from vechat_rls.api.messages import message_columns, message_from_row
 from vechat_rls.auth import Identity, UserType
 
 UserKey = tuple[int, str, int]
@@ -58,13 +59,21 @@ def encode(frame: EventFrame | Frame) -> str:
     return _encoder.encode(frame).decode()
 
 
-# visibility: vechat_events_select_recipient (db/policies/vechat_events.sql), applied per recipient
-# inside vechat.read_events (db/schema/19_vechat_realtime.sql); the cursors of the transaction's
-# organisation are readable by anyone of it (vechat_event_cursors_select_organisation).
+# visibility: vechat_events_select_recipient and vechat_messages_select_participant
+# (db/policies/), applied per recipient inside vechat.read_events
+# (db/schema/19_vechat_realtime.sql): the message and reply rows it returns were read as that
+# recipient. The mapping shows them as that recipient (`message_columns`, the HTTP API's),
+# reading only the organisation's presence flags (vechat_presence_select_organisation). The
+# cursors of the transaction's organisation are readable by anyone of it
+# (vechat_event_cursors_select_organisation).
 # Skipping a recipient whose cursor is not beyond `since` skips nothing committed (a cursor and
 # its events commit together); whatever commits later rings again.
-READ_EVENTS_SQL = """
-SELECT e.* FROM vechat.read_events(
+READ_EVENTS_SQL = f"""
+SELECT e.recipient_type AS event_recipient_type, e.recipient_id AS event_recipient_id,
+       e.seq AS event_seq, e.event_type, e.conversation_id AS event_conversation_id,
+       e.message_id AS event_message_id, e.data AS event_data,
+       {message_columns("e.recipient_id", "e.recipient_type")}
+FROM vechat.read_events(
     (SELECT coalesce(jsonb_agg(jsonb_build_array(w.user_type, w.user_id, w.since) ORDER BY w.n),
                      '[]'::jsonb)
      FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(user_type, user_id,
@@ -72,6 +81,8 @@ SELECT e.* FROM vechat.read_events(
      JOIN public.vechat_event_cursors c ON c.user_type = w.user_type AND c.user_id = w.user_id
      WHERE c.last_seq > w.since),
     $4) AS e
+LEFT JOIN LATERAL (SELECT (e.message).*) AS m ON true
+LEFT JOIN LATERAL (SELECT (e.reply_to).*) AS r ON true
 """
 
 # Switches the transaction to another user of the same organisation (transaction-local, like the
@@ -90,7 +101,8 @@ async def read_frames(
 
     `conn` is a transaction acting as the first user of `wanted`, of `organisation_id` (its
     organisation is the only one readable). At most `limit` events per user; returns the frames
-    and the users who may have more waiting.
+    and the users who may have more waiting. Message events cost nothing beyond the one query;
+    a `conversation.updated` costs a read of that conversation as its recipient.
     """
     rows = await conn.fetch(
         READ_EVENTS_SQL,
@@ -101,7 +113,9 @@ async def read_frames(
     )
     by_user: dict[UserKey, list[db.Record]] = defaultdict(list)
     for row in rows:
-        by_user[(organisation_id, row["recipient_type"], row["recipient_id"])].append(row)
+        by_user[(organisation_id, row["event_recipient_type"], row["event_recipient_id"])].append(
+            row
+        )
     frames: dict[UserKey, list[tuple[int, str]]] = {}
     acting = wanted[0][0]  # vechat.read_events leaves the transaction acting as it found it
     for key, events in by_user.items():
@@ -114,38 +128,34 @@ async def read_frames(
 async def _frames_of(
     conn: db.Connection, key: UserKey, events: list[db.Record], acting: UserKey
 ) -> tuple[list[tuple[int, str]], bool]:
-    message_ids = sorted(
-        {e["message_id"] for e in events if e["event_type"] in MESSAGE_EVENTS and e["message_id"]}
-    )
     conversation_ids = sorted(
-        {e["conversation_id"] for e in events if e["event_type"] == "conversation.updated"}
+        {e["event_conversation_id"] for e in events if e["event_type"] == "conversation.updated"}
     )
-    messages: dict[int, Message] = {}
     conversations: dict[int, Conversation] = {}
     switched = False
-    if message_ids or conversation_ids:
+    if conversation_ids:
         identity = identity_of(key)
         if key != acting:
             await conn.execute(ACT_AS_SQL, str(key[2]), key[1])
             switched = True
-        if message_ids:
-            messages = {m.id: m for m in await fetch_messages(conn, message_ids)}
         for conversation_id in conversation_ids:
             conversation = await fetch_conversation(conn, identity, conversation_id)
             if conversation is not None:
                 conversations[conversation_id] = conversation
     frames = []
     for e in events:
-        kind = e["event_type"]
+        kind, seq = e["event_type"], e["event_seq"]
         data: Any
         if kind in MESSAGE_EVENTS:
-            data = messages.get(e["message_id"]) or {
-                "id": e["message_id"],
-                "conversation_id": e["conversation_id"],
-            }
+            if e["id"] is not None:
+                data = message_from_row(e)
+            else:  # no longer visible to this recipient: ids only, seq stays gapless
+                data = {"id": e["event_message_id"], "conversation_id": e["event_conversation_id"]}
         elif kind == "conversation.updated":
-            data = conversations.get(e["conversation_id"]) or {"id": e["conversation_id"]}
+            data = conversations.get(e["event_conversation_id"]) or {
+                "id": e["event_conversation_id"]
+            }
         else:  # messages.read: the receipt itself is the event's data
-            data = e["data"]
-        frames.append((e["seq"], encode(EventFrame(e["seq"], kind, data))))
+            data = e["event_data"]
+        frames.append((seq, encode(EventFrame(seq, kind, data))))
     return frames, switched
