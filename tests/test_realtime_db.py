@@ -51,27 +51,44 @@ def events_of(world: World, organisation_id: int, user: User) -> list[tuple[Any,
         ).fetchall()
 
 
-def read_events(conn: psycopg.Connection[Any], users: list[User], limit: int = 1000) -> list[Any]:
-    recipients = [[u.user_type, u.user_id, 0] for u in users]
+def read_events(
+    conn: psycopg.Connection[Any],
+    organisation_id: int,
+    users: list[User],
+    limit: int = 1000,
+    since: int = 0,
+) -> list[Any]:
+    recipients = [[u.user_type, u.user_id, since] for u in users]
     return conn.execute(
-        "SELECT recipient_type, recipient_id, seq, event_type FROM vechat.read_events(%s, %s)",
-        (json.dumps(recipients), limit),
+        """SELECT recipient_type, recipient_id, seq, event_type
+           FROM vechat.read_events(%s, %s, %s)""",
+        (organisation_id, json.dumps(recipients), limit),
     ).fetchall()
+
+
+def context(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    row = conn.execute(
+        """SELECT vechat.current_organisation_id(), vechat.current_user_id(),
+                  vechat.current_user_type()"""
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
 
 
 def test_read_events_reads_each_recipient_under_their_own_context(world: World) -> None:
     a = world.seeds[0].organisation_id
     with world.app() as conn:
         h.act_as(conn, a, P2)
-        rows = read_events(conn, [P1, C1, C2])
+        rows = read_events(conn, a, [P1, C1, C2])
         expected = events_of(world, a, P1) + events_of(world, a, C1) + events_of(world, a, C2)
         assert rows == expected and len(events_of(world, a, P1)) > 1
-        # The caller's own context is back afterwards.
-        assert conn.execute(
-            "SELECT vechat.current_user_id(), vechat.current_user_type()"
-        ).fetchone() == (P2.user_id, P2.user_type)
-        limited = read_events(conn, [P1, C1], limit=1)
+        assert context(conn) == (a, P2.user_id, P2.user_type)  # the caller's context is back
+        limited = read_events(conn, a, [P1, C1], limit=1)
         assert [r[:2] for r in limited] == [("personnel", P1.user_id), ("client", C1.user_id)]
+        # A recipient whose cursor is not beyond `since` is skipped.
+        last = events_of(world, a, P1)[-1][2]
+        assert read_events(conn, a, [P1], since=last) == []
+        assert read_events(conn, a, [P1], since=last - 1) == events_of(world, a, P1)[-1:]
         conn.rollback()
 
 
@@ -82,17 +99,34 @@ def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World
         h.act_as(conn, a, P2)  # not a participant of P1's conversation with C1
         rows = conn.execute(
             """SELECT e.event_type, e.message_id, (e.message).id, (e.message).message,
-                      (e.message).organisation_id
-               FROM vechat.read_events(%s) e""",
-            (recipients,),
+                      (e.message).organisation_id, e.receipts_shown
+               FROM vechat.read_events(%s, %s) e""",
+            (a, recipients),
         ).fetchall()
         created = [r for r in rows if r[0] == "message.created"]
-        assert created and all(r[2] == r[1] and r[4] == a for r in created)
+        assert created and all(r[2] == r[1] and r[4] == a and r[5] is True for r in created)
         assert "hello!" in [r[3] for r in created]
         # P2's own reads see none of them: the rows came from P1's context inside the call.
-        assert not conn.execute(
+        count = conn.execute(
             "SELECT count(*) FROM vechat_messages WHERE id = ANY(%s)", ([r[1] for r in created],)
-        ).fetchone()[0]
+        ).fetchone()
+        assert count == (0,)
+        conn.rollback()
+
+
+def test_read_events_as_a_statement_of_its_own_leaves_no_tenant_behind(world: World) -> None:
+    a, b = (s.organisation_id for s in world.seeds)
+    with world.app() as conn:
+        conn.autocommit = True  # how the hub calls it: one statement, its own transaction
+        rows = read_events(conn, b, [P1, C1])
+        assert rows == events_of(world, b, P1) + events_of(world, b, C1) and rows
+        assert context(conn) == (None, None, None)
+        assert conn.execute("SELECT count(*) FROM vechat_events").fetchone() == (0,)
+        # In a transaction without a tenant, the function's tenant ends with the call too.
+        conn.autocommit = False
+        assert read_events(conn, a, [P1]) == events_of(world, a, P1)
+        assert context(conn) == (None, None, None)
+        assert conn.execute("SELECT count(*) FROM vechat_events").fetchone() == (0,)
         conn.rollback()
 
 
@@ -103,12 +137,14 @@ def test_read_events_never_crosses_the_organisation_of_the_transaction(world: Wo
         admin.commit()
     with world.app() as conn:
         h.act_as(conn, b, P2)
-        rows = read_events(conn, [P1, C1])
+        rows = read_events(conn, b, [P1, C1])
         assert rows == events_of(world, b, P1) + events_of(world, b, C1)
         assert len(rows) + 2 == len(events_of(world, a, P1) + events_of(world, a, C1))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="another organisation"):
+            read_events(conn, a, [P1, C1])
         conn.rollback()
-        h.act_as(conn, None, None)
-        assert read_events(conn, [P1, C1]) == []  # no tenant, no rows
+        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="no organisation"):
+            conn.execute("SELECT * FROM vechat.read_events(NULL, '[]')")
         conn.rollback()
 
 

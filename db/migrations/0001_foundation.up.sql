@@ -766,54 +766,82 @@ COMMENT ON VIEW vechat.presence_view IS
 -- user's events in their own transaction would cost a round trip per user per wake-up; these
 -- functions act for several users in one call instead, each statement under that user's own
 -- context (transaction-local settings switched between statements), so the policies decide what
--- each of them sees exactly as they would in a transaction of their own. The organisation stays
--- the caller's: these functions never set vechat.organisation_id.
+-- each of them sees exactly as they would in a transaction of their own. The lease functions act in
+-- the caller's organisation; read_events sets the one it is given (and refuses a transaction that
+-- acts for another), so that it can run as a statement of its own.
 
 -- The events of several recipients after the seq each has already received, each recipient's rows
--- read under their own user context (policy vechat_events_select_recipient). A message event
--- comes with its message and the message it replies to, as whole rows read in that same context
--- (vechat_messages_select_participant): NULL when the recipient cannot see it. The caller maps
--- the rows to what it sends (src/vechat_rls/realtime/events.py uses the HTTP API's mapping), so a
--- wake-up costs one query whatever the number of recipients.
-CREATE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
+-- read under their own user context (policy vechat_events_select_recipient), in one statement: the
+-- hub calls it outside any transaction (the statement is its own), so a wake-up costs one round
+-- trip. It therefore takes the organisation and sets it transaction-locally, exactly as a
+-- transaction's first statement would; inside a transaction acting for another organisation it
+-- raises. Recipients whose event cursor is not beyond their `since` are skipped with one index
+-- lookup (a doorbell that names only the organisation marks every local user). A message event
+-- comes with its message and the message it replies to as whole rows read in the recipient's
+-- context (vechat_messages_select_participant; NULL when they cannot see it), and whether its
+-- receiver shows read receipts (the rule of READ_AT_SHOWN in src/vechat_rls/api/messages.py). The
+-- caller maps those rows with the HTTP API's own mapping. Every setting is back as the caller had
+-- it on return: nothing after this call in the statement acts for anyone.
+CREATE FUNCTION vechat.read_events(p_organisation_id bigint, p_recipients jsonb,
+                                   p_limit integer DEFAULT 1000)
     RETURNS TABLE (recipient_type text, recipient_id bigint, seq bigint, event_type text,
                    conversation_id bigint, message_id bigint, data jsonb, created_at timestamptz,
-                   message public.vechat_messages, reply_to public.vechat_messages)
+                   message public.vechat_messages, reply_to public.vechat_messages,
+                   receipts_shown boolean)
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
 #variable_conflict use_column
 DECLARE
     r         record;
-    v_user_id text := pg_catalog.current_setting('vechat.user_id', true);
-    v_type    text := pg_catalog.current_setting('vechat.user_type', true);
+    v_org     bigint := vechat.current_organisation_id();
+    v_org_raw text   := pg_catalog.current_setting('vechat.organisation_id', true);
+    v_user_id text   := pg_catalog.current_setting('vechat.user_id', true);
+    v_type    text   := pg_catalog.current_setting('vechat.user_type', true);
 BEGIN
+    IF p_organisation_id IS NULL THEN
+        RAISE EXCEPTION 'vechat.read_events: no organisation' USING ERRCODE = '22004';
+    END IF;
+    IF v_org IS NOT NULL AND v_org <> p_organisation_id THEN
+        RAISE EXCEPTION 'vechat.read_events: the transaction acts for another organisation'
+            USING ERRCODE = '42501';
+    END IF;
+    PERFORM pg_catalog.set_config('vechat.organisation_id', p_organisation_id::text, true);
     FOR r IN
         SELECT x.value ->> 0 AS user_type, (x.value ->> 1)::bigint AS user_id,
                (x.value ->> 2)::bigint AS since
         FROM pg_catalog.jsonb_array_elements(p_recipients) AS x
     LOOP
+        -- vechat_event_cursors_select_organisation: readable in the organisation, whoever acts.
+        CONTINUE WHEN NOT EXISTS (
+            SELECT 1 FROM public.vechat_event_cursors c
+            WHERE c.user_type = r.user_type AND c.user_id = r.user_id AND c.last_seq > r.since);
         PERFORM pg_catalog.set_config('vechat.user_id', r.user_id::text, true),
                 pg_catalog.set_config('vechat.user_type', r.user_type, true);
         RETURN QUERY
             SELECT e.recipient_type::text, e.recipient_id, e.seq, e.event_type::text,
-                   e.conversation_id, e.message_id, e.data, e.created_at, m, r
+                   e.conversation_id, e.message_id, e.data, e.created_at, m, rt,
+                   coalesce((SELECT p.show_read_receipts FROM public.vechat_presence p
+                             WHERE p.organisation_id = m.organisation_id
+                               AND p.user_type = m.receiver_type AND p.user_id = m.receiver_id),
+                            true)
             FROM public.vechat_events e
             LEFT JOIN public.vechat_messages m
                 ON e.event_type IN ('message.created', 'message.updated', 'message.deleted')
                AND m.organisation_id = e.organisation_id AND m.id = e.message_id
-            LEFT JOIN public.vechat_messages r
-                ON r.organisation_id = m.organisation_id AND r.id = m.reply_to_message_id
+            LEFT JOIN public.vechat_messages rt
+                ON rt.organisation_id = m.organisation_id AND rt.id = m.reply_to_message_id
             WHERE e.recipient_type = r.user_type AND e.recipient_id = r.user_id AND e.seq > r.since
             ORDER BY e.seq
             LIMIT p_limit;
     END LOOP;
-    PERFORM pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
+    PERFORM pg_catalog.set_config('vechat.organisation_id', coalesce(v_org_raw, ''), true),
+            pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
             pg_catalog.set_config('vechat.user_type', coalesce(v_type, ''), true);
 END
 $$;
-COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
-    'Events of several recipients ([[user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context in the caller''s organisation; message events come with the message and the message it replies to as that recipient sees them (NULL when not visible).';
+COMMENT ON FUNCTION vechat.read_events(bigint, jsonb, integer) IS
+    'Events of several recipients ([[user_type, user_id, since], ...]) of one organisation with seq > since, at most p_limit each, each read under that recipient''s own context; message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts. Callable alone (one statement); refuses a transaction acting for another organisation; restores the caller''s settings.';
 
 -- A server process's connection leases, for several users at once: [[user_type, user_id, sockets]].
 -- sockets > 0 creates or renews the lease (expires_at = now() + p_lease_s); 0 removes it. A user

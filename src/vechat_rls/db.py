@@ -219,6 +219,38 @@ async def tenant(
             log.debug("connection discarded on release", exc_info=True)
 
 
+async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Record]:
+    """The rows of one statement run on its own: its own implicit transaction, one round trip.
+
+    Only for a statement that sets its tenant context itself (`vechat.read_events`): a pooled
+    connection outside `tenant()` carries none (every setting is transaction-local), so any other
+    statement sees no tenant row at all. Failing to reach the database raises
+    `DatabaseUnavailable`, like `tenant()`; the statement timeout is enforced from here.
+    """
+    timeout_s: float | None = None
+    if isinstance(pool, Database):
+        if pool.settings.statement_timeout_ms:
+            timeout_s = pool.settings.statement_timeout_ms / 1000
+        pool = pool.pool
+    try:
+        conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+    except _CONNECT_FAILURES as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    try:
+        rows: list[Record] = await conn.fetch(sql, *args, timeout=timeout_s)
+        return rows
+    except UNREACHABLE_ERRORS as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    except asyncpg.InternalClientError:
+        conn.terminate()  # broken protocol state: never hand it to another caller
+        raise
+    finally:
+        try:
+            await pool.release(conn)
+        except Exception:  # the pool has already discarded the connection; nothing to add
+            log.debug("connection discarded on release", exc_info=True)
+
+
 # The recipients named so far by each open tenant transaction that rings (by connection).
 _named: dict[int, set[Recipient]] = {}
 

@@ -182,20 +182,31 @@ CALLER_ID = "(SELECT vechat.current_user_id())"
 CALLER_TYPE = "(SELECT vechat.current_user_type())"
 
 
-def message_columns(viewer_id: str = CALLER_ID, viewer_type: str = CALLER_TYPE) -> str:
+# Whether the receiver of message `m` shows read receipts (their settings are private; the flag
+# is copied to their presence row, readable in the organisation:
+# vechat_presence_select_organisation, db/policies/vechat_presence.sql). vechat.read_events
+# computes the same for the hub.
+RECEIPTS_SHOWN = """
+coalesce((SELECT p.show_read_receipts FROM public.vechat_presence p
+          WHERE p.organisation_id = m.organisation_id AND p.user_type = m.receiver_type
+            AND p.user_id = m.receiver_id), true)"""
+
+
+def message_columns(
+    viewer_id: str = CALLER_ID,
+    viewer_type: str = CALLER_TYPE,
+    receipts_shown: str = RECEIPTS_SHOWN,
+) -> str:
     """The column → field mapping, over a message `m` and the message it replies to `r`
     (REPLY_JOIN), as the viewer (SQL expressions for their id and type) is shown it.
 
     The sender sees when the receiver read the message only if the receiver shows read receipts
-    (their settings are private; the flag is copied to their presence row, readable in the
-    organisation: vechat_presence_select_organisation, db/policies/vechat_presence.sql).
+    (`receipts_shown`, an SQL expression).
     """
     read_at_shown = f"""
 CASE WHEN m.read_at IS NULL
           OR NOT (m.sender_id = {viewer_id} AND m.sender_type = {viewer_type})
-          OR coalesce((SELECT p.show_read_receipts FROM public.vechat_presence p
-                       WHERE p.organisation_id = m.organisation_id AND p.user_type = m.receiver_type
-                         AND p.user_id = m.receiver_id), true)
+          OR {receipts_shown}
      THEN m.read_at
 END"""
     return f"""

@@ -1,16 +1,16 @@
 """Durable events read back under each recipient's own context and encoded as WebSocket frames.
 
-One transaction per organisation and wake-up reads the events of every recipient that needs them
-(`vechat.read_events`: one query, each recipient's rows under their own user context). The same
-query first drops the recipients whose event cursor is not beyond what they were sent, so a
-doorbell that names only the organisation (the coalesced doorbell, realtime/doorbell.py) costs one
-index lookup per idle user, not one read. The frame `data` is built with the HTTP API's own
-mapping of rows to JSON: the `Message` as that recipient sees it *now* (read in the same query,
-mapped by `api/messages.message_columns` and `message_from_row`), the `Conversation`
+One statement per organisation and wake-up reads the events of every recipient that needs them
+(`vechat.read_events`: one round trip, each recipient's rows under their own user context). The
+function first drops the recipients whose event cursor is not beyond what they were sent, so a
+doorbell that names only the organisation (the coalesced doorbell, realtime/doorbell.py) costs
+one index lookup per idle user, not one read. The frame `data` is built with the HTTP API's own
+mapping of rows to JSON: the `Message` as that recipient sees it *now* (read by the same
+statement, mapped by `api/messages.message_columns` and `message_from_row`), the `Conversation`
 (`api/conversations.fetch_conversation`, one more read as that recipient), or the read receipt
-stored with the event. An event whose message
-or conversation the recipient can no longer see (hidden for them since) still arrives — seq stays
-gapless — with ids only: `{"id", "conversation_id"}` / `{"id"}`.
+stored with the event. An event whose message or conversation the recipient can no longer see
+(hidden for them since) still arrives — seq stays gapless — with ids only:
+`{"id", "conversation_id"}` / `{"id"}`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def identity_of(key: UserKey) -> Identity:
 
 
 MESSAGE_EVENTS = frozenset({"message.created", "message.updated", "message.deleted"})
+CONVERSATION_UPDATED = "conversation.updated"
 
 
 class EventFrame(msgspec.Struct, frozen=True):
@@ -59,28 +60,24 @@ def encode(frame: EventFrame | Frame) -> str:
     return _encoder.encode(frame).decode()
 
 
-# visibility: vechat_events_select_recipient and vechat_messages_select_participant
-# (db/policies/), applied per recipient inside vechat.read_events
-# (db/schema/19_vechat_realtime.sql): the message and reply rows it returns were read as that
-# recipient. The mapping shows them as that recipient (`message_columns`, the HTTP API's),
-# reading only the organisation's presence flags (vechat_presence_select_organisation). The
-# cursors of the transaction's organisation are readable by anyone of it
-# (vechat_event_cursors_select_organisation).
-# Skipping a recipient whose cursor is not beyond `since` skips nothing committed (a cursor and
-# its events commit together); whatever commits later rings again.
+# visibility: vechat.read_events (db/schema/19_vechat_realtime.sql) sets the organisation and, per
+# recipient, their user context, so vechat_events_select_recipient and
+# vechat_messages_select_participant (db/policies/) decide what each recipient gets: the message
+# and reply rows it returns were read as that recipient. The mapping shows them as that recipient
+# (`message_columns`, the HTTP API's) from those rows alone; it reads no table, since by the time
+# it runs the function has restored the (empty) context of this lone statement.
 READ_EVENTS_SQL = f"""
 SELECT e.recipient_type AS event_recipient_type, e.recipient_id AS event_recipient_id,
        e.seq AS event_seq, e.event_type, e.conversation_id AS event_conversation_id,
        e.message_id AS event_message_id, e.data AS event_data,
-       {message_columns("e.recipient_id", "e.recipient_type")}
+       {message_columns("e.recipient_id", "e.recipient_type", receipts_shown="e.receipts_shown")}
 FROM vechat.read_events(
+    $1,
     (SELECT coalesce(jsonb_agg(jsonb_build_array(w.user_type, w.user_id, w.since) ORDER BY w.n),
                      '[]'::jsonb)
-     FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(user_type, user_id,
-                                                                               since, n)
-     JOIN public.vechat_event_cursors c ON c.user_type = w.user_type AND c.user_id = w.user_id
-     WHERE c.last_seq > w.since),
-    $4) AS e
+     FROM unnest($2::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY AS w(user_type, user_id,
+                                                                               since, n)),
+    $5) AS e
 LEFT JOIN LATERAL (SELECT (e.message).*) AS m ON true
 LEFT JOIN LATERAL (SELECT (e.reply_to).*) AS r ON true
 """
@@ -95,17 +92,19 @@ ACT_AS_SQL = (
 
 
 async def read_frames(
-    conn: db.Connection, organisation_id: int, wanted: list[tuple[UserKey, int]], limit: int
+    database: db.Database, organisation_id: int, wanted: list[tuple[UserKey, int]], limit: int
 ) -> tuple[dict[UserKey, list[tuple[int, str]]], set[UserKey]]:
     """Frames `(seq, text)` in seq order per user, for the events after their `since`.
 
-    `conn` is a transaction acting as the first user of `wanted`, of `organisation_id` (its
-    organisation is the only one readable). At most `limit` events per user; returns the frames
-    and the users who may have more waiting. Message events cost nothing beyond the one query;
-    a `conversation.updated` costs a read of that conversation as its recipient.
+    One statement on its own (`db.fetch_alone`), whatever the number of users; a
+    `conversation.updated` costs one more transaction reading those conversations, each as its
+    recipient. At most `limit` events per user; returns the frames and the users who may have
+    more waiting.
     """
-    rows = await conn.fetch(
+    rows = await db.fetch_alone(
+        database,
         READ_EVENTS_SQL,
+        organisation_id,
         [key[1] for key, _ in wanted],
         [key[2] for key, _ in wanted],
         [since for _, since in wanted],
@@ -116,32 +115,46 @@ async def read_frames(
         by_user[(organisation_id, row["event_recipient_type"], row["event_recipient_id"])].append(
             row
         )
-    frames: dict[UserKey, list[tuple[int, str]]] = {}
-    acting = wanted[0][0]  # vechat.read_events leaves the transaction acting as it found it
-    for key, events in by_user.items():
-        frames[key], switched = await _frames_of(conn, key, events, acting)
-        acting = key if switched else acting
+    wanted_conversations = {
+        key: sorted(
+            {e["event_conversation_id"] for e in events if e["event_type"] == CONVERSATION_UPDATED}
+        )
+        for key, events in by_user.items()
+    }
+    conversations = await _conversations(
+        database, {key: ids for key, ids in wanted_conversations.items() if ids}
+    )
+    frames = {
+        key: _frames_of(events, conversations.get(key, {})) for key, events in by_user.items()
+    }
     more = {key for key, events in by_user.items() if len(events) >= limit}
     return frames, more
 
 
-async def _frames_of(
-    conn: db.Connection, key: UserKey, events: list[db.Record], acting: UserKey
-) -> tuple[list[tuple[int, str]], bool]:
-    conversation_ids = sorted(
-        {e["event_conversation_id"] for e in events if e["event_type"] == "conversation.updated"}
-    )
-    conversations: dict[int, Conversation] = {}
-    switched = False
-    if conversation_ids:
-        identity = identity_of(key)
-        if key != acting:
-            await conn.execute(ACT_AS_SQL, str(key[2]), key[1])
-            switched = True
-        for conversation_id in conversation_ids:
-            conversation = await fetch_conversation(conn, identity, conversation_id)
-            if conversation is not None:
-                conversations[conversation_id] = conversation
+async def _conversations(
+    database: db.Database, wanted: dict[UserKey, list[int]]
+) -> dict[UserKey, dict[int, Conversation]]:
+    """The conversations `wanted` by each user, as that user sees them, in one transaction."""
+    found: dict[UserKey, dict[int, Conversation]] = {}
+    if not wanted:
+        return found
+    keys = list(wanted)
+    async with db.tenant(database, identity_of(keys[0]), readonly=True) as conn:
+        for n, key in enumerate(keys):
+            if n:
+                await conn.execute(ACT_AS_SQL, str(key[2]), key[1])
+            identity = identity_of(key)
+            found[key] = {}
+            for conversation_id in wanted[key]:
+                conversation = await fetch_conversation(conn, identity, conversation_id)
+                if conversation is not None:
+                    found[key][conversation_id] = conversation
+    return found
+
+
+def _frames_of(
+    events: list[db.Record], conversations: dict[int, Conversation]
+) -> list[tuple[int, str]]:
     frames = []
     for e in events:
         kind, seq = e["event_type"], e["event_seq"]
@@ -151,11 +164,11 @@ async def _frames_of(
                 data = message_from_row(e)
             else:  # no longer visible to this recipient: ids only, seq stays gapless
                 data = {"id": e["event_message_id"], "conversation_id": e["event_conversation_id"]}
-        elif kind == "conversation.updated":
+        elif kind == CONVERSATION_UPDATED:
             data = conversations.get(e["event_conversation_id"]) or {
                 "id": e["event_conversation_id"]
             }
         else:  # messages.read: the receipt itself is the event's data
             data = e["event_data"]
         frames.append((seq, encode(EventFrame(seq, kind, data))))
-    return frames, switched
+    return frames

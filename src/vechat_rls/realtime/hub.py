@@ -414,14 +414,10 @@ class Hub:
             wanted.append((key, since))
         if not wanted:
             return
-        acting = identity_of(wanted[0][0])
         try:
-            async with (
-                self._reads,
-                db.tenant(self.database, acting, readonly=True) as conn,
-            ):
+            async with self._reads:
                 frames, more = await read_frames(
-                    conn, organisation_id, wanted, self.settings.ws_queue_limit
+                    self.database, organisation_id, wanted, self.settings.ws_queue_limit
                 )
         except asyncio.CancelledError:
             raise
