@@ -58,11 +58,11 @@ def read_events(
     limit: int = 1000,
     since: int = 0,
 ) -> list[Any]:
-    recipients = [[u.user_type, u.user_id, since] for u in users]
+    recipients = [[organisation_id, u.user_type, u.user_id, since] for u in users]
     return conn.execute(
         """SELECT recipient_type, recipient_id, seq, event_type
-           FROM vechat.read_events(%s, %s, %s)""",
-        (organisation_id, json.dumps(recipients), limit),
+           FROM vechat.read_events(%s, %s)""",
+        (json.dumps(recipients), limit),
     ).fetchall()
 
 
@@ -94,14 +94,14 @@ def test_read_events_reads_each_recipient_under_their_own_context(world: World) 
 
 def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World) -> None:
     a = world.seeds[0].organisation_id
-    recipients = json.dumps([[P1.user_type, P1.user_id, 0]])
+    recipients = json.dumps([[a, P1.user_type, P1.user_id, 0]])
     with world.app() as conn:
         h.act_as(conn, a, P2)  # not a participant of P1's conversation with C1
         rows = conn.execute(
             """SELECT e.event_type, e.message_id, (e.message).id, (e.message).message,
                       (e.message).organisation_id, e.receipts_shown
-               FROM vechat.read_events(%s, %s) e""",
-            (a, recipients),
+               FROM vechat.read_events(%s) e""",
+            (recipients,),
         ).fetchall()
         created = [r for r in rows if r[0] == "message.created"]
         assert created and all(r[2] == r[1] and r[4] == a and r[5] is True for r in created)
@@ -143,9 +143,31 @@ def test_read_events_never_crosses_the_organisation_of_the_transaction(world: Wo
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="another organisation"):
             read_events(conn, a, [P1, C1])
         conn.rollback()
-        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="no organisation"):
-            conn.execute("SELECT * FROM vechat.read_events(NULL, '[]')")
+        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="without organisation"):
+            conn.execute("""SELECT * FROM vechat.read_events('[[null, "client", 12, 0]]')""")
         conn.rollback()
+
+
+def test_read_events_serves_several_organisations_in_one_statement(world: World) -> None:
+    a, b = (s.organisation_id for s in world.seeds)
+    recipients = [[b, "client", C1.user_id, 0], [a, "personnel", P1.user_id, 0],
+                  [b, "personnel", P1.user_id, 0]]
+    with world.app() as conn:
+        conn.autocommit = True
+        rows = conn.execute(
+            """SELECT organisation_id, recipient_type, recipient_id, seq, event_type,
+                      (message).organisation_id
+               FROM vechat.read_events(%s)""",
+            (json.dumps(recipients),),
+        ).fetchall()
+        # Grouped by organisation, each recipient's events in seq order, each message its own
+        # organisation's: same ids in both organisations, never mixed.
+        expected = [(a, *e) for e in events_of(world, a, P1)] + [
+            (b, *e) for e in events_of(world, b, C1) + events_of(world, b, P1)
+        ]
+        assert [r[:5] for r in rows] == expected
+        assert all(r[5] in (None, r[0]) for r in rows) and any(r[5] == b for r in rows)
+        assert context(conn) == (None, None, None)
 
 
 def test_prune_own_events_deletes_only_the_callers_old_events(world: World) -> None:

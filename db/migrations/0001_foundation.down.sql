@@ -22,7 +22,7 @@ DROP FUNCTION IF EXISTS
     vechat.prune_own_events(integer),
     vechat.sweep_leases(),
     vechat.set_leases(text, integer, jsonb),
-    vechat.read_events(bigint, jsonb, integer),
+    vechat.read_events(jsonb, integer),
     vechat.recount_unread(bigint, bigint),
     vechat.messages_after_update(),
     vechat.messages_after_insert(),

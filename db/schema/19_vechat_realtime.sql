@@ -5,27 +5,28 @@
 -- functions act for several users in one call instead, each statement under that user's own
 -- context (transaction-local settings switched between statements), so the policies decide what
 -- each of them sees exactly as they would in a transaction of their own. The lease functions act in
--- the caller's organisation; read_events sets the one it is given (and refuses a transaction that
--- acts for another), so that it can run as a statement of its own.
+-- the caller's organisation; read_events sets each recipient's (and refuses, in a transaction
+-- that acts for one organisation, any other), so that it can run as a statement of its own.
 
 -- The events of several recipients after the seq each has already received, each recipient's rows
--- read under their own user context (policy vechat_events_select_recipient), in one statement: the
--- hub calls it outside any transaction (the statement is its own), so a wake-up costs one round
--- trip. It therefore takes the organisation and sets it transaction-locally, exactly as a
--- transaction's first statement would; inside a transaction acting for another organisation it
--- raises. Recipients whose event cursor is not beyond their `since` are skipped with one index
--- lookup (a doorbell that names only the organisation marks every local user). A message event
--- comes with its message and the message it replies to as whole rows read in the recipient's
--- context (vechat_messages_select_participant; NULL when they cannot see it), and whether its
--- receiver shows read receipts (the rule of READ_AT_SHOWN in src/vechat_rls/api/messages.py). The
--- caller maps those rows with the HTTP API's own mapping. Every setting is back as the caller had
--- it on return: nothing after this call in the statement acts for anyone.
-CREATE FUNCTION vechat.read_events(p_organisation_id bigint, p_recipients jsonb,
-                                   p_limit integer DEFAULT 1000)
-    RETURNS TABLE (recipient_type text, recipient_id bigint, seq bigint, event_type text,
-                   conversation_id bigint, message_id bigint, data jsonb, created_at timestamptz,
-                   message public.vechat_messages, reply_to public.vechat_messages,
-                   receipts_shown boolean)
+-- read under their own context (policy vechat_events_select_recipient), in one statement: the hub
+-- calls it outside any transaction (the statement is its own) with every user a wake-up found
+-- dirty, so a wake-up costs one round trip however many users and organisations it serves. It
+-- therefore sets, transaction-locally, each recipient's organisation as well as their user, exactly
+-- as a tenant transaction's first statement would -- the same trust as set_config -- and inside a
+-- transaction that already acts for an organisation it refuses any other. Recipients whose event
+-- cursor is not beyond their `since` are skipped with one index lookup (a doorbell that names only
+-- the organisation marks every local user). A message event comes with its message and the
+-- message it replies to as whole rows read in the recipient's context
+-- (vechat_messages_select_participant; NULL when they cannot see it), and whether its receiver
+-- shows read receipts (the rule of RECEIPTS_SHOWN in src/vechat_rls/api/messages.py). The caller
+-- maps those rows with the HTTP API's own mapping. Every setting is back as the caller had it on
+-- return: nothing after this call in the statement acts for anyone.
+CREATE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
+    RETURNS TABLE (organisation_id bigint, recipient_type text, recipient_id bigint, seq bigint,
+                   event_type text, conversation_id bigint, message_id bigint, data jsonb,
+                   created_at timestamptz, message public.vechat_messages,
+                   reply_to public.vechat_messages, receipts_shown boolean)
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
@@ -33,53 +34,69 @@ AS $$
 DECLARE
     r         record;
     v_org     bigint := vechat.current_organisation_id();
+    v_acting  bigint := v_org;
     v_org_raw text   := pg_catalog.current_setting('vechat.organisation_id', true);
     v_user_id text   := pg_catalog.current_setting('vechat.user_id', true);
     v_type    text   := pg_catalog.current_setting('vechat.user_type', true);
 BEGIN
-    IF p_organisation_id IS NULL THEN
-        RAISE EXCEPTION 'vechat.read_events: no organisation' USING ERRCODE = '22004';
-    END IF;
-    IF v_org IS NOT NULL AND v_org <> p_organisation_id THEN
-        RAISE EXCEPTION 'vechat.read_events: the transaction acts for another organisation'
-            USING ERRCODE = '42501';
-    END IF;
-    PERFORM pg_catalog.set_config('vechat.organisation_id', p_organisation_id::text, true);
     FOR r IN
-        SELECT x.value ->> 0 AS user_type, (x.value ->> 1)::bigint AS user_id,
-               (x.value ->> 2)::bigint AS since
-        FROM pg_catalog.jsonb_array_elements(p_recipients) AS x
+        SELECT (x.value ->> 0)::bigint AS organisation_id, x.value ->> 1 AS user_type,
+               (x.value ->> 2)::bigint AS user_id, (x.value ->> 3)::bigint AS since
+        FROM pg_catalog.jsonb_array_elements(p_recipients) WITH ORDINALITY AS x(value, n)
+        ORDER BY 1, x.n
     LOOP
+        IF r.organisation_id IS NULL THEN
+            RAISE EXCEPTION 'vechat.read_events: a recipient without organisation'
+                USING ERRCODE = '22004';
+        END IF;
+        IF v_org IS NOT NULL AND v_org <> r.organisation_id THEN
+            RAISE EXCEPTION 'vechat.read_events: the transaction acts for another organisation'
+                USING ERRCODE = '42501';
+        END IF;
+        IF v_acting IS DISTINCT FROM r.organisation_id THEN
+            PERFORM pg_catalog.set_config('vechat.organisation_id', r.organisation_id::text, true);
+            v_acting := r.organisation_id;
+        END IF;
         -- vechat_event_cursors_select_organisation: readable in the organisation, whoever acts.
         CONTINUE WHEN NOT EXISTS (
             SELECT 1 FROM public.vechat_event_cursors c
             WHERE c.user_type = r.user_type AND c.user_id = r.user_id AND c.last_seq > r.since);
         PERFORM pg_catalog.set_config('vechat.user_id', r.user_id::text, true),
                 pg_catalog.set_config('vechat.user_type', r.user_type, true);
+        -- Each message and reply by primary key, in subqueries run per event: the plan cannot
+        -- turn into a scan of the recipient's messages, whatever the statistics say.
         RETURN QUERY
-            SELECT e.recipient_type::text, e.recipient_id, e.seq, e.event_type::text,
-                   e.conversation_id, e.message_id, e.data, e.created_at, m, rt,
+            SELECT x.organisation_id, x.recipient_type::text, x.recipient_id, x.seq,
+                   x.event_type::text, x.conversation_id, x.message_id, x.data, x.created_at,
+                   x.m,
+                   (SELECT rt FROM public.vechat_messages rt
+                    WHERE rt.organisation_id = x.organisation_id
+                      AND rt.id = (x.m).reply_to_message_id),
                    coalesce((SELECT p.show_read_receipts FROM public.vechat_presence p
-                             WHERE p.organisation_id = m.organisation_id
-                               AND p.user_type = m.receiver_type AND p.user_id = m.receiver_id),
+                             WHERE p.organisation_id = x.organisation_id
+                               AND p.user_type = (x.m).receiver_type
+                               AND p.user_id = (x.m).receiver_id),
                             true)
-            FROM public.vechat_events e
-            LEFT JOIN public.vechat_messages m
-                ON e.event_type IN ('message.created', 'message.updated', 'message.deleted')
-               AND m.organisation_id = e.organisation_id AND m.id = e.message_id
-            LEFT JOIN public.vechat_messages rt
-                ON rt.organisation_id = m.organisation_id AND rt.id = m.reply_to_message_id
-            WHERE e.recipient_type = r.user_type AND e.recipient_id = r.user_id AND e.seq > r.since
-            ORDER BY e.seq
-            LIMIT p_limit;
+            FROM (
+                SELECT e.*,
+                       (SELECT m FROM public.vechat_messages m
+                        WHERE m.organisation_id = e.organisation_id AND m.id = e.message_id
+                          AND e.event_type IN ('message.created', 'message.updated',
+                                               'message.deleted')) AS m
+                FROM public.vechat_events e
+                WHERE e.recipient_type = r.user_type AND e.recipient_id = r.user_id
+                  AND e.seq > r.since
+                ORDER BY e.seq
+                LIMIT p_limit
+            ) AS x;
     END LOOP;
     PERFORM pg_catalog.set_config('vechat.organisation_id', coalesce(v_org_raw, ''), true),
             pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
             pg_catalog.set_config('vechat.user_type', coalesce(v_type, ''), true);
 END
 $$;
-COMMENT ON FUNCTION vechat.read_events(bigint, jsonb, integer) IS
-    'Events of several recipients ([[user_type, user_id, since], ...]) of one organisation with seq > since, at most p_limit each, each read under that recipient''s own context; message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts. Callable alone (one statement); refuses a transaction acting for another organisation; restores the caller''s settings.';
+COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
+    'Events of several recipients ([[organisation_id, user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context (organisation and user); message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts. Callable alone (one statement); inside a transaction acting for an organisation, refuses any other; restores the caller''s settings.';
 
 -- A server process's connection leases, for several users at once: [[user_type, user_id, sockets]].
 -- sockets > 0 creates or renews the lease (expires_at = now() + p_lease_s); 0 removes it. A user

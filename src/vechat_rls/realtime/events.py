@@ -1,7 +1,8 @@
 """Durable events read back under each recipient's own context and encoded as WebSocket frames.
 
-One statement per organisation and wake-up reads the events of every recipient that needs them
-(`vechat.read_events`: one round trip, each recipient's rows under their own user context). The
+One statement per wake-up reads the events of every recipient that needs them, whatever their
+organisation (`vechat.read_events`: one round trip, each recipient's rows under their own
+context). The
 function first drops the recipients whose event cursor is not beyond what they were sent, so a
 doorbell that names only the organisation (the coalesced doorbell, realtime/doorbell.py) costs
 one index lookup per idle user, not one read. The frame `data` is built with the HTTP API's own
@@ -67,16 +68,17 @@ def encode(frame: EventFrame | Frame) -> str:
 # (`message_columns`, the HTTP API's) from those rows alone; it reads no table, since by the time
 # it runs the function has restored the (empty) context of this lone statement.
 READ_EVENTS_SQL = f"""
-SELECT e.recipient_type AS event_recipient_type, e.recipient_id AS event_recipient_id,
-       e.seq AS event_seq, e.event_type, e.conversation_id AS event_conversation_id,
-       e.message_id AS event_message_id, e.data AS event_data,
+SELECT e.organisation_id AS event_organisation_id, e.recipient_type AS event_recipient_type,
+       e.recipient_id AS event_recipient_id, e.seq AS event_seq, e.event_type,
+       e.conversation_id AS event_conversation_id, e.message_id AS event_message_id,
+       e.data AS event_data,
        {message_columns("e.recipient_id", "e.recipient_type", receipts_shown="e.receipts_shown")}
 FROM vechat.read_events(
-    $1,
-    (SELECT coalesce(jsonb_agg(jsonb_build_array(w.user_type, w.user_id, w.since) ORDER BY w.n),
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(w.organisation_id, w.user_type, w.user_id,
+                                                 w.since) ORDER BY w.n),
                      '[]'::jsonb)
-     FROM unnest($2::text[], $3::bigint[], $4::bigint[]) WITH ORDINALITY AS w(user_type, user_id,
-                                                                               since, n)),
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
+          WITH ORDINALITY AS w(organisation_id, user_type, user_id, since, n)),
     $5) AS e
 LEFT JOIN LATERAL (SELECT (e.message).*) AS m ON true
 LEFT JOIN LATERAL (SELECT (e.reply_to).*) AS r ON true
@@ -92,19 +94,19 @@ ACT_AS_SQL = (
 
 
 async def read_frames(
-    database: db.Database, organisation_id: int, wanted: list[tuple[UserKey, int]], limit: int
+    database: db.Database, wanted: list[tuple[UserKey, int]], limit: int
 ) -> tuple[dict[UserKey, list[tuple[int, str]]], set[UserKey]]:
     """Frames `(seq, text)` in seq order per user, for the events after their `since`.
 
-    One statement on its own (`db.fetch_alone`), whatever the number of users; a
-    `conversation.updated` costs one more transaction reading those conversations, each as its
-    recipient. At most `limit` events per user; returns the frames and the users who may have
-    more waiting.
+    One statement on its own (`db.fetch_alone`), whatever the number of users and organisations;
+    `conversation.updated` events cost one more transaction per organisation, reading those
+    conversations as their recipients. At most `limit` events per user; returns the frames and
+    the users who may have more waiting.
     """
     rows = await db.fetch_alone(
         database,
         READ_EVENTS_SQL,
-        organisation_id,
+        [key[0] for key, _ in wanted],
         [key[1] for key, _ in wanted],
         [key[2] for key, _ in wanted],
         [since for _, since in wanted],
@@ -112,18 +114,16 @@ async def read_frames(
     )
     by_user: dict[UserKey, list[db.Record]] = defaultdict(list)
     for row in rows:
-        by_user[(organisation_id, row["event_recipient_type"], row["event_recipient_id"])].append(
-            row
-        )
-    wanted_conversations = {
-        key: sorted(
-            {e["event_conversation_id"] for e in events if e["event_type"] == CONVERSATION_UPDATED}
-        )
-        for key, events in by_user.items()
-    }
-    conversations = await _conversations(
-        database, {key: ids for key, ids in wanted_conversations.items() if ids}
-    )
+        key = (row["event_organisation_id"], row["event_recipient_type"], row["event_recipient_id"])
+        by_user[key].append(row)
+    wanted_conversations: dict[int, dict[UserKey, list[int]]] = defaultdict(dict)
+    for key, events in by_user.items():
+        updated = [e for e in events if e["event_type"] == CONVERSATION_UPDATED]
+        if ids := {e["event_conversation_id"] for e in updated}:
+            wanted_conversations[key[0]][key] = sorted(ids)
+    conversations: dict[UserKey, dict[int, Conversation]] = {}
+    for by_key in wanted_conversations.values():
+        conversations.update(await _conversations(database, by_key))
     frames = {
         key: _frames_of(events, conversations.get(key, {})) for key, events in by_user.items()
     }
@@ -134,10 +134,8 @@ async def read_frames(
 async def _conversations(
     database: db.Database, wanted: dict[UserKey, list[int]]
 ) -> dict[UserKey, dict[int, Conversation]]:
-    """The conversations `wanted` by each user, as that user sees them, in one transaction."""
+    """The conversations `wanted` by users of one organisation, each as that user sees them."""
     found: dict[UserKey, dict[int, Conversation]] = {}
-    if not wanted:
-        return found
     keys = list(wanted)
     async with db.tenant(database, identity_of(keys[0]), readonly=True) as conn:
         for n, key in enumerate(keys):

@@ -7,9 +7,10 @@ cursor ahead of what was delivered. The coalesced doorbell (realtime/doorbell.py
 default) names the recipients with seq 0 ("read whatever is there") when the writers named them,
 else only the organisation, `{"o": org, "e": []}`: that marks every local user of the
 organisation, and the read skips those whose cursor shows nothing new. Doorbells only mark users
-dirty; one worker drains the dirty set per wake-up and reads, per organisation, every dirty user's
-events in one transaction and one query (`realtime/events.py`, under each recipient's own
-context), so a burst of doorbells costs one read per organisation, not one per event.
+dirty; one worker drains the dirty set per wake-up and reads every dirty user's events, whatever
+their organisation, in one statement (`realtime/events.py`, each under the recipient's own
+context; `READ_CHUNK` users per statement), so a burst of doorbells costs one read per wake-up,
+not one per event or organisation.
 
 Exactly once, in order. Every socket remembers the last seq put on its queue (`delivered`); a user's
 events are read from the smallest `delivered` of their sockets, and each socket takes only
@@ -77,6 +78,7 @@ EPHEMERAL_SLACK = 64  # frames without a seq a full queue still takes before the
 TYPING_REFRESH_MIN_S = 1.0  # a client repeating "typing" faster than this rings nothing new
 RETRY_S = 1.0  # after a failed read, dirty users are tried again this much later
 CLOSE_TRY_AGAIN = 1013
+READ_CHUNK = 500  # users per read statement (a wake-up with more reads in parallel chunks)
 
 
 def server_id() -> str:
@@ -396,38 +398,38 @@ class Hub:
                 pending = dirty[organisation_id]
                 for key in self.by_org.get(organisation_id, ()):
                     pending[key] = 0  # unknown: read whatever the cursor says is there
+            wanted: list[tuple[UserKey, int]] = []
+            for keys in dirty.values():
+                for key, seq in keys.items():
+                    taking = self._taking(key)
+                    if not taking:
+                        continue  # gone, or every socket lagging (read again when it drains)
+                    since = min(o.delivered for o in taking)
+                    if seq and since >= seq:
+                        continue  # delivered already (a replay or an earlier read got there)
+                    wanted.append((key, since))
+            chunks = [wanted[i : i + READ_CHUNK] for i in range(0, len(wanted), READ_CHUNK)]
             results = await asyncio.gather(
-                *(self._read_org(org, keys) for org, keys in dirty.items()),
-                return_exceptions=True,
+                *(self._read(chunk) for chunk in chunks), return_exceptions=True
             )
             _log_failures("delivery", results)
 
-    async def _read_org(self, organisation_id: int, keys: dict[UserKey, int]) -> None:
-        wanted: list[tuple[UserKey, int]] = []
-        for key, seq in keys.items():
-            taking = self._taking(key)
-            if not taking:
-                continue  # gone, or every socket lagging (each is read again when it drains)
-            since = min(o.delivered for o in taking)
-            if seq and since >= seq:
-                continue  # already delivered (a replay or an earlier read got there first)
-            wanted.append((key, since))
-        if not wanted:
-            return
+    async def _read(self, wanted: list[tuple[UserKey, int]]) -> None:
+        """Read and deliver the events of `wanted` users (any organisations): one statement."""
         try:
             async with self._reads:
                 frames, more = await read_frames(
-                    self.database, organisation_id, wanted, self.settings.ws_queue_limit
+                    self.database, wanted, self.settings.ws_queue_limit
                 )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning(
-                "realtime: reading events of organisation %s failed (%s); retrying",
-                organisation_id,
+                "realtime: reading events of %s users failed (%s); retrying",
+                len(wanted),
                 type(exc).__name__,
             )
-            self._retry_later(keys)
+            self._retry_later({key: 0 for key, _since in wanted})
             return
         for key, _since in wanted:
             self._deliver(key, frames.get(key, []))
