@@ -367,3 +367,29 @@ def test_walkthrough_tenant_context_sees_one_organisation_and_no_context_sees_no
                 VALUES (1, 20, 'personnel', 22, 'client')
             """)
         conn.rollback()
+
+
+def test_walkthrough_read_events_acts_for_each_recipient_and_leaves_no_context(
+    fresh_database: FreshDatabase,
+) -> None:
+    """docs/auditing.md step 6, "Functions that act for several users", statement for statement."""
+    db = fresh_database(migrated=True)
+    execute(db.admin_url, WALKTHROUGH_DATA.format(org=1, user=10, peer=11))
+    execute(db.admin_url, WALKTHROUGH_DATA.format(org=2, user=20, peer=21))
+    with psycopg.connect(db.admin_url) as conn:
+        conn.execute("SET LOCAL ROLE vechat_app")
+        conn.execute("SELECT set_config('vechat.organisation_id', '1', true)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="another organisation"):
+            conn.execute("SELECT count(*) FROM vechat.read_events('[[2, \"personnel\", 20, 0]]')")
+        conn.rollback()
+        conn.execute("SET LOCAL ROLE vechat_app")
+        rows = conn.execute("""
+            SELECT organisation_id, recipient_id, seq, event_type, (message).message
+            FROM vechat.read_events('[[1, "personnel", 10, 0], [2, "personnel", 20, 0]]')
+        """).fetchall()
+        assert rows == [
+            (1, 10, 1, "message.created", "hello from organisation 1"),
+            (2, 20, 1, "message.created", "hello from organisation 2"),
+        ]
+        assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
+        conn.rollback()
