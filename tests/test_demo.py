@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import jwt
@@ -54,3 +59,54 @@ def test_demo_seeds_two_organisations_and_prints_a_sign_in_link_per_user(tmp_pat
         assert dict(counts) == expected
     finally:
         server.stop("immediate")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_demo_stops_its_cluster(tmp_path: Path, signum: int) -> None:
+    """`make run` ended by Ctrl-C or `kill`: the server stops and so does its PostgreSQL."""
+    directory = tmp_path / "demo"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vechat_rls.cli", "demo", "--dir", str(directory),
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    postmaster = directory / "postgres" / "pgdata" / "postmaster.pid"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2),
+            ):
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        assert postmaster.exists()
+        cluster_pid = int(postmaster.read_text().split()[0])
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 128 + signum), (proc.returncode, err)
+        assert "Traceback" not in err, err
+        assert not postmaster.exists()
+        assert _gone(cluster_pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        PgServer(datadir=directory / "postgres", bindir=embedded_bindir()).stop("immediate")
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only a zombie left for its parent (here PID 1) to reap."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -12,7 +12,9 @@ import argparse
 import json
 import os
 import secrets
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psycopg
@@ -165,7 +167,17 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     serve_args = argparse.Namespace(host=args.host, port=args.port, workers=1,
                                     allow_privileged_role=False)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found:
+    # make that one unwind (the default would end the process before the cluster is stopped).
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(api_server.run_cli(serve_args))
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
     finally:
+        signal.signal(signal.SIGTERM, previous)
         pg.stop()  # the data stays in the directory; the next demo starts it again
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
