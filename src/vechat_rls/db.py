@@ -180,10 +180,7 @@ async def tenant(
         statement_timeout_ms=statement_timeout_ms,
         doorbell_off=ring is not None,
     )
-    try:
-        conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-    except _CONNECT_FAILURES as exc:
-        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    conn = await _acquire(pool)
     named: set[Recipient] = set()
     if ring is not None:
         _named[id(conn)] = named
@@ -213,10 +210,23 @@ async def tenant(
             ring(identity.organisation_id, frozenset(named) if named else None)
     finally:
         _named.pop(id(conn), None)
-        try:
-            await pool.release(conn)
-        except Exception:  # the pool has already discarded the connection; nothing to add
-            log.debug("connection discarded on release", exc_info=True)
+        await _release(pool, conn)
+
+
+async def _acquire(pool: Pool) -> asyncpg.pool.PoolConnectionProxy[Record]:
+    """A pooled connection; `DatabaseUnavailable` when none can be had."""
+    try:
+        conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+    except _CONNECT_FAILURES as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    return conn
+
+
+async def _release(pool: Pool, conn: asyncpg.pool.PoolConnectionProxy[Record]) -> None:
+    try:
+        await pool.release(conn)
+    except Exception:  # the pool has already discarded the connection; nothing to add
+        log.debug("connection discarded on release", exc_info=True)
 
 
 async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Record]:
@@ -232,10 +242,7 @@ async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Recor
         if pool.settings.statement_timeout_ms:
             timeout_s = pool.settings.statement_timeout_ms / 1000
         pool = pool.pool
-    try:
-        conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-    except _CONNECT_FAILURES as exc:
-        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    conn = await _acquire(pool)
     try:
         rows: list[Record] = await conn.fetch(sql, *args, timeout=timeout_s)
         return rows
@@ -245,10 +252,7 @@ async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Recor
         conn.terminate()  # broken protocol state: never hand it to another caller
         raise
     finally:
-        try:
-            await pool.release(conn)
-        except Exception:  # the pool has already discarded the connection; nothing to add
-            log.debug("connection discarded on release", exc_info=True)
+        await _release(pool, conn)
 
 
 # The recipients named so far by each open tenant transaction that rings (by connection).
