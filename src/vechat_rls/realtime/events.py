@@ -2,16 +2,15 @@
 
 One statement per wake-up reads the events of every recipient that needs them, whatever their
 organisation (`vechat.read_events`: one round trip, each recipient's rows under their own
-context). The
-function first drops the recipients whose event cursor is not beyond what they were sent, so a
-doorbell that names only the organisation (the coalesced doorbell, realtime/doorbell.py) costs
-one index lookup per idle user, not one read. The frame `data` is built with the HTTP API's own
-mapping of rows to JSON: the `Message` as that recipient sees it *now* (read by the same
-statement, mapped by `api/messages.message_columns` and `message_from_row`), the `Conversation`
-(`api/conversations.fetch_conversation`, one more read as that recipient), or the read receipt
-stored with the event. An event whose message or conversation the recipient can no longer see
-(hidden for them since) still arrives — seq stays gapless — with ids only:
-`{"id", "conversation_id"}` / `{"id"}`.
+context). The function first drops the recipients whose event cursor is not beyond what they
+were sent, so a doorbell that names only the organisation (the coalesced doorbell,
+realtime/doorbell.py) costs one index lookup per idle user, not one read. The frame `data` is
+built with the HTTP API's own mapping of rows to JSON: the `Message` as that recipient sees it
+*now* (read by the same statement, mapped by `api/messages.message_columns` and
+`message_from_row`), the `Conversation` (`api/conversations.fetch_conversation`, one more read as
+that recipient), or the read receipt stored with the event. An event whose message or
+conversation the recipient can no longer see (hidden for them since) still arrives — seq stays
+gapless — with ids only: `{"id", "conversation_id"}` / `{"id"}`.
 """
 
 from __future__ import annotations
@@ -73,13 +72,7 @@ SELECT e.organisation_id AS event_organisation_id, e.recipient_type AS event_rec
        e.conversation_id AS event_conversation_id, e.message_id AS event_message_id,
        e.data AS event_data,
        {message_columns("e.recipient_id", "e.recipient_type", receipts_shown="e.receipts_shown")}
-FROM vechat.read_events(
-    (SELECT coalesce(jsonb_agg(jsonb_build_array(w.organisation_id, w.user_type, w.user_id,
-                                                 w.since) ORDER BY w.n),
-                     '[]'::jsonb)
-     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
-          WITH ORDINALITY AS w(organisation_id, user_type, user_id, since, n)),
-    $5) AS e
+FROM vechat.read_events($1::jsonb, $2) AS e
 LEFT JOIN LATERAL (SELECT (e.message).*) AS m ON true
 LEFT JOIN LATERAL (SELECT (e.reply_to).*) AS r ON true
 """
@@ -103,15 +96,8 @@ async def read_frames(
     conversations as their recipients. At most `limit` events per user; returns the frames and
     the users who may have more waiting.
     """
-    rows = await db.fetch_alone(
-        database,
-        READ_EVENTS_SQL,
-        [key[0] for key, _ in wanted],
-        [key[1] for key, _ in wanted],
-        [key[2] for key, _ in wanted],
-        [since for _, since in wanted],
-        limit,
-    )
+    recipients = [[*key, since] for key, since in wanted]  # [[org, user_type, user_id, since]]
+    rows = await db.fetch_alone(database, READ_EVENTS_SQL, recipients, limit)
     by_user: dict[UserKey, list[db.Record]] = defaultdict(list)
     for row in rows:
         key = (row["event_organisation_id"], row["event_recipient_type"], row["event_recipient_id"])
