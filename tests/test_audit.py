@@ -330,13 +330,19 @@ COMMIT;
 """
 
 
+def walkthrough_database(fresh_database: FreshDatabase) -> Database:
+    """The data of docs/auditing.md step 6: one message in organisation 1, one in 2."""
+    db = fresh_database(migrated=True)
+    execute(db.admin_url, WALKTHROUGH_DATA.format(org=1, user=10, peer=11))
+    execute(db.admin_url, WALKTHROUGH_DATA.format(org=2, user=20, peer=21))
+    return db
+
+
 def test_walkthrough_tenant_context_sees_one_organisation_and_no_context_sees_nothing(
     fresh_database: FreshDatabase,
 ) -> None:
     """docs/auditing.md step 6, statement for statement."""
-    db = fresh_database(migrated=True)
-    execute(db.admin_url, WALKTHROUGH_DATA.format(org=1, user=10, peer=11))
-    execute(db.admin_url, WALKTHROUGH_DATA.format(org=2, user=20, peer=21))
+    db = walkthrough_database(fresh_database)
     with psycopg.connect(db.admin_url) as conn:  # one transaction, rolled back at the end
         conn.execute("SET LOCAL ROLE vechat_app")
         assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
@@ -373,9 +379,7 @@ def test_walkthrough_read_events_acts_for_each_recipient_and_leaves_no_context(
     fresh_database: FreshDatabase,
 ) -> None:
     """docs/auditing.md step 6, "Functions that act for several users", statement for statement."""
-    db = fresh_database(migrated=True)
-    execute(db.admin_url, WALKTHROUGH_DATA.format(org=1, user=10, peer=11))
-    execute(db.admin_url, WALKTHROUGH_DATA.format(org=2, user=20, peer=21))
+    db = walkthrough_database(fresh_database)
     with psycopg.connect(db.admin_url) as conn:
         conn.execute("SET LOCAL ROLE vechat_app")
         conn.execute("SELECT set_config('vechat.organisation_id', '1', true)")

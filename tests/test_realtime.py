@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -80,6 +81,21 @@ async def send_http(
     assert response.status_code in (200, 201), response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+@contextlib.asynccontextmanager
+async def settings_changed(
+    http: httpx.AsyncClient, caller: Caller, **fields: bool
+) -> AsyncIterator[None]:
+    """`caller`'s settings set to `fields` for the block, then back to the defaults (true)."""
+    response = await http.patch("/settings", json=fields, headers=caller.headers)
+    assert response.status_code == 200, response.text
+    try:
+        yield
+    finally:
+        await http.patch(
+            "/settings", json={name: True for name in fields}, headers=caller.headers
+        )
 
 
 def created_ids(client: Client, after_seq: int = 0) -> list[int]:
@@ -415,11 +431,7 @@ async def test_read_receipts_honour_show_read_receipts(
         assert updated["data"]["id"] == world.conversation_id
         assert updated["data"]["unread_count"] == 0
 
-        response = await http.patch(
-            "/settings", json={"show_read_receipts": False}, headers=org.client.headers
-        )
-        assert response.status_code == 200, response.text
-        try:
+        async with settings_changed(http, org.client, show_read_receipts=False):
             mark = len(staff.frames)
             client_mark = len(client.frames)
             await send_http(http, org.staff, world.conversation_id, "read me quietly")
@@ -428,10 +440,6 @@ async def test_read_receipts_honour_show_read_receipts(
             await client.frame("messages.read", after=client_mark)  # the reader still hears
             await asyncio.sleep(0.5)
             assert not [f for f in staff.frames[mark:] if f["type"] == "messages.read"]
-        finally:
-            await http.patch(
-                "/settings", json={"show_read_receipts": True}, headers=org.client.headers
-            )
 
 
 async def test_message_frames_show_each_recipient_what_they_may_see(
@@ -439,42 +447,36 @@ async def test_message_frames_show_each_recipient_what_they_may_see(
 ) -> None:
     """One read serves sender and receiver; `read_at` is still each one's own view of it."""
     org = world.org
-    response = await http.patch(
-        "/settings", json={"show_read_receipts": False}, headers=org.client.headers
-    )
-    assert response.status_code == 200, response.text
-    try:
-        async with (
-            ws_client(world.a, org.staff) as staff,
-            ws_client(world.b, org.client) as client,
-        ):
-            await staff.ready()
-            await client.ready()
-            message = await send_http(http, org.staff, world.conversation_id, "edit me later")
-            response = await http.post(
-                f"/conversations/{world.conversation_id}/read", json={}, headers=org.client.headers
-            )
-            assert response.status_code == 200, response.text
-            staff_mark, client_mark = len(staff.frames), len(client.frames)
-            response = await http.patch(
-                f"/messages/{message['id']}", json={"body": "edited"}, headers=org.staff.headers
-            )
-            assert response.status_code == 200, response.text
-            seen_by_staff = await staff.frame("message.updated", after=staff_mark)
-            seen_by_client = await client.frame("message.updated", after=client_mark)
-            for frame in (seen_by_staff, seen_by_client):
-                assert frame["data"]["id"] == message["id"]
-                assert frame["data"]["body"] == "edited" and frame["data"]["edited_at"]
-            assert seen_by_client["data"]["read_at"]  # the reader knows when they read it
-            assert seen_by_staff["data"]["read_at"] is None  # receipts hidden from the sender
-            # The HTTP API shows the sender the same.
-            response = await http.get(
-                f"/conversations/{world.conversation_id}/messages", headers=org.staff.headers
-            )
-            shown = {m["id"]: m for m in response.json()["items"]}
-            assert shown[message["id"]]["read_at"] is None
-    finally:
-        await http.patch("/settings", json={"show_read_receipts": True}, headers=org.client.headers)
+    async with (
+        settings_changed(http, org.client, show_read_receipts=False),
+        ws_client(world.a, org.staff) as staff,
+        ws_client(world.b, org.client) as client,
+    ):
+        await staff.ready()
+        await client.ready()
+        message = await send_http(http, org.staff, world.conversation_id, "edit me later")
+        response = await http.post(
+            f"/conversations/{world.conversation_id}/read", json={}, headers=org.client.headers
+        )
+        assert response.status_code == 200, response.text
+        staff_mark, client_mark = len(staff.frames), len(client.frames)
+        response = await http.patch(
+            f"/messages/{message['id']}", json={"body": "edited"}, headers=org.staff.headers
+        )
+        assert response.status_code == 200, response.text
+        seen_by_staff = await staff.frame("message.updated", after=staff_mark)
+        seen_by_client = await client.frame("message.updated", after=client_mark)
+        for frame in (seen_by_staff, seen_by_client):
+            assert frame["data"]["id"] == message["id"]
+            assert frame["data"]["body"] == "edited" and frame["data"]["edited_at"]
+        assert seen_by_client["data"]["read_at"]  # the reader knows when they read it
+        assert seen_by_staff["data"]["read_at"] is None  # receipts hidden from the sender
+        # The HTTP API shows the sender the same.
+        response = await http.get(
+            f"/conversations/{world.conversation_id}/messages", headers=org.staff.headers
+        )
+        shown = {m["id"]: m for m in response.json()["items"]}
+        assert shown[message["id"]]["read_at"] is None
 
 
 async def test_unarchive_and_unread_count_arrive_as_conversation_updated(
@@ -545,25 +547,21 @@ async def test_hidden_presence_sends_no_frames_and_reads_offline(
     world: World, http: httpx.AsyncClient
 ) -> None:
     org = world.org
-    response = await http.patch(
-        "/settings", json={"show_online_status": False}, headers=org.staff.headers
-    )
-    assert response.status_code == 200, response.text
-    try:
-        async with ws_client(world.b, org.client) as peer:
-            await peer.ready()
-            async with ws_client(world.a, org.staff) as staff:
-                await staff.ready()
-                seen = await http.get(
-                    "/presence", params={"users": "personnel:11"}, headers=org.client.headers
-                )
-                [shown] = seen.json()
-                assert (shown["status"], shown["last_seen"]) == ("offline", None)
-                await asyncio.sleep(0.5)
+    async with (
+        settings_changed(http, org.staff, show_online_status=False),
+        ws_client(world.b, org.client) as peer,
+    ):
+        await peer.ready()
+        async with ws_client(world.a, org.staff) as staff:
+            await staff.ready()
+            seen = await http.get(
+                "/presence", params={"users": "personnel:11"}, headers=org.client.headers
+            )
+            [shown] = seen.json()
+            assert (shown["status"], shown["last_seen"]) == ("offline", None)
             await asyncio.sleep(0.5)
-            assert not [f for f in peer.frames if f["type"] == "presence"]
-    finally:
-        await http.patch("/settings", json={"show_online_status": True}, headers=org.staff.headers)
+        await asyncio.sleep(0.5)
+        assert not [f for f in peer.frames if f["type"] == "presence"]
 
 
 # --- what the doorbell reveals ----------------------------------------------------------------
