@@ -172,8 +172,6 @@ def run_cli(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(api_server.run_cli(serve_args))
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
         pg.stop()  # the data stays in the directory; the next demo starts it again
