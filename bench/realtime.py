@@ -33,6 +33,12 @@ second: the delivery work without a doorbell):
 * in the same run, the database's own ceilings (asyncpg, same server, 32 tasks, 20 connections):
   single-row plain inserts, single-row insert + pg_notify commits, and message inserts in
   `db.tenant()` with the trigger doorbell, with no doorbell and with the coalesced ringer;
+* CPU per message at a fixed rate below saturation (`--cost-rate`, 700/s), in every mode: what
+  the servers, PostgreSQL and the generator spend per message sent, steadier than rates at
+  saturation (there every part competes for the same cores, and a run's rate moves by +-10 %).
+  `off / coalesced` is the delivered ratio a machine bound by CPU would show at that rate (at
+  saturation, larger batches make delivery cheaper per message); `off / poll` is the same for the
+  cheapest delivery this design has (no doorbell, every user read once a second);
 * RSS of each server process with its 500 sockets, and of one process holding all 1,000.
 
 Modes run in rotating order over `--rounds`; rates are medians. Every measurement starts from
@@ -41,15 +47,18 @@ the same database state (VACUUM of the hot tables, CHECKPOINT): the rows every m
 into the next one, which then runs up to 2x slower whatever its mode.
 
 Diagnostics: `--profile DIR` samples both servers with py-spy (`--native`: with C frames) during
-the coalesced maximum-rate run of the last round; `--statements` loads pg_stat_statements and
+each maximum-rate run of the last round; `--statements` loads pg_stat_statements and
 prints, per maximum-rate run, PostgreSQL's top statements per message, its CPU by process kind and
 what the API's connections were doing (sampled from pg_stat_activity: waiting on the NOTIFY lock,
-on WAL, or on the API).
+on WAL, or on the API). `--perf DIR` records the whole machine with `perf record -a -g` during
+each maximum-rate run of the last round (`perf report -i DIR/perf-MODE.data --sort comm,dso`).
 
     .venv/bin/python bench/realtime.py [--duration 10] [--rounds 2] [--rate 200]
-                                       [--concurrency 32] [--sockets 1000] [--quick]
+                                       [--cost-rate 700] [--concurrency 32] [--sockets 1000]
+                                       [--quick]
                                        [--modes coalesced,transaction,off,poll]
-                                       [--profile DIR [--native]] [--statements]
+                                       [--profile DIR [--native]] [--perf DIR]
+                                       [--statements]
 """
 
 from __future__ import annotations
@@ -119,12 +128,12 @@ FROM pg_stat_activity
 
 # --statements: where PostgreSQL's time went in a maximum-rate run, per message sent.
 STATEMENTS_SQL = """
-SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), calls,
-       total_exec_time + total_plan_time
+SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 100), calls, plans,
+       total_exec_time, total_plan_time, toplevel
 FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-ORDER BY 3 DESC
-LIMIT 12
+ORDER BY total_exec_time + total_plan_time DESC
+LIMIT 16
 """
 
 
@@ -659,9 +668,13 @@ class Bench:
             await asyncio.sleep(1.0)  # leases written, queues idle
             if mode in ("coalesced", "transaction"):
                 await self.latency_run(mode, round_no, connect_s)
+            if args.cost_rate:
+                await self.cost_run(mode)
             spies = []
-            if args.profile and last_round and mode == "coalesced":
+            if args.profile and last_round:
                 spies = self.start_profile(args.duration + args.warmup)
+            if args.perf and last_round:
+                spies.append(self.start_perf(mode, args.duration + args.warmup))
             await self.max_run(mode, round_no)
             for spy in spies:
                 await asyncio.to_thread(spy.wait)
@@ -703,6 +716,24 @@ class Bench:
                   f"most {ms(sent['behind'])} ms behind schedule; {len(self.pairs) * 2} sockets "
                   f"up in {connect_s:.1f} s"),
             errors=problems(sent, got, lost)))
+
+    async def cost_run(self, mode: str) -> None:
+        """CPU per message at a fixed rate below saturation: what each part costs per message,
+        steadier than rates measured at saturation (where everything competes for the cores)."""
+        args = self.args
+        phase = f"cost{mode[0]}"
+        await self.settle()
+        sent, cpu = await self.metered(lambda: self.senders.call(
+            "open_loop", phase=phase, rate=args.cost_rate, duration=args.duration,
+            warmup=args.warmup))
+        await asyncio.sleep(DRAIN_S + (1 if mode == "poll" else 0))
+        got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
+                                        end=sent["end"])
+        lost = sent["sent"] - sent["failed"] - got["delivered"] if mode != "off" else 0
+        total = sum(cpu.get(g, 0.0) for g in ("api", "pg", "gen")) / args.cost_rate * 1e6
+        self.add(f"cost-{mode}", Row(
+            f"CPU at {args.cost_rate:g}/s sent, {mode}", args.cost_rate, cpu=cpu,
+            note=f"api+pg+gen {total:.0f} us/msg", errors=problems(sent, got, lost)))
 
     async def max_run(self, mode: str, round_no: int) -> None:
         args = self.args
@@ -747,16 +778,18 @@ class Bench:
                       note=f"sent {sent['rate']:.0f}/s; delivered only by the safety-net poll")
         else:
             per_message = notifies / max(1, sent["sent"])
+            heard = f"; NOTIFYs heard per message {per_message:.2f}" if args.statements else ""
             row = Row(f"max sustained, {mode}: DELIVERED/s", got["in_window"] / args.duration,
-                      cpu=cpu, note=f"sent {sent['rate']:.0f}/s; NOTIFYs heard per message "
-                                    f"{per_message:.2f}")
+                      cpu=cpu, note=f"sent {sent['rate']:.0f}/s{heard}")
         row.errors = problems(sent, got, lost)
         self.add(f"max-{mode}", row)
         if args.statements:
             rows = await self.admin_sql(STATEMENTS_SQL)
             count = max(1, sent["sent"])
             self.statements[mode] = [
-                f"  {r[1] / count:6.2f} calls {r[2] * 1000 / count:6.0f} us  {r[0]}" for r in rows]
+                f"  {r[1] / count:6.2f} calls {r[2] / count:6.2f} plans {r[3] * 1000 / count:6.0f}"
+                f" us exec {r[4] * 1000 / count:5.0f} us plan {'' if r[5] else '(nested) '}{r[0]}"
+                for r in rows]
 
     async def sample_waits(self) -> dict[str, int]:
         """What the API's backends are doing, every 20 ms: {state/wait: samples}, "" = count."""
@@ -784,6 +817,15 @@ class Bench:
             return list(await conn.fetch(sql))
         finally:
             await conn.close()
+
+    def start_perf(self, mode: str, seconds: float) -> subprocess.Popen[bytes]:
+        """`perf record` of the whole machine (every process: where the cores went) for `mode`."""
+        directory = Path(self.args.perf)
+        directory.mkdir(parents=True, exist_ok=True)
+        log = (directory / "perf.log").open("ab")
+        return subprocess.Popen(["perf", "record", "-a", "-g", "-F", "199", "-o",
+                                 str(directory / f"perf-{mode}.data"), "--", "sleep",
+                                 f"{seconds:.1f}"], stdout=log, stderr=subprocess.STDOUT)
 
     def start_profile(self, seconds: float) -> list[subprocess.Popen[bytes]]:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -998,6 +1040,7 @@ TABLE = [  # (result key, shown when present)
     "ceiling",
     "lat-coalesced", "lat-transaction",
     "max-coalesced", "max-transaction", "max-poll", "max-off",
+    "cost-coalesced", "cost-transaction", "cost-poll", "cost-off",
     "db-plain", "db-notify", "db-msg-trigger", "db-msg-off", "db-msg-coalesced",
 ]
 
@@ -1026,7 +1069,7 @@ def report(bench: Bench, header: list[str]) -> list[str]:
         row = merged(bench.results[key])
         cpu = " ".join(f"{row.cpu.get(g, 0):4.2f}" for g in ("api", "pg", "gen", "other"))
         per_op = ""
-        if row.rate and key.startswith(("lat", "max")):
+        if row.rate and key.startswith(("lat", "max", "cost")):
             per_op = (f"{row.cpu['api'] / row.rate * 1e6:6.0f} "
                       f"{row.cpu['pg'] / row.rate * 1e6:5.0f}")
         elif row.rate and key.startswith("db"):
@@ -1061,6 +1104,16 @@ def report(bench: Bench, header: list[str]) -> list[str]:
           paired("max-coalesced", "max-transaction"))
     ratio("delivered coalesced / delivered by 1 s poll", paired("max-coalesced", "max-poll"))
     ratio("delivered by 1 s poll / sent with doorbell off", paired("max-poll", "max-off"))
+
+    def cost_paired(top: str, bottom: str) -> list[float]:
+        def per_op(r: Row) -> float:
+            return sum(r.cpu.get(g, 0.0) for g in ("api", "pg", "gen"))
+        a, b = bench.results.get(top, []), bench.results.get(bottom, [])
+        return [per_op(y) / per_op(x) for x, y in zip(a, b, strict=False) if per_op(x)]
+
+    ratio("CPU/msg at fixed rate (api+pg+gen): off / coalesced",
+          cost_paired("cost-coalesced", "cost-off"))
+    ratio("CPU/msg at fixed rate (api+pg+gen): off / poll", cost_paired("cost-poll", "cost-off"))
     ratio("DB: INSERT+NOTIFY / plain INSERT", paired("db-notify", "db-plain"))
     ratio("DB: message INSERT, trigger NOTIFY / doorbell off",
           paired("db-msg-trigger", "db-msg-off"))
@@ -1092,8 +1145,8 @@ def report(bench: Bench, header: list[str]) -> list[str]:
         out.append(f"  delivered / sent without doorbell: {value:.2f} (>= 0.9): "
                    f"{'met' if value >= 0.9 else 'MISSED'}")
     for mode, lines in bench.statements.items():
-        out.append(f"statements, {mode} maximum-rate run (per message sent: calls, exec+plan time;"
-                   " last round)")
+        out.append(f"statements, {mode} maximum-rate run (per message sent: calls, plans, exec and"
+                   " plan time; last round)")
         out.extend(lines)
     for mode, lines in bench.pg_cpu.items():
         out.append(f"PostgreSQL CPU by process kind, {mode} maximum-rate run")
@@ -1118,12 +1171,15 @@ async def orchestrate(bench: Bench, admin_url: str, header: list[str]) -> None:
     args = bench.args
     await bench.senders.start()
     await bench.receivers.start()
-    listener = await asyncpg.connect(admin_url)
+    # Counting the doorbell's notifications takes a listener of our own: one more backend woken
+    # by every NOTIFY, which the servers' CPU would not otherwise pay for -- so only on demand.
+    listener = await asyncpg.connect(admin_url) if args.statements else None
 
     def heard(*_args: Any) -> None:
         bench.notifies += 1
 
-    await listener.add_listener("vechat_events", heard)
+    if listener is not None:
+        await listener.add_listener("vechat_events", heard)
     try:
         say = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
         say("generator ceiling")
@@ -1139,13 +1195,14 @@ async def orchestrate(bench: Bench, admin_url: str, header: list[str]) -> None:
         say("one process with every socket")
         await bench.one_process()
         print("\n".join(report(bench, header)))
-        if args.profile:
-            found = sorted(Path(args.profile).glob("server-*.txt"))
+        for mode in args.modes if args.profile else ():
+            found = sorted(Path(args.profile).glob(f"server-{mode}-*.txt"))
             print()
-            print(f"profile of both servers, coalesced maximum-rate run ({args.profile}):")
+            print(f"profile of both servers, {mode} maximum-rate run ({args.profile}):")
             print("\n".join(summarise_profile(found) if found else ["(no samples)"]))
     finally:
-        await listener.close()
+        if listener is not None:
+            await listener.close()
         await bench.senders.stop()
         await bench.receivers.stop()
 
@@ -1156,6 +1213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over the doorbell modes")
     parser.add_argument("--rate", type=float, default=200.0, help="messages/s of the latency run")
+    parser.add_argument("--cost-rate", type=float, default=700.0,
+                        help="CPU per message at this fixed rate, in every mode (0: skip)")
     parser.add_argument("--concurrency", type=int, default=32,
                         help="senders in closed loop for the maximum rate")
     parser.add_argument("--sockets", type=int, default=1000,
@@ -1163,8 +1222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 200 sockets, 1 s per measurement, one round")
     parser.add_argument("--profile", metavar="DIR",
-                        help="py-spy both servers during the last coalesced maximum-rate run")
+                        help="py-spy both servers during each maximum-rate run of the last round")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--perf", metavar="DIR",
+                        help="perf record -a -g (whole machine) during each maximum-rate run of"
+                             " the last round: DIR/perf-MODE.data, read with perf report -i")
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES),
                         help="doorbell modes to run, comma-separated (default: all three)")
     parser.add_argument("--statements", action="store_true",
@@ -1181,6 +1243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.quick:
         args.duration, args.warmup, args.rounds, args.sockets = 1.0, 0.5, 1, 200
+        args.cost_rate = min(args.cost_rate, args.rate)
     pairs_per_org = max(1, args.sockets // 2 // ORGANISATIONS)
     command = "  ".join([".venv/bin/python bench/realtime.py",
                          *(sys.argv[1:] if argv is None else argv)])
@@ -1193,7 +1256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-realtime-"))
     started = time.perf_counter()
     pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False,
-                  settings={"shared_preload_libraries": "pg_stat_statements"}
+                  settings={"shared_preload_libraries": "pg_stat_statements",
+                            "pg_stat_statements.track": "all",
+                            "pg_stat_statements.track_planning": "on"}
                   if args.statements else {})
     bench: Bench | None = None
     try:

@@ -28,6 +28,8 @@ def test_realtime_bench_quick_run_reports_every_row_and_delivers_exactly_once() 
         "max sustained, transaction: DELIVERED/s",
         "max sustained, no doorbell, 1 s poll: DELIVERED/s",
         "max sustained, doorbell off: SENT/s",
+        "CPU at 200/s sent, coalesced",
+        "CPU at 200/s sent, off",
         "DB: single-row INSERT (autocommit)",
         "DB: single-row INSERT + pg_notify, one tx",
         "DB: message INSERT in db.tenant(), coalesced ringer",
@@ -38,4 +40,5 @@ def test_realtime_bench_quick_run_reports_every_row_and_delivers_exactly_once() 
     # Duplicates, seq gaps, resets, closed sockets, error frames, messages never delivered.
     assert "PROBLEMS" not in out, out
     assert "delivered coalesced / sent with doorbell off" in out
+    assert "CPU/msg at fixed rate (api+pg+gen): off / coalesced" in out
     assert "one process with all 200 sockets" in out
