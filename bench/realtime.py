@@ -669,7 +669,7 @@ class Bench:
             if mode in ("coalesced", "transaction"):
                 await self.latency_run(mode, round_no, connect_s)
             if args.cost_rate:
-                await self.cost_run(mode)
+                await self.cost_run(mode, round_no)
             spies = []
             if args.profile and last_round:
                 spies = self.start_profile(args.duration + args.warmup)
@@ -717,11 +717,11 @@ class Bench:
                   f"up in {connect_s:.1f} s"),
             errors=problems(sent, got, lost)))
 
-    async def cost_run(self, mode: str) -> None:
+    async def cost_run(self, mode: str, round_no: int) -> None:
         """CPU per message at a fixed rate below saturation: what each part costs per message,
         steadier than rates measured at saturation (where everything competes for the cores)."""
         args = self.args
-        phase = f"cost{mode[0]}"
+        phase = f"cost{mode[0]}{round_no}"  # in client_ids: one phase's must not repeat another's
         await self.settle()
         sent, cpu = await self.metered(lambda: self.senders.call(
             "open_loop", phase=phase, rate=args.cost_rate, duration=args.duration,
@@ -1046,10 +1046,10 @@ TABLE = [  # (result key, shown when present)
 
 
 def merged(rows: list[Row]) -> Row:
-    """Median over rounds: the rate's median row, with median latencies."""
+    """Median over rounds: the rate's median row (CPU's, at a fixed rate), median latencies."""
     if len(rows) == 1:
         return rows[0]
-    ordered = sorted(rows, key=lambda r: r.rate or 0.0)
+    ordered = sorted(rows, key=lambda r: (r.rate or 0.0, sum(r.cpu.values())))
     middle = ordered[len(ordered) // 2]
     p50s = [r.p50 for r in rows if r.p50 is not None]
     p99s = [r.p99 for r in rows if r.p99 is not None]
