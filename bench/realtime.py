@@ -674,7 +674,7 @@ class Bench:
             if args.profile and last_round:
                 spies = self.start_profile(args.duration + args.warmup)
             if args.perf and last_round:
-                spies.append(self.start_perf(mode, args.duration + args.warmup))
+                spies += self.start_perf(mode, args.duration + args.warmup)
             await self.max_run(mode, round_no)
             for spy in spies:
                 await asyncio.to_thread(spy.wait)
@@ -818,14 +818,17 @@ class Bench:
         finally:
             await conn.close()
 
-    def start_perf(self, mode: str, seconds: float) -> subprocess.Popen[bytes]:
+    def start_perf(self, mode: str, seconds: float) -> list[subprocess.Popen[bytes]]:
         """`perf record` of the whole machine (every process: where the cores went) for `mode`."""
+        if shutil.which("perf") is None:
+            print("perf not found (apt-get install linux-perf): no perf record", flush=True)
+            return []
         directory = Path(self.args.perf)
         directory.mkdir(parents=True, exist_ok=True)
         log = (directory / "perf.log").open("ab")
-        return subprocess.Popen(["perf", "record", "-a", "-g", "-F", "199", "-o",
-                                 str(directory / f"perf-{mode}.data"), "--", "sleep",
-                                 f"{seconds:.1f}"], stdout=log, stderr=subprocess.STDOUT)
+        return [subprocess.Popen(["perf", "record", "-a", "-g", "-F", "199", "-o",
+                                  str(directory / f"perf-{mode}.data"), "--", "sleep",
+                                  f"{seconds:.1f}"], stdout=log, stderr=subprocess.STDOUT)]
 
     def start_profile(self, seconds: float) -> list[subprocess.Popen[bytes]]:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -1084,11 +1087,13 @@ def report(bench: Bench, header: list[str]) -> list[str]:
         a, b = bench.results.get(top, []), bench.results.get(bottom, [])
         return [x.rate / y.rate for x, y in zip(a, b, strict=False) if x.rate and y.rate]
 
-    def cpu_paired(top: str, bottom: str) -> list[float]:
+    def cpu_paired(top: str, bottom: str, parts: tuple[str, ...] = ("api", "pg")) -> list[float]:
+        """bottom's CPU per message / top's, each round's pair."""
         def per_op(r: Row) -> float:
-            return (r.cpu["api"] + r.cpu["pg"]) / (r.rate or 1)
+            return sum(r.cpu.get(part, 0.0) for part in parts) / (r.rate or 1)
         a, b = bench.results.get(top, []), bench.results.get(bottom, [])
-        return [per_op(y) / per_op(x) for x, y in zip(a, b, strict=False) if x.rate and y.rate]
+        return [per_op(y) / per_op(x) for x, y in zip(a, b, strict=False)
+                if x.rate and y.rate and per_op(x)]
 
     def ratio(label: str, values: list[float], target: str = "") -> None:
         if values:
@@ -1104,16 +1109,11 @@ def report(bench: Bench, header: list[str]) -> list[str]:
           paired("max-coalesced", "max-transaction"))
     ratio("delivered coalesced / delivered by 1 s poll", paired("max-coalesced", "max-poll"))
     ratio("delivered by 1 s poll / sent with doorbell off", paired("max-poll", "max-off"))
-
-    def cost_paired(top: str, bottom: str) -> list[float]:
-        def per_op(r: Row) -> float:
-            return sum(r.cpu.get(g, 0.0) for g in ("api", "pg", "gen"))
-        a, b = bench.results.get(top, []), bench.results.get(bottom, [])
-        return [per_op(y) / per_op(x) for x, y in zip(a, b, strict=False) if per_op(x)]
-
+    everything = ("api", "pg", "gen")
     ratio("CPU/msg at fixed rate (api+pg+gen): off / coalesced",
-          cost_paired("cost-coalesced", "cost-off"))
-    ratio("CPU/msg at fixed rate (api+pg+gen): off / poll", cost_paired("cost-poll", "cost-off"))
+          cpu_paired("cost-coalesced", "cost-off", everything))
+    ratio("CPU/msg at fixed rate (api+pg+gen): off / poll",
+          cpu_paired("cost-poll", "cost-off", everything))
     ratio("DB: INSERT+NOTIFY / plain INSERT", paired("db-notify", "db-plain"))
     ratio("DB: message INSERT, trigger NOTIFY / doorbell off",
           paired("db-msg-trigger", "db-msg-off"))
