@@ -97,6 +97,19 @@ GRANT vechat_app TO {BYPASS_ROLE};
 ALTER ROLE vechat_app LOGIN PASSWORD '{APP_PASSWORD}';
 """
 
+
+def bench_database(pg: PgServer) -> str:
+    """Create and migrate the benchmark database on `pg`, add the BYPASSRLS role (which also sets
+    vechat_app's password); returns the superuser URL of that database."""
+    with psycopg.connect(pg.admin_url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {DATABASE}".encode())
+    admin_url = pg.admin_url(DATABASE)
+    migrate.migrate(migrate.Target(DATABASE, admin_url), migrate.load_layout(),
+                    say=lambda _line: None)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(BYPASS_ROLE_SQL.encode())
+    return admin_url
+
 INSERT_CONTACT = """
 INSERT INTO public.vechat_contacts
     (organisation_id, user_id, user_type, display_name, email, role, assigned_personnel)
@@ -977,13 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pg.start()
         admin = pg.admin_url()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DATABASE}".encode())
-        admin_url = pg.admin_url(DATABASE)
-        migrate.migrate(migrate.Target(DATABASE, admin_url), migrate.load_layout(),
-                        say=lambda _line: None)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(BYPASS_ROLE_SQL.encode())
+        admin_url = bench_database(pg)
         conversations = seed(admin_url)
         urls = {
             "app": url_for(pg, "vechat_app", APP_PASSWORD),

@@ -31,16 +31,15 @@ from http_bench import (
     APP_PASSWORD,
     BYPASS_PASSWORD,
     BYPASS_ROLE,
-    BYPASS_ROLE_SQL,
     CREATE_CONVERSATION,
-    DATABASE,
     INSERT_CONTACT,
     SEED_MESSAGE,
     SET_CONTEXT,
+    bench_database,
     url_for,
 )
 
-from vechat_rls import db, migrate
+from vechat_rls import db
 from vechat_rls.pgserver import PgServer, embedded_bindir
 from vechat_rls.realtime.events import READ_EVENTS_SQL
 
@@ -119,13 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False)
     try:
         pg.start()
-        with psycopg.connect(pg.admin_url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DATABASE}".encode())
-        admin_url = pg.admin_url(DATABASE)
-        migrate.migrate(migrate.Target(DATABASE, admin_url), migrate.load_layout(),
-                        say=lambda _line: None)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(BYPASS_ROLE_SQL.encode())
+        admin_url = bench_database(pg)
         seed(admin_url, args.pairs, args.messages)
         with psycopg.connect(admin_url) as conn:
             cursors: dict[tuple[str, int], int] = {

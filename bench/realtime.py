@@ -85,7 +85,6 @@ import msgspec
 # bench/ is sys.path[0]; bench/http.py steps aside for the standard library's `http`.
 from http_bench import (
     APP_PASSWORD,
-    BYPASS_ROLE_SQL,
     CREATE_CONVERSATION,
     DATABASE,
     INSERT_CONTACT,
@@ -93,6 +92,7 @@ from http_bench import (
     SET_CONTEXT,
     ApiServer,
     CpuMeter,
+    bench_database,
     children,
     event_loop_runner,
     process_cpu,
@@ -1250,7 +1250,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import psycopg
 
-    from vechat_rls import migrate
     from vechat_rls.pgserver import PgServer, embedded_bindir
 
     workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-realtime-"))
@@ -1263,14 +1262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench: Bench | None = None
     try:
         pg.start()
-        with psycopg.connect(pg.admin_url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DATABASE}".encode())
-            version = conn.execute("SHOW server_version").fetchone()
-        admin_url = pg.admin_url(DATABASE)
-        migrate.migrate(migrate.Target(DATABASE, admin_url), migrate.load_layout(),
-                        say=lambda _line: None)
+        admin_url = bench_database(pg)
         with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(BYPASS_ROLE_SQL.encode())  # sets vechat_app's password
+            version = conn.execute("SHOW server_version").fetchone()
             if args.statements:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         pairs = seed(admin_url, pairs_per_org)

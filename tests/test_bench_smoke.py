@@ -1,4 +1,5 @@
-"""`bench/http.py --quick` runs end to end (~17 s): a smoke check of the harness, not numbers."""
+"""The benchmark harnesses run end to end (`bench/http.py --quick`, ~17 s; `bench/read_events.py`,
+small): smoke checks of the harness, not numbers."""
 
 from __future__ import annotations
 
@@ -33,3 +34,23 @@ def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
         assert re.search(r"\s\d+\s", line[len(row):]), f"no rate in {line!r}"
     assert "statuses:" not in out, out  # a request answered 4xx/5xx
     assert "API / raw (same tenant tx)" in out and "RLS cost, API" in out
+
+
+@pytest.mark.slow
+def test_read_events_bench_reads_every_recipients_new_events_as_both_roles() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.with_name("read_events.py")), "--pairs", "50",
+         "--messages", "3", "--calls", "5"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.startswith(("vechat_app ", "vechat_bench_bypass "))]
+    # role, recipients, "x", new events each, rows, wall, pg, pg per recipient, client
+    assert {(r[0], r[1], r[3]) for r in rows} == {
+        (role, recipients, new) for role in ("vechat_app", "vechat_bench_bypass")
+        for recipients in ("14", "100") for new in ("1", "3")
+    }, proc.stdout
+    for r in rows:  # as vechat_app, only each recipient's own context shows their events
+        assert int(r[4]) == int(r[1]) * int(r[3]), r
+        assert float(r[5]) > 0 and float(r[7]) >= 0, r
