@@ -495,6 +495,36 @@ def test_edit_and_delete_for_everyone(chats: dict[str, Chat]) -> None:
     client.dialogs.clear()
 
 
+def test_reply_quotes_the_message_for_both_and_is_kept(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    client.send("Where is container 9?")
+    question = staff.their_message("Where is container 9?")
+    question.hover()
+    question.get_by_role("button", name="Reply").click()
+    bar = staff.page.locator("#reply-bar")
+    expect(bar).to_be_visible()
+    expect(bar).to_contain_text("Where is container 9?")
+    staff.screenshot("staff-replying")
+    # Escape drops the reply; choosing it again brings it back.
+    staff.page.get_by_label("Message", exact=True).press("Escape")
+    expect(bar).to_be_hidden()
+    question.hover()
+    question.get_by_role("button", name="Reply").click()
+    staff.send("At dock 4")
+    expect(bar).to_be_hidden()
+    quote = "↪ Where is container 9?"
+    expect(staff.own_message("At dock 4").locator(".reply")).to_have_text(quote)
+    expect(client.their_message("At dock 4").locator(".reply")).to_have_text(quote)
+    # The server kept it: a reload shows the quote from the stored message.
+    client.page.reload()
+    expect(client.page.locator("#connection")).to_have_text("Live")
+    expect(client.their_message("At dock 4").locator(".reply")).to_have_text(quote)
+    # A message sent afterwards answers nothing.
+    staff.send("Anything else?")
+    expect(client.their_message("Anything else?").locator(".reply")).to_have_count(0)
+    staff.screenshot("staff-reply")
+
+
 def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     """A small solid PNG, made here so the test needs no fixture file."""
 

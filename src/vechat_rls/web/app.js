@@ -33,6 +33,7 @@
     messages: $("messages"), loadOlder: $("load-older"), messageList: $("message-list"),
     typing: $("typing"), composer: $("composer"), attachButton: $("attach-button"),
     attachInput: $("attach-input"), messageInput: $("message-input"),
+    replyBar: $("reply-bar"), replyPreview: $("reply-preview"), replyCancel: $("reply-cancel"),
   };
 
   const state = {
@@ -50,6 +51,7 @@
     openGeneration: 0, // ignores late answers for a conversation no longer open
     editingId: null,
     editDraft: "",
+    replyTo: null, // the message the next one sent answers: {id, preview}
     typingTimers: new Map(), // conversation id -> timer hiding the peer's indicator
     ws: null,
     wsAttempts: 0,
@@ -494,6 +496,7 @@
     state.messages = [];
     state.hasOlder = false;
     state.editingId = null;
+    setReply(null);
     messageNodes.clear();
     el.messageList.replaceChildren();
     sessionStorage.setItem(storageKey("open"), String(id));
@@ -536,6 +539,7 @@
 
   function closeConversation() {
     stopTyping();
+    setReply(null);
     state.openGeneration++;
     state.currentId = null;
     state.messages = [];
@@ -899,6 +903,10 @@
 
     const actions = [];
     if (!message.pending && !message.deleted) {
+      actions.push(h("button", {
+        type: "button", class: "link", text: "Reply",
+        onclick: () => { setReply(message); el.messageInput.focus(); },
+      }));
       if (own && (message.message_type === "text" || !message.message_type)) {
         actions.push(h("button", {
           type: "button", class: "link", text: "Edit",
@@ -1031,6 +1039,30 @@
     renderMessages();
   }
 
+  // ------------------------------------------------------------------ replying
+
+  /** The message the next one sent answers (null: none); shown above the composer. */
+  function setReply(message) {
+    state.replyTo = message && message.id != null ? { id: message.id, preview: previewOf(message) } : null;
+    el.replyBar.hidden = !state.replyTo;
+    el.replyPreview.textContent = state.replyTo ? `↪ ${state.replyTo.preview}` : "";
+  }
+
+  /** A pending message answers the chosen one, if any: the reply is used up. */
+  function withReply(message) {
+    if (state.replyTo) {
+      message.fields.reply_to_id = state.replyTo.id;
+      message.reply_to = { id: state.replyTo.id, body_preview: state.replyTo.preview };
+      setReply(null);
+    }
+    return message;
+  }
+
+  el.replyCancel.addEventListener("click", () => {
+    setReply(null);
+    el.messageInput.focus();
+  });
+
   function sendText() {
     const conversation = currentConversation();
     const body = el.messageInput.value.trim();
@@ -1038,7 +1070,7 @@
     el.messageInput.value = "";
     autoGrow();
     stopTyping();
-    deliver(pendingMessage(conversation, { message_type: "text", body }));
+    deliver(withReply(pendingMessage(conversation, { message_type: "text", body })));
   }
 
   el.composer.addEventListener("submit", (event) => {
@@ -1050,6 +1082,9 @@
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       sendText();
+    } else if (event.key === "Escape" && state.replyTo) {
+      event.preventDefault();
+      setReply(null);
     }
   });
 
@@ -1072,7 +1107,7 @@
       showError(`${file.name} is larger than 10 MB.`);
       return;
     }
-    const message = pendingMessage(conversation, {});
+    const message = withReply(pendingMessage(conversation, {}));
     message.status = "uploading";
     message.upload_name = file.name;
     state.outbox.set(message.client_id, message);
@@ -1094,7 +1129,7 @@
     if (kind === "image") state.blobUrls.set(uploaded.id, Promise.resolve(URL.createObjectURL(file)));
     message.message_type = kind;
     message.attachment = uploaded;
-    message.fields = { message_type: kind, attachment_id: uploaded.id };
+    message.fields = { ...message.fields, message_type: kind, attachment_id: uploaded.id };
     deliver(message);
   });
 
