@@ -525,6 +525,36 @@ def test_reply_quotes_the_message_for_both_and_is_kept(chats: dict[str, Chat]) -
     staff.screenshot("staff-reply")
 
 
+def test_message_search_finds_opens_and_stays_in_the_organisation(
+    chats: dict[str, Chat],
+) -> None:
+    client, staff, other = chats["client"], chats["staff"], chats["other"]
+    staff.send("The tarpaulins for dock 4 are ordered")
+    box = client.page.get_by_label("Search messages")
+    box.fill("tarpaulins")
+    box.press("Enter")
+    found = client.page.locator(".search-item")
+    expect(found).to_have_count(1)
+    expect(found).to_contain_text("Bruno Lefèvre")
+    expect(found).to_contain_text("The tarpaulins for dock 4 are ordered")
+    expect(client.page.locator("#conversation-list")).to_be_hidden()
+    client.screenshot("client-search")
+    found.click()
+    opened = client.their_message("The tarpaulins for dock 4")
+    expect(opened).to_have_class(re.compile(r"\bfound\b"))
+    # The same search by a user of another organisation (same numeric ids) finds nothing.
+    other_box = other.page.get_by_label("Search messages")
+    other_box.fill("tarpaulins")
+    other_box.press("Enter")
+    expect(other.page.locator("#search-empty")).to_be_visible()
+    expect(other.page.locator(".search-item")).to_have_count(0)
+    other_box.press("Escape")
+    # Esc goes back to the chats.
+    box.press("Escape")
+    expect(client.page.locator("#search-results")).to_be_hidden()
+    expect(client.conversation_with("Bruno Lefèvre")).to_be_visible()
+
+
 def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     """A small solid PNG, made here so the test needs no fixture file."""
 

@@ -14,6 +14,8 @@
   const SEND_RETRIES_MS = [500, 1000, 2000, 4000, 8000];
   const ERROR_VISIBLE_MS = 10000;
   const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
+  const SEARCH_PAGE_SIZE = 20;
+  const FOUND_HIGHLIGHT_MS = 2000; // a message opened from the search results stands out this long
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -34,6 +36,9 @@
     typing: $("typing"), composer: $("composer"), attachButton: $("attach-button"),
     attachInput: $("attach-input"), messageInput: $("message-input"),
     replyBar: $("reply-bar"), replyPreview: $("reply-preview"), replyCancel: $("reply-cancel"),
+    sidebar: $("sidebar"), messageSearchForm: $("message-search-form"),
+    messageSearch: $("message-search"), searchResults: $("search-results"),
+    searchList: $("search-list"), searchEmpty: $("search-empty"), searchMore: $("search-more"),
   };
 
   const state = {
@@ -1191,6 +1196,89 @@
     const conversation = currentConversation();
     const typing = conversation && state.typingTimers.has(conversation.id);
     el.typing.textContent = typing ? `${(conversation.peer && conversation.peer.display_name) || "Your contact"} is typing…` : "";
+  }
+
+  // ------------------------------------------------------------------ message search
+
+  let searchAbort = null;
+  let searchCursor = null;
+
+  el.messageSearchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchMessages();
+  });
+  el.messageSearch.addEventListener("input", () => {
+    if (!el.messageSearch.value.trim()) closeSearch();
+  });
+  el.messageSearch.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      el.messageSearch.value = "";
+      closeSearch();
+    }
+  });
+  el.searchMore.addEventListener("click", () => searchMessages({ more: true }));
+
+  /** Back to the chats: the results go, the conversation list comes back. */
+  function closeSearch() {
+    if (searchAbort) searchAbort.abort();
+    searchCursor = null;
+    el.searchList.replaceChildren();
+    el.searchResults.hidden = true;
+    delete el.sidebar.dataset.view;
+  }
+
+  /** `GET /messages/search` over every conversation; `more` appends the next page. */
+  async function searchMessages({ more = false } = {}) {
+    const q = el.messageSearch.value.trim();
+    if (!q) {
+      closeSearch();
+      return;
+    }
+    if (searchAbort) searchAbort.abort();
+    const abort = new AbortController();
+    searchAbort = abort;
+    const query = new URLSearchParams({ q, limit: String(SEARCH_PAGE_SIZE) });
+    if (more && searchCursor) query.set("cursor", searchCursor);
+    try {
+      const page = await api("GET", `/messages/search?${query}`, undefined, { signal: abort.signal });
+      if (abort.signal.aborted) return;
+      const items = page.items.map(searchItem);
+      if (more) el.searchList.append(...items);
+      else el.searchList.replaceChildren(...items);
+      searchCursor = page.next_cursor || null;
+      el.searchMore.hidden = !searchCursor;
+      el.searchEmpty.hidden = el.searchList.children.length > 0;
+      el.searchResults.hidden = false;
+      el.sidebar.dataset.view = "search";
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  function searchItem(message) {
+    const conversation = state.conversations.get(message.conversation_id);
+    const peer = conversation && conversation.peer ? conversation.peer.display_name : null;
+    const who = isMe(message.sender) ? "You: " : "";
+    return h("li", null,
+      h("button", { type: "button", class: "search-item", onclick: () => showFound(message) },
+        h("span", { class: "name", text: peer || `Conversation ${message.conversation_id}` }),
+        h("time", { class: "muted", datetime: message.created_at, text: formatWhen(message.created_at) }),
+        h("span", { class: "preview", text: who + previewOf(message) })));
+  }
+
+  /** Open the message's conversation and, once it is on the page, bring it into view. */
+  async function showFound(message) {
+    if (state.currentId !== message.conversation_id) {
+      await openConversation(message.conversation_id);
+    } else {
+      el.layout.dataset.view = "conversation";
+    }
+    const node = el.messageList.querySelector(`[data-id="${Number(message.id)}"]`);
+    if (node) {
+      node.scrollIntoView({ block: "center" });
+      node.classList.add("found");
+      setTimeout(() => node.classList.remove("found"), FOUND_HIGHLIGHT_MS);
+    }
   }
 
   // ------------------------------------------------------------------ contacts
