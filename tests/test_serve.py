@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -18,7 +19,7 @@ from tests.conftest import Database
 from tests.pg import TestPostgres
 from tests.scratch import Scratch, create_scratch
 from vechat_rls import cli
-from vechat_rls.api.server import TokenRedactingFilter
+from vechat_rls.api.server import METRICS_DIR_VARIABLES, TokenRedactingFilter, shared_metrics
 from vechat_rls.auth import mint_token
 from vechat_rls.pgserver import free_port
 
@@ -81,6 +82,36 @@ def test_serve_without_jwt_key_is_a_one_line_error(
     assert "VECHAT_JWT_SECRET" in capsys.readouterr().err
 
 
+HEALTH_REQUESTS = 40
+
+
+def _counted(exposition: str, metric: str, path: str) -> float:
+    """The sum of `metric`'s samples labelled `path` in a Prometheus text exposition."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(metric + "{") and f'path="{path}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_shared_metrics_directory_only_for_several_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in METRICS_DIR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with shared_metrics(1) as directory:
+        assert directory is None and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    with shared_metrics(2) as directory:
+        assert directory is not None and os.environ["PROMETHEUS_MULTIPROC_DIR"] == directory
+        assert Path(directory).is_dir() and not any(Path(directory).iterdir())
+    assert not Path(directory).exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    # A directory the environment names is the operator's: used as it is, and kept.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with shared_metrics(4) as directory:
+        assert directory == str(tmp_path)
+    assert tmp_path.is_dir() and os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
 def test_serve_runs_worker_processes_behind_one_port(migrated_database: Database) -> None:
     port = free_port()
     env = {
@@ -115,6 +146,14 @@ def test_serve_runs_worker_processes_behind_one_port(migrated_database: Database
         me = httpx.get(base + "/api/v1/me", headers=headers, timeout=5)
         assert me.status_code == 200 and me.json()["organisation_id"] == 9301
         assert httpx.get(base + "/api/v1/me", timeout=5).status_code == 401
+        # /metrics adds up every worker's counts, whichever worker answers the scrape; a new
+        # connection per request lets the kernel spread them over both workers.
+        for _ in range(HEALTH_REQUESTS):
+            assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+        for _ in range(6):
+            scrape = httpx.get(base + "/metrics", timeout=5)
+            assert scrape.status_code == 200
+            assert _counted(scrape.text, "vechat_requests_total", "/healthz") == HEALTH_REQUESTS
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import logging
+import os
 import re
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -20,6 +25,7 @@ from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import ConfigError, Settings
 
 APP_FACTORY = "vechat_rls.api.server:app_factory"
+METRICS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 _TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s\"']+")
 
 
@@ -74,6 +80,30 @@ def check_before_serving(settings: Settings, *, allow_privileged_role: bool) -> 
         )
 
 
+@contextlib.contextmanager
+def shared_metrics(workers: int) -> Iterator[str | None]:
+    """With several workers, `/metrics` counts for all of them, whichever one answers.
+
+    prometheus_client's multiprocess mode: each worker writes its samples to files in
+    `PROMETHEUS_MULTIPROC_DIR` and the `/metrics` handler (Litestar's) adds them up. The workers
+    are fresh interpreters that read the variable when they import prometheus_client, so it is
+    set here, before uvicorn starts them, to a new directory for this run (files left by an
+    earlier run would be added in) that goes when serve ends. A directory the environment
+    already names is used as it is: whoever set it manages it. Yields the directory in use.
+    """
+    given = next((os.environ[name] for name in METRICS_DIR_VARIABLES if name in os.environ), None)
+    if workers < 2 or given is not None:
+        yield given
+        return
+    directory = tempfile.mkdtemp(prefix="vechat-metrics-")
+    os.environ[METRICS_DIR_VARIABLES[0]] = directory
+    try:
+        yield directory
+    finally:
+        os.environ.pop(METRICS_DIR_VARIABLES[0], None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from vechat_rls.cli import CliError
 
@@ -84,16 +114,18 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
     check_before_serving(settings, allow_privileged_role=args.allow_privileged_role)
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=args.workers,
-        log_config=log_config(),
-        server_header=False,
-        lifespan="on",
-        # A WebSocket frame is a request body too: the same limit (uvicorn closes 1009 above it).
-        ws_max_size=settings.max_body_bytes,
-    )
+    with shared_metrics(args.workers):
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=args.workers,
+            log_config=log_config(),
+            server_header=False,
+            lifespan="on",
+            # A WebSocket frame is a request body too: the same limit (uvicorn closes 1009
+            # above it).
+            ws_max_size=settings.max_body_bytes,
+        )
     return 0
