@@ -609,6 +609,18 @@ def test_history_pages_back_with_before(chats: dict[str, Chat], cast: Cast, serv
     expect(bodies.first).to_have_text("History line 1")
     expect(staff.page.get_by_role("button", name="Load older messages")).to_be_hidden()
 
+    # A search result older than the newest page: opening it pages back to it.
+    staff.page.reload()
+    expect(staff.page.locator("#connection")).to_have_text("Live")
+    expect(bodies).to_have_count(50)
+    box = staff.page.get_by_label("Search messages")
+    box.fill("History line 7")
+    box.press("Enter")
+    staff.page.locator(".search-item", has_text="History line 7").click()
+    expect(staff.their_message("History line 7")).to_have_class(re.compile(r"\bfound\b"))
+    expect(staff.their_message("History line 7")).to_be_in_viewport()
+    box.press("Escape")
+
     # Deleting the conversation is for the staff member only.
     staff.page.get_by_role("button", name="Delete", exact=True).click()
     expect(staff.conversation_with("Alice Martin")).to_have_count(0)

@@ -16,6 +16,7 @@
   const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
   const SEARCH_PAGE_SIZE = 20;
   const FOUND_HIGHLIGHT_MS = 2000; // a message opened from the search results stands out this long
+  const FOUND_MAX_PAGES = 20; // pages of history loaded at most to reach a search result
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -1266,14 +1267,22 @@
         h("span", { class: "preview", text: who + previewOf(message) })));
   }
 
-  /** Open the message's conversation and, once it is on the page, bring it into view. */
+  /** Open the message's conversation, page back until it is loaded, bring it into view. */
   async function showFound(message) {
     if (state.currentId !== message.conversation_id) {
       await openConversation(message.conversation_id);
     } else {
       el.layout.dataset.view = "conversation";
     }
-    const node = el.messageList.querySelector(`[data-id="${Number(message.id)}"]`);
+    const selector = `[data-id="${Number(message.id)}"]`;
+    const generation = state.openGeneration;
+    for (let pages = 0; pages < FOUND_MAX_PAGES; pages++) {
+      if (el.messageList.querySelector(selector) || generation !== state.openGeneration) break;
+      const oldest = state.messages.find((m) => m.id !== undefined && m.id !== null);
+      if (!state.hasOlder || !oldest || oldest.id < message.id) break; // loaded, or not shown here
+      await loadOlder();
+    }
+    const node = el.messageList.querySelector(selector);
     if (node) {
       node.scrollIntoView({ block: "center" });
       node.classList.add("found");
