@@ -555,6 +555,21 @@ def test_message_search_finds_opens_and_stays_in_the_organisation(
     expect(client.conversation_with("Bruno Lefèvre")).to_be_visible()
 
 
+def test_location_is_shared_only_after_asking(chats: dict[str, Chat]) -> None:
+    client, staff = chats["client"], chats["staff"]
+    client.context.grant_permissions(["geolocation"], origin=client.base)
+    client.context.set_geolocation({"latitude": 43.29695, "longitude": 5.38107, "accuracy": 25})
+    client.page.get_by_role("button", name="Share your location").click()
+    shared = staff.page.locator(".msg.theirs .location").last
+    expect(shared).to_contain_text("Location: 43.29695, 5.38107")
+    expect(shared.get_by_role("link", name="Open map")).to_have_attribute(
+        "href", re.compile(r"^https://www\.openstreetmap\.org/\?mlat=43\.29695&mlon=5\.38107")
+    )
+    expect(client.page.locator(".msg.own .location").last).to_contain_text("43.29695, 5.38107")
+    assert client.dialogs == ["Share your current location with Bruno Lefèvre?"]
+    client.dialogs.clear()
+
+
 def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     """A small solid PNG, made here so the test needs no fixture file."""
 

@@ -17,6 +17,7 @@
   const SEARCH_PAGE_SIZE = 20;
   const FOUND_HIGHLIGHT_MS = 2000; // a message opened from the search results stands out this long
   const FOUND_MAX_PAGES = 20; // pages of history loaded at most to reach a search result
+  const MAX_LOCATION_ACCURACY_M = 99999999; // the API's bound on `accuracy`
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -36,6 +37,7 @@
     messages: $("messages"), loadOlder: $("load-older"), messageList: $("message-list"),
     typing: $("typing"), composer: $("composer"), attachButton: $("attach-button"),
     attachInput: $("attach-input"), messageInput: $("message-input"),
+    locationButton: $("location-button"),
     replyBar: $("reply-bar"), replyPreview: $("reply-preview"), replyCancel: $("reply-cancel"),
     sidebar: $("sidebar"), messageSearchForm: $("message-search-form"),
     messageSearch: $("message-search"), searchResults: $("search-results"),
@@ -796,8 +798,12 @@
   function renderAttachment(message) {
     const attachment = attachmentOf(message);
     if (message.message_type === "location" && message.location) {
-      const { latitude, longitude } = message.location;
-      return h("p", { class: "location", text: `Location: ${Number(latitude).toFixed(5)}, ${Number(longitude).toFixed(5)}` });
+      const latitude = Number(message.location.latitude).toFixed(5);
+      const longitude = Number(message.location.longitude).toFixed(5);
+      const map = `https://www.openstreetmap.org/?mlat=${latitude}&mlon=${longitude}#map=16/${latitude}/${longitude}`;
+      return h("p", { class: "location" },
+        h("span", { text: `Location: ${latitude}, ${longitude} ` }),
+        h("a", { href: map, target: "_blank", rel: "noopener noreferrer", text: "Open map" }));
     }
     if (!attachment || attachment.id === undefined || attachment.id === null) return null;
     if (message.message_type === "image" || attachment.type.startsWith("image/")) {
@@ -1103,6 +1109,35 @@
   }
 
   el.attachButton.addEventListener("click", () => el.attachInput.click());
+
+  /** The browser's position, asked for once per click and sent only after the user agrees. */
+  el.locationButton.addEventListener("click", () => {
+    const conversation = currentConversation();
+    if (!conversation) return;
+    if (!navigator.geolocation) {
+      showError("This browser cannot share a location.");
+      return;
+    }
+    const name = (conversation.peer && conversation.peer.display_name) || "this conversation";
+    if (!confirm(`Share your current location with ${name}?`)) return;
+    el.locationButton.disabled = true;
+    navigator.geolocation.getCurrentPosition((position) => {
+      el.locationButton.disabled = false;
+      const { latitude, longitude, accuracy } = position.coords;
+      const location = {
+        latitude, longitude,
+        accuracy: Number.isFinite(accuracy) ? Math.min(accuracy, MAX_LOCATION_ACCURACY_M) : null,
+      };
+      const message = withReply(pendingMessage(conversation, { message_type: "location", location }));
+      message.location = location;
+      deliver(message);
+    }, (error) => {
+      el.locationButton.disabled = false;
+      showError(error.code === error.PERMISSION_DENIED
+        ? "Location sharing is blocked for this page (see the browser's site settings)."
+        : "Your location could not be found.");
+    }, { enableHighAccuracy: false, timeout: 15000, maximumAge: 60000 });
+  });
 
   el.attachInput.addEventListener("change", async () => {
     const file = el.attachInput.files && el.attachInput.files[0];
