@@ -52,6 +52,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A microphone for the voice-message test: Chromium's fake device (a beep), no prompt.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 # Set to a directory to keep screenshots of the chat for a look by eye.
 SCREENSHOTS = os.environ.get("VECHAT_BROWSER_SCREENSHOTS")
@@ -568,6 +571,41 @@ def test_location_is_shared_only_after_asking(chats: dict[str, Chat]) -> None:
     expect(client.page.locator(".msg.own .location").last).to_contain_text("43.29695, 5.38107")
     assert client.dialogs == ["Share your current location with Bruno Lefèvre?"]
     client.dialogs.clear()
+
+
+def test_voice_message_is_recorded_sent_and_playable(
+    chats: dict[str, Chat], server: str
+) -> None:
+    client, staff = chats["client"], chats["staff"]
+    client.context.grant_permissions(["microphone"], origin=client.base)
+    client.page.get_by_role("button", name="Record a voice message").click()
+    expect(client.page.locator("#record-time")).to_have_text(re.compile(r"^● 0:0[1-9]"))
+    client.page.get_by_role("button", name="Stop and send the voice message").click()
+    expect(client.page.locator("#record-time")).to_be_hidden()
+    played = staff.page.locator(".msg.theirs audio.inline-media").last
+    expect(played).to_have_attribute("src", re.compile("^blob:"))
+    expect(staff.conversation_with("Chloé Dubois").locator(".preview")).to_have_text(
+        "Voice message"
+    )
+    assert played.evaluate(
+        "(a) => new Promise((done) => a.readyState >= 1 ? done(a.duration)"
+        " : a.addEventListener('loadedmetadata', () => done(a.duration)))"
+    ) > 0
+    # The server sniffed the upload as audio and kept the duration the recording took.
+    headers = {"Authorization": f"Bearer {client.person.token}"}
+    with httpx.Client(base_url=server + "/api/v1", headers=headers, timeout=10) as http:
+        conversation = next(c for c in http.get("/conversations").json()["items"]
+                            if c["peer"]["display_name"] == "Bruno Lefèvre")
+        last = http.get(f"/conversations/{conversation['id']}/messages?limit=1").json()["items"][0]
+    assert last["message_type"] == "audio" and last["audio"]["duration_s"] >= 1, last
+    assert last["attachment"]["file_type"].startswith("audio/"), last
+    # Esc drops a recording: nothing is sent.
+    client.page.get_by_role("button", name="Record a voice message").click()
+    expect(client.page.locator("#record-time")).to_be_visible()
+    client.page.keyboard.press("Escape")
+    expect(client.page.locator("#record-time")).to_be_hidden()
+    client.page.wait_for_timeout(500)
+    expect(staff.page.locator(".msg.theirs audio.inline-media")).to_have_count(1)
 
 
 def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:

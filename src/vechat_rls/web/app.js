@@ -18,6 +18,9 @@
   const FOUND_HIGHLIGHT_MS = 2000; // a message opened from the search results stands out this long
   const FOUND_MAX_PAGES = 20; // pages of history loaded at most to reach a search result
   const MAX_LOCATION_ACCURACY_M = 99999999; // the API's bound on `accuracy`
+  const MAX_VOICE_BYTES = 5 * 1024 * 1024; // VECHAT_MAX_VOICE_BYTES' default
+  const MAX_VOICE_S = 300; // a recording stops by itself after this long
+  const VOICE_TYPES = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"];
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -37,7 +40,7 @@
     messages: $("messages"), loadOlder: $("load-older"), messageList: $("message-list"),
     typing: $("typing"), composer: $("composer"), attachButton: $("attach-button"),
     attachInput: $("attach-input"), messageInput: $("message-input"),
-    locationButton: $("location-button"),
+    locationButton: $("location-button"), recordButton: $("record-button"), recordTime: $("record-time"),
     replyBar: $("reply-bar"), replyPreview: $("reply-preview"), replyCancel: $("reply-cancel"),
     sidebar: $("sidebar"), messageSearchForm: $("message-search-form"),
     messageSearch: $("message-search"), searchResults: $("search-results"),
@@ -505,6 +508,7 @@
     state.hasOlder = false;
     state.editingId = null;
     setReply(null);
+    if (recording) stopRecording({ cancel: true });
     messageNodes.clear();
     el.messageList.replaceChildren();
     sessionStorage.setItem(storageKey("open"), String(id));
@@ -548,6 +552,7 @@
   function closeConversation() {
     stopTyping();
     setReply(null);
+    if (recording) stopRecording({ cancel: true });
     state.openGeneration++;
     state.currentId = null;
     state.messages = [];
@@ -1139,13 +1144,19 @@
     }, { enableHighAccuracy: false, timeout: 15000, maximumAge: 60000 });
   });
 
-  el.attachInput.addEventListener("change", async () => {
+  el.attachInput.addEventListener("change", () => {
     const file = el.attachInput.files && el.attachInput.files[0];
     el.attachInput.value = "";
     const conversation = currentConversation();
-    if (!file || !conversation) return;
-    if (file.size > MAX_UPLOAD_BYTES) {
-      showError(`${file.name} is larger than 10 MB.`);
+    if (file && conversation) sendFile(conversation, file);
+  });
+
+  /** Upload `file`, then send it as a message of the kind its (server-checked) type says;
+   *  `audio` (a voice message's `{duration_s}`) goes with it when it is audio. */
+  async function sendFile(conversation, file, audio = null) {
+    const limit = audio ? MAX_VOICE_BYTES : MAX_UPLOAD_BYTES;
+    if (file.size > limit) {
+      showError(`${file.name} is larger than ${limit / 1024 / 1024} MB.`);
       return;
     }
     const message = withReply(pendingMessage(conversation, {}));
@@ -1171,8 +1182,90 @@
     message.message_type = kind;
     message.attachment = uploaded;
     message.fields = { ...message.fields, message_type: kind, attachment_id: uploaded.id };
+    if (audio && kind === "audio") {
+      message.fields.audio = audio;
+      message.audio = audio;
+    }
     deliver(message);
+  }
+
+  // ------------------------------------------------------------------ voice messages
+
+  let recording = null; // {recorder, stream, chunks, started, stopped, timer, conversation, cancelled}
+
+  el.recordButton.addEventListener("click", () => (recording ? stopRecording() : startRecording()));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && recording) stopRecording({ cancel: true });
   });
+
+  /** Record from the microphone until the button is pressed again (or MAX_VOICE_S). */
+  async function startRecording() {
+    const conversation = currentConversation();
+    if (!conversation) return;
+    if (!navigator.mediaDevices || !window.MediaRecorder) {
+      showError("This browser cannot record voice messages.");
+      return;
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (err) {
+      showError(err && err.name === "NotAllowedError"
+        ? "Microphone access is blocked for this page (see the browser's site settings)."
+        : "No microphone could be used.");
+      return;
+    }
+    if (recording || currentConversation() !== conversation) {
+      stream.getTracks().forEach((track) => track.stop());
+      return;
+    }
+    const type = VOICE_TYPES.find((t) => MediaRecorder.isTypeSupported(t));
+    const recorder = new MediaRecorder(stream, type ? { mimeType: type } : undefined);
+    const rec = { recorder, stream, chunks: [], started: Date.now(), stopped: null, timer: null, conversation, cancelled: false };
+    recorder.addEventListener("dataavailable", (event) => {
+      if (event.data && event.data.size) rec.chunks.push(event.data);
+    });
+    recorder.addEventListener("stop", () => finishRecording(rec));
+    recorder.start();
+    recording = rec;
+    el.recordButton.setAttribute("aria-pressed", "true");
+    el.recordButton.setAttribute("aria-label", "Stop and send the voice message");
+    el.recordButton.title = "Stop and send (Esc cancels)";
+    el.recordTime.hidden = false;
+    const tick = () => {
+      const seconds = Math.floor((Date.now() - rec.started) / 1000);
+      el.recordTime.textContent = `● ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+      if (seconds >= MAX_VOICE_S) stopRecording();
+    };
+    tick();
+    rec.timer = setInterval(tick, 500);
+  }
+
+  /** Stop recording: send what was recorded, or drop it (`cancel`). */
+  function stopRecording({ cancel = false } = {}) {
+    const rec = recording;
+    if (!rec) return;
+    recording = null;
+    rec.cancelled = cancel;
+    rec.stopped = Date.now();
+    clearInterval(rec.timer);
+    el.recordButton.setAttribute("aria-pressed", "false");
+    el.recordButton.setAttribute("aria-label", "Record a voice message");
+    el.recordButton.title = "Record a voice message";
+    el.recordTime.hidden = true;
+    el.recordTime.textContent = "";
+    if (rec.recorder.state !== "inactive") rec.recorder.stop();
+    else finishRecording(rec);
+  }
+
+  function finishRecording(rec) {
+    rec.stream.getTracks().forEach((track) => track.stop());
+    if (rec.cancelled || !rec.chunks.length) return;
+    const type = (rec.recorder.mimeType || "audio/webm").split(";")[0];
+    const file = new File(rec.chunks, `voice-message.${type.includes("ogg") ? "ogg" : "webm"}`, { type });
+    const seconds = Math.max(1, Math.round(((rec.stopped || Date.now()) - rec.started) / 1000));
+    sendFile(rec.conversation, file, { duration_s: seconds });
+  }
 
   // ------------------------------------------------------------------ typing
 
