@@ -2,8 +2,12 @@
 
 Two users of one organisation chat in two browser contexts: live delivery without reload, the
 typing indicator, read ticks, reload with history; a user of another organisation with the same
-numeric ids sees none of it; markup in a message stays text. Chromium is Debian's package
-(`make browser` installs it; this module installs it too when missing, it never skips).
+numeric ids sees none of it; markup in a message stays text; replies, search, location and voice
+messages. Chromium is Debian's package (`make browser` installs it; this module installs it too
+when missing, it never skips); its fake microphone stands in for a real one.
+
+The tests are one scenario, in file order, sharing the signed-in users (`chats`): the first one
+opens the conversation the later ones use, so run the module, not a single test.
 """
 
 from __future__ import annotations
