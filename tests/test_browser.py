@@ -258,6 +258,11 @@ class Chat:
     def their_message(self, text: str) -> Any:
         return self.page.locator(".msg.theirs", has=self.page.locator(".body", has_text=text))
 
+    def act(self, message: Any, action: str) -> None:
+        """Click one of a message's actions (shown on hover): Reply, Edit, Delete for me, …."""
+        message.hover()
+        message.get_by_role("button", name=action).click()
+
     def screenshot(self, name: str) -> None:
         if SCREENSHOTS:
             Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
@@ -487,15 +492,13 @@ def test_edit_and_delete_for_everyone(chats: dict[str, Chat]) -> None:
     client, staff = chats["client"], chats["staff"]
     client.send("Container 7 is late")
     mine = client.own_message("Container 7 is late")
-    mine.hover()
-    mine.get_by_role("button", name="Edit").click()
+    client.act(mine, "Edit")
     editor = client.page.get_by_label("Edit the message")
     editor.fill("Container 8 is late")
     editor.press("Enter")
     expect(staff.their_message("Container 8 is late").locator(".edited")).to_have_text("edited")
     edited = client.own_message("Container 8 is late")
-    edited.hover()
-    edited.get_by_role("button", name="Delete for everyone").click()
+    client.act(edited, "Delete for everyone")
     expect(staff.page.locator(".msg.theirs .tombstone")).to_have_count(1)
     expect(staff.page.locator(".msg", has_text="Container 8")).to_have_count(0)
     assert client.dialogs == ["Delete this message for everyone?"]
@@ -506,8 +509,7 @@ def test_reply_quotes_the_message_for_both_and_is_kept(chats: dict[str, Chat]) -
     client, staff = chats["client"], chats["staff"]
     client.send("Where is container 9?")
     question = staff.their_message("Where is container 9?")
-    question.hover()
-    question.get_by_role("button", name="Reply").click()
+    staff.act(question, "Reply")
     bar = staff.page.locator("#reply-bar")
     expect(bar).to_be_visible()
     expect(bar).to_contain_text("Where is container 9?")
@@ -515,8 +517,7 @@ def test_reply_quotes_the_message_for_both_and_is_kept(chats: dict[str, Chat]) -
     # Escape drops the reply; choosing it again brings it back.
     staff.page.get_by_label("Message", exact=True).press("Escape")
     expect(bar).to_be_hidden()
-    question.hover()
-    question.get_by_role("button", name="Reply").click()
+    staff.act(question, "Reply")
     staff.send("At dock 4")
     expect(bar).to_be_hidden()
     quote = "↪ Where is container 9?"
