@@ -697,16 +697,24 @@ class Bench:
         finally:
             await conn.close()
 
-    async def latency_run(self, mode: str, round_no: int, connect_s: float) -> None:
+    async def open_loop_run(self, phase: str, rate: float,
+                            drain_s: float) -> tuple[dict[str, Any], dict[str, float],
+                                                     dict[str, Any]]:
+        """From a settled database, send at `rate` on a fixed schedule (CPU metered meanwhile),
+        let deliveries arrive for `drain_s`, and collect them: (sent, cores, received)."""
         args = self.args
-        phase = f"lat{mode[0]}{round_no}"
         await self.settle()
         sent, cpu = await self.metered(lambda: self.senders.call(
-            "open_loop", phase=phase, rate=args.rate, duration=args.duration,
-            warmup=args.warmup))
-        await asyncio.sleep(DRAIN_S if not args.quick else 1.0)
+            "open_loop", phase=phase, rate=rate, duration=args.duration, warmup=args.warmup))
+        await asyncio.sleep(drain_s)
         got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
                                         end=sent["end"])
+        return sent, cpu, got
+
+    async def latency_run(self, mode: str, round_no: int, connect_s: float) -> None:
+        args = self.args
+        sent, cpu, got = await self.open_loop_run(f"lat{mode[0]}{round_no}", args.rate,
+                                                  DRAIN_S if not args.quick else 1.0)
         latencies = got["latencies"]
         lost = sent["sent"] - sent["failed"] - got["delivered"]
         self.add(f"lat-{mode}", Row(
@@ -721,14 +729,10 @@ class Bench:
         """CPU per message at a fixed rate below saturation: what each part costs per message,
         steadier than rates measured at saturation (where everything competes for the cores)."""
         args = self.args
-        phase = f"cost{mode[0]}{round_no}"  # in client_ids: one phase's must not repeat another's
-        await self.settle()
-        sent, cpu = await self.metered(lambda: self.senders.call(
-            "open_loop", phase=phase, rate=args.cost_rate, duration=args.duration,
-            warmup=args.warmup))
-        await asyncio.sleep(DRAIN_S + (1 if mode == "poll" else 0))
-        got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
-                                        end=sent["end"])
+        # The phase is in the client_ids: one phase's must not repeat another's (an idempotent
+        # resend inserts nothing).
+        sent, cpu, got = await self.open_loop_run(f"cost{mode[0]}{round_no}", args.cost_rate,
+                                                  DRAIN_S + (1 if mode == "poll" else 0))
         lost = sent["sent"] - sent["failed"] - got["delivered"] if mode != "off" else 0
         total = sum(cpu.get(g, 0.0) for g in ("api", "pg", "gen")) / args.cost_rate * 1e6
         self.add(f"cost-{mode}", Row(

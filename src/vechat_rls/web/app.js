@@ -1228,10 +1228,7 @@
     recorder.addEventListener("stop", () => finishRecording(rec));
     recorder.start();
     recording = rec;
-    el.recordButton.setAttribute("aria-pressed", "true");
-    el.recordButton.setAttribute("aria-label", "Stop and send the voice message");
-    el.recordButton.title = "Stop and send (Esc cancels)";
-    el.recordTime.hidden = false;
+    showRecording(true);
     const tick = () => {
       const seconds = Math.floor((Date.now() - rec.started) / 1000);
       el.recordTime.textContent = `● ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
@@ -1249,13 +1246,18 @@
     rec.cancelled = cancel;
     rec.stopped = Date.now();
     clearInterval(rec.timer);
-    el.recordButton.setAttribute("aria-pressed", "false");
-    el.recordButton.setAttribute("aria-label", "Record a voice message");
-    el.recordButton.title = "Record a voice message";
-    el.recordTime.hidden = true;
-    el.recordTime.textContent = "";
+    showRecording(false);
     if (rec.recorder.state !== "inactive") rec.recorder.stop();
     else finishRecording(rec);
+  }
+
+  /** The record button and the timer beside it, while recording (`on`) or not. */
+  function showRecording(on) {
+    el.recordButton.setAttribute("aria-pressed", String(on));
+    el.recordButton.setAttribute("aria-label", on ? "Stop and send the voice message" : "Record a voice message");
+    el.recordButton.title = on ? "Stop and send (Esc cancels)" : "Record a voice message";
+    el.recordTime.hidden = !on;
+    if (!on) el.recordTime.textContent = "";
   }
 
   function finishRecording(rec) {
