@@ -44,7 +44,7 @@ from vechat_rls.pgserver import PgServer, embedded_bindir
 from vechat_rls.realtime.events import READ_EVENTS_SQL
 
 ORGANISATION = 1
-RECIPIENTS = (7, 50)  # conversations read per call (x2 participants): a busy wake-up, a poll
+RECIPIENTS = (1, 7, 50)  # conversations per call (x2 participants): quiet, busy wake-up, poll
 
 
 def backend_cpu_s(pid: int) -> float:

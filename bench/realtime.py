@@ -47,10 +47,10 @@ the same database state (VACUUM of the hot tables, CHECKPOINT): the rows every m
 into the next one, which then runs up to 2x slower whatever its mode.
 
 Diagnostics: `--profile DIR` samples both servers with py-spy (`--native`: with C frames) during
-each maximum-rate run of the last round; `--statements` loads pg_stat_statements and
-prints, per maximum-rate run, PostgreSQL's top statements per message, its CPU by process kind and
-what the API's connections were doing (sampled from pg_stat_activity: waiting on the NOTIFY lock,
-on WAL, or on the API). `--perf DIR` records the whole machine with `perf record -a -g` during
+each maximum-rate run of the last round; `--statements` loads pg_stat_statements and prints, per
+maximum-rate and fixed-rate run, PostgreSQL's top statements per message, its CPU by process kind
+and what the API's connections were doing (sampled from pg_stat_activity: waiting on the NOTIFY
+lock, on WAL, or on the API). `--perf DIR` records the whole machine with `perf record -a -g` during
 each maximum-rate run of the last round (`perf report -i DIR/perf-MODE.data --sort comm,dso`).
 
     .venv/bin/python bench/realtime.py [--duration 10] [--rounds 2] [--rate 200]
@@ -126,7 +126,7 @@ SELECT pid, CASE WHEN backend_type = 'client backend'
 FROM pg_stat_activity
 """
 
-# --statements: where PostgreSQL's time went in a maximum-rate run, per message sent.
+# --statements: where PostgreSQL's time went in a measured run, per message sent.
 STATEMENTS_SQL = """
 SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 100), calls, plans,
        total_exec_time, total_plan_time, toplevel
@@ -172,6 +172,17 @@ _encoder = msgspec.json.Encoder()
 
 def _encode(value: Any) -> str:
     return _encoder.encode(value).decode()
+
+
+@dataclass
+class Diagnosis:
+    """--statements: what was true when a measured run started."""
+
+    backends: list[tuple[int, str]]  # PostgreSQL's processes: (pid, what they serve)
+    cpu_before: dict[int, float]
+    started: float
+    notifies: int
+    sampler: asyncio.Task[dict[str, int]]
 
 
 @dataclass
@@ -697,16 +708,21 @@ class Bench:
         finally:
             await conn.close()
 
-    async def open_loop_run(self, phase: str, rate: float,
-                            drain_s: float) -> tuple[dict[str, Any], dict[str, float],
-                                                     dict[str, Any]]:
+    async def open_loop_run(self, phase: str, rate: float, drain_s: float,
+                            run: str | None = None) -> tuple[dict[str, Any], dict[str, float],
+                                                             dict[str, Any]]:
         """From a settled database, send at `rate` on a fixed schedule (CPU metered meanwhile),
-        let deliveries arrive for `drain_s`, and collect them: (sent, cores, received)."""
+        let deliveries arrive for `drain_s`, and collect them: (sent, cores, received). With
+        --statements and a `run` name, PostgreSQL is watched meanwhile (`diagnose`)."""
         args = self.args
         await self.settle()
+        diagnosis = await self.diagnose() if run is not None else None
         sent, cpu = await self.metered(lambda: self.senders.call(
             "open_loop", phase=phase, rate=rate, duration=args.duration, warmup=args.warmup))
         await asyncio.sleep(drain_s)
+        if run is not None:
+            await self.diagnosed(diagnosis, run)
+            await self.statements_of(run, sent["sent"])
         got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
                                         end=sent["end"])
         return sent, cpu, got
@@ -732,7 +748,8 @@ class Bench:
         # The phase is in the client_ids: one phase's must not repeat another's (an idempotent
         # resend inserts nothing).
         sent, cpu, got = await self.open_loop_run(f"cost{mode[0]}{round_no}", args.cost_rate,
-                                                  DRAIN_S + (1 if mode == "poll" else 0))
+                                                  DRAIN_S + (1 if mode == "poll" else 0),
+                                                  run=f"{mode} at {args.cost_rate:g}/s")
         lost = sent["sent"] - sent["failed"] - got["delivered"] if mode != "off" else 0
         total = sum(cpu.get(g, 0.0) for g in ("api", "pg", "gen")) / args.cost_rate * 1e6
         self.add(f"cost-{mode}", Row(
@@ -743,32 +760,15 @@ class Bench:
         args = self.args
         phase = f"max{mode[0]}{round_no}"
         await self.settle()
-        if args.statements:
-            await self.admin_sql("SELECT pg_stat_statements_reset()")
-        heard = self.notifies
-        sampler = asyncio.create_task(self.sample_waits()) if args.statements else None
-        backends = await self.admin_sql(BACKENDS_SQL) if args.statements else []
-        before = {row[0]: process_cpu(row[0]) for row in backends}
-        started = time.perf_counter()
+        diagnosis = await self.diagnose()
         sent, cpu = await self.metered(lambda: self.senders.call(
             "closed_loop", phase=phase, concurrency=args.concurrency, duration=args.duration,
             warmup=args.warmup))
-        if backends:
-            seconds = time.perf_counter() - started
-            by_kind: dict[str, float] = {}
-            for pid, kind in backends:
-                by_kind[kind] = by_kind.get(kind, 0.0) + process_cpu(pid) - before[pid]
-            self.pg_cpu[mode] = [f"  {used / seconds:5.2f} cores  {kind}" for kind, used in
-                                 sorted(by_kind.items(), key=lambda kv: -kv[1])[:8]]
-        notifies = self.notifies - heard
-        if sampler is not None:
-            sampler.cancel()
-            waits = await sampler
-            samples = waits.pop("", 1)
-            self.waits[mode] = [f"  {n / samples:5.1f}  {what}" for what, n in
-                                sorted(waits.items(), key=lambda kv: -kv[1])[:8]]
+        run = f"{mode} maximum-rate run"
+        notifies = await self.diagnosed(diagnosis, run)
         if mode != "off":
             await asyncio.sleep((DRAIN_S if not args.quick else 1.0) + (1 if mode == "poll" else 0))
+        await self.statements_of(run, sent["sent"])
         got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
                                         end=sent["end"])
         acked = sent["sent"] - sent["failed"]
@@ -787,13 +787,49 @@ class Bench:
                       cpu=cpu, note=f"sent {sent['rate']:.0f}/s{heard}")
         row.errors = problems(sent, got, lost)
         self.add(f"max-{mode}", row)
-        if args.statements:
-            rows = await self.admin_sql(STATEMENTS_SQL)
-            count = max(1, sent["sent"])
-            self.statements[mode] = [
-                f"  {r[1] / count:6.2f} calls {r[2] / count:6.2f} plans {r[3] * 1000 / count:6.0f}"
-                f" us exec {r[4] * 1000 / count:5.0f} us plan {'' if r[5] else '(nested) '}{r[0]}"
-                for r in rows]
+
+    async def diagnose(self) -> Diagnosis | None:
+        """With --statements, start watching PostgreSQL (statements, CPU by process, waits)."""
+        if not self.args.statements:
+            return None
+        await self.admin_sql("SELECT pg_stat_statements_reset()")
+        backends = await self.admin_sql(BACKENDS_SQL)
+        return Diagnosis(
+            backends=[(row[0], row[1]) for row in backends],
+            cpu_before={row[0]: process_cpu(row[0]) for row in backends},
+            started=time.perf_counter(), notifies=self.notifies,
+            sampler=asyncio.create_task(self.sample_waits()))
+
+    async def diagnosed(self, diagnosis: Diagnosis | None, run: str) -> int:
+        """Stop watching; keep what PostgreSQL did during `run` per message sent. Returns the
+        vechat_events notifications heard meanwhile (0 without --statements)."""
+        if diagnosis is None:
+            return 0
+        seconds = time.perf_counter() - diagnosis.started
+        by_kind: dict[str, float] = {}
+        for pid, kind in diagnosis.backends:
+            used = process_cpu(pid) - diagnosis.cpu_before[pid]
+            by_kind[kind] = by_kind.get(kind, 0.0) + used
+        self.pg_cpu[run] = [f"  {used / seconds:5.2f} cores  {kind}" for kind, used in
+                            sorted(by_kind.items(), key=lambda kv: -kv[1])[:8]]
+        diagnosis.sampler.cancel()
+        waits = await diagnosis.sampler
+        samples = waits.pop("", 1)
+        self.waits[run] = [f"  {n / samples:5.1f}  {what}" for what, n in
+                           sorted(waits.items(), key=lambda kv: -kv[1])[:8]]
+        return self.notifies - diagnosis.notifies
+
+    async def statements_of(self, run: str, sent: int) -> None:
+        """With --statements, PostgreSQL's top statements since `diagnose()` per message sent
+        (called once deliveries have drained, so their statements count)."""
+        if not self.args.statements:
+            return
+        rows = await self.admin_sql(STATEMENTS_SQL)
+        count = max(1, sent)
+        self.statements[run] = [
+            f"  {r[1] / count:6.2f} calls {r[2] / count:6.2f} plans {r[3] * 1000 / count:6.0f}"
+            f" us exec {r[4] * 1000 / count:5.0f} us plan {'' if r[5] else '(nested) '}{r[0]}"
+            for r in rows]
 
     async def sample_waits(self) -> dict[str, int]:
         """What the API's backends are doing, every 20 ms: {state/wait: samples}, "" = count."""
@@ -1148,15 +1184,15 @@ def report(bench: Bench, header: list[str]) -> list[str]:
         value = statistics.median(both)
         out.append(f"  delivered / sent without doorbell: {value:.2f} (>= 0.9): "
                    f"{'met' if value >= 0.9 else 'MISSED'}")
-    for mode, lines in bench.statements.items():
-        out.append(f"statements, {mode} maximum-rate run (per message sent: calls, plans, exec and"
-                   " plan time; last round)")
+    for run, lines in bench.statements.items():
+        out.append(f"statements, {run} (per message sent: calls, plans, exec and plan time; last"
+                   " round)")
         out.extend(lines)
-    for mode, lines in bench.pg_cpu.items():
-        out.append(f"PostgreSQL CPU by process kind, {mode} maximum-rate run")
+    for run, lines in bench.pg_cpu.items():
+        out.append(f"PostgreSQL CPU by process kind, {run}")
         out.extend(lines)
-    for mode, lines in bench.waits.items():
-        out.append(f"API connections not idle, {mode} maximum-rate run (mean per sample)")
+    for run, lines in bench.waits.items():
+        out.append(f"API connections not idle, {run} (mean per sample)")
         out.extend(lines)
     if m:
         worst = max(m["connected"], m["after"])
@@ -1234,7 +1270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES),
                         help="doorbell modes to run, comma-separated (default: all three)")
     parser.add_argument("--statements", action="store_true",
-                        help="pg_stat_statements: PostgreSQL's top statements per maximum-rate run")
+                        help="pg_stat_statements: PostgreSQL's top statements per maximum-rate and"
+                             " fixed-rate run")
     parser.add_argument("--worker", choices=["senders", "receivers", "relay"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

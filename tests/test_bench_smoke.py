@@ -49,7 +49,7 @@ def test_read_events_bench_reads_every_recipients_new_events_as_both_roles() -> 
     # role, recipients, "x", new events each, rows, wall, pg, pg per recipient, client
     assert {(r[0], r[1], r[3]) for r in rows} == {
         (role, recipients, new) for role in ("vechat_app", "vechat_bench_bypass")
-        for recipients in ("14", "100") for new in ("1", "3")
+        for recipients in ("2", "14", "100") for new in ("1", "3")
     }, proc.stdout
     for r in rows:  # as vechat_app, only each recipient's own context shows their events
         assert int(r[4]) == int(r[1]) * int(r[3]), r
