@@ -1,5 +1,5 @@
-"""The benchmark harnesses run end to end (`bench/http.py --quick`, ~17 s; `bench/read_events.py`,
-small): smoke checks of the harness, not numbers."""
+"""The benchmark harnesses run end to end (`bench/http.py --quick`, ~17 s; `bench/read_events.py`
+and `bench/ws_send.py`, small): smoke checks of the harness, not numbers."""
 
 from __future__ import annotations
 
@@ -54,3 +54,16 @@ def test_read_events_bench_reads_every_recipients_new_events_as_both_roles() -> 
     for r in rows:  # as vechat_app, only each recipient's own context shows their events
         assert int(r[4]) == int(r[1]) * int(r[3]), r
         assert float(r[5]) > 0 and float(r[7]) >= 0, r
+
+
+def test_ws_send_bench_measures_every_variant_against_plain() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.with_name("ws_send.py")), "--frames", "2000", "--rounds", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[2:]}
+    assert set(rows) == {"plain", "watchdog", "wait_for"}, proc.stdout
+    assert float(rows["plain"][1]) == 1.0, proc.stdout
+    for us_per_frame, _ratio in rows.values():
+        assert float(us_per_frame) > 0, proc.stdout

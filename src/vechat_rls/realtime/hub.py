@@ -25,8 +25,8 @@ events are never dropped and never force a disconnect: the event log is the buff
 whose queue is full stops taking events ("lagging") and, once it has sent half its queue, is read
 again from its own `delivered` — a slow reader, or a large replay, is paced from the log. A
 socket that makes no progress at all (one frame unsent for `VECHAT_WS_SEND_TIMEOUT_S`), or whose
-ephemeral frames (typing, presence, replies) pile up beyond the queue, is dropped from the hub at
-once and closed 1013; the client resumes with `since`.
+ephemeral frames (typing, presence, replies) pile up beyond the queue, is dropped from the hub and
+closed 1013 (a watchdog looks every quarter of the timeout); the client resumes with `since`.
 
 Presence. The process holds, per user with sockets here, one lease row in
 `vechat_presence_connections` (server_id = this process): written when a user's local socket count
@@ -104,6 +104,11 @@ class Outbox:
         self.on_resume: Callable[[Outbox], None] | None = None
         self.closed = asyncio.Event()  # set when the hub has dropped this socket
         self.close_code: int | None = None
+        self.sending_since: float | None = None  # monotonic start of the frame being written
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """One frame has been on its way to the peer for `timeout` seconds or more."""
+        return self.sending_since is not None and now - self.sending_since >= timeout
 
     def push_event(self, seq: int, text: str) -> bool:
         """Queue the event `seq` (the next one); False when the queue is full (lagging now)."""
@@ -266,6 +271,7 @@ class Hub:
             ("presence", self._presence_loop),
             ("leases", self._lease_loop),
             ("poll", self._poll_loop),
+            ("stalls", self._stall_loop),
         ):
             self._tasks.append(loop.create_task(job(), name=f"vechat-hub-{name}"))
 
@@ -502,6 +508,22 @@ class Hub:
             taking = self._taking(key)
             if taking and row["last_seq"] > min(o.delivered for o in taking):
                 self.mark_dirty(key, row["last_seq"])
+
+    async def _stall_loop(self) -> None:
+        """Drop (1013) every socket whose peer has not taken a frame for `ws_send_timeout_s`.
+
+        One watchdog for all sockets, rather than a timer per frame sent (asyncio.wait_for costs
+        a task per frame): a stalled socket is closed within 1.25 x the timeout.
+        """
+        timeout = self.settings.ws_send_timeout_s
+        while True:
+            await asyncio.sleep(timeout / 4)
+            now = time.monotonic()
+            for user in list(self.users.values()):
+                for outbox in list(user.outboxes):
+                    if outbox.stalled(now, timeout):
+                        outbox.drop(CLOSE_TRY_AGAIN)
+                        self._forget(outbox)
 
     # ------------------------------------------------------------------------------ leases
 

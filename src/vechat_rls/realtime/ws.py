@@ -168,17 +168,15 @@ class _Session:
         self.outbox.drop(CLOSE_UNAUTHORIZED)
 
     async def _send_frames(self) -> None:
+        # A peer that stops reading leaves a send waiting here: the hub's watchdog drops the
+        # outbox after `ws_send_timeout_s` (closed 1013; resume with since), which ends run().
         outbox = self.outbox
-        timeout = self.settings.ws_send_timeout_s
         try:
             while not outbox.closed.is_set():
                 text = await outbox.next_frame()
-                try:
-                    await asyncio.wait_for(self.socket.send_data(text), timeout)
-                except TimeoutError:
-                    # The peer has not read for `timeout` seconds: stalled. Resume with since.
-                    outbox.drop(CLOSE_TRY_AGAIN)
-                    return
+                outbox.sending_since = time.monotonic()
+                await self.socket.send_data(text)
+                outbox.sending_since = None
         except Exception:
             self.peer_gone = True
 
