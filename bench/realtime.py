@@ -57,6 +57,7 @@ each maximum-rate run of the last round (`perf report -i DIR/perf-MODE.data --so
                                        [--cost-rate 700] [--concurrency 32] [--sockets 1000]
                                        [--quick]
                                        [--modes coalesced,transaction,off,poll]
+                                       [--phases ceiling,db,latency,cost,max,memory]
                                        [--profile DIR [--native]] [--perf DIR]
                                        [--statements]
 """
@@ -108,6 +109,7 @@ CONNECT_PARALLEL = 25  # sockets a worker opens at once
 HOT_TABLES = ("public.vechat_conversations", "public.vechat_event_cursors",
               "public.vechat_rate_limits", "public.vechat_messages", "public.vechat_events",
               "public.vechat_presence", "public.vechat_presence_connections")
+PHASES = ("ceiling", "db", "latency", "cost", "max", "memory")  # --phases: all by default
 DRAIN_S = 3.0  # after a run, how long deliveries may still arrive before they are counted
 
 # --statements: what the API's connections do, sampled (active ones, and what they wait for).
@@ -677,10 +679,13 @@ class Bench:
         try:
             connect_s = await self.connect_all(self.api_url)
             await asyncio.sleep(1.0)  # leases written, queues idle
-            if mode in ("coalesced", "transaction"):
+            if mode in ("coalesced", "transaction") and "latency" in args.phases:
                 await self.latency_run(mode, round_no, connect_s)
-            if args.cost_rate:
+            if args.cost_rate and "cost" in args.phases:
                 await self.cost_run(mode, round_no)
+            if "max" not in args.phases:
+                await self.close_all()
+                return
             spies = []
             if args.profile and last_round:
                 spies = self.start_profile(args.duration + args.warmup)
@@ -1222,18 +1227,21 @@ async def orchestrate(bench: Bench, admin_url: str, header: list[str]) -> None:
         await listener.add_listener("vechat_events", heard)
     try:
         say = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
-        say("generator ceiling")
-        await bench.ceiling()
+        if "ceiling" in args.phases:
+            say("generator ceiling")
+            await bench.ceiling()
         for round_no in range(args.rounds):
-            say(f"round {round_no + 1}/{args.rounds}: database ceilings")
-            await bench.database_ceilings()
+            if "db" in args.phases:
+                say(f"round {round_no + 1}/{args.rounds}: database ceilings")
+                await bench.database_ceilings()
             modes = tuple(m for m in MODES if m in args.modes)
             order = modes[round_no % len(modes):] + modes[:round_no % len(modes)]
             for mode in order:
                 say(f"round {round_no + 1}/{args.rounds}: {mode}")
                 await bench.run_mode(mode, round_no, round_no == args.rounds - 1)
-        say("one process with every socket")
-        await bench.one_process()
+        if "memory" in args.phases:
+            say("one process with every socket")
+            await bench.one_process()
         print("\n".join(report(bench, header)))
         for mode in args.modes if args.profile else ():
             found = sorted(Path(args.profile).glob(f"server-{mode}-*.txt"))
@@ -1268,7 +1276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="perf record -a -g (whole machine) during each maximum-rate run of"
                              " the last round: DIR/perf-MODE.data, read with perf report -i")
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES),
-                        help="doorbell modes to run, comma-separated (default: all three)")
+                        help=f"doorbell modes to run, comma-separated (default: {','.join(MODES)})")
+    parser.add_argument("--phases", type=lambda text: text.split(","), default=list(PHASES),
+                        help=f"what to measure, comma-separated (default: {','.join(PHASES)})")
     parser.add_argument("--statements", action="store_true",
                         help="pg_stat_statements: PostgreSQL's top statements per maximum-rate and"
                              " fixed-rate run")
@@ -1282,6 +1292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         event_loop_runner()(worker_main(args.worker))
         return 0
+    for option, given, known in (("--modes", args.modes, MODES), ("--phases", args.phases, PHASES)):
+        if unknown := sorted(set(given) - set(known)):
+            parser.error(f"{option}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     if args.quick:
         args.duration, args.warmup, args.rounds, args.sockets = 1.0, 0.5, 1, 200
         args.cost_rate = min(args.cost_rate, args.rate)

@@ -42,3 +42,26 @@ def test_realtime_bench_quick_run_reports_every_row_and_delivers_exactly_once() 
     assert "delivered coalesced / sent with doorbell off" in out
     assert "CPU/msg at fixed rate (api+pg+gen): off / coalesced" in out
     assert "one process with all 200 sockets" in out
+
+
+@pytest.mark.slow
+def test_realtime_bench_measures_only_the_phases_asked_for() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--modes", "coalesced", "--phases", "latency"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    assert re.search(r"^latency at 200/s, coalesced\s+\d+", out, re.MULTILINE), out
+    assert "PROBLEMS" not in out, out
+    for absent in ("generator ceiling", "max sustained", "CPU at", "DB:", "one process with all"):
+        assert absent not in out, f"{absent!r} was measured:\n{out}"
+
+
+def test_realtime_bench_refuses_an_unknown_phase() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--phases", "latency,nope"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "--phases: unknown nope" in proc.stderr, proc.stderr
