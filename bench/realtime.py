@@ -9,12 +9,14 @@ its sender. Senders send with the socket's `send` frame (the API's own `send_mes
 carries the scheduled send time (CLOCK_MONOTONIC, the same clock in every process), so the
 receiving process computes end to end latency = recipient frame read - scheduled send start.
 
-The load generator is two processes of its own (uvloop + `websockets`): one holds the 500 sender
-sockets, one the 500 receiver sockets. Its ceiling is measured first against a trivial relay
-(another process that acks each `send` and forwards one frame to the receiver and one to the
-sender, like the server). All of it -- PostgreSQL, both servers, the generator, the relay --
-shares this machine's cores; the `cores` columns say who used what, and `other` is everything
-else running on the machine meanwhile (other people's work: noise).
+The load generator is two processes of its own (uvloop + bench/wsclient.py, a lean client that
+reads each frame in the event loop's own step: `websockets`' client spent ~50 us of the shared
+cores per frame): one holds the 500 sender sockets, one the 500 receiver sockets. Its ceiling is
+measured first against a trivial relay (another process that acks each `send` and forwards one
+frame to the receiver and one to the sender, like the server). All of it -- PostgreSQL, both
+servers, the generator, the relay -- shares this machine's cores; the `cores` columns say who used
+what, and `other` is everything else running on the machine meanwhile (other people's work:
+noise).
 
 Reported, per doorbell mode (`VECHAT_DOORBELL`): `coalesced` (the default: one NOTIFY commit per
 process and batch, realtime/doorbell.py), `transaction` (the trigger's NOTIFY in every writing
@@ -83,7 +85,11 @@ from typing import Any
 
 import msgspec
 
-# bench/ is sys.path[0]; bench/http.py steps aside for the standard library's `http`.
+# bench/ is sys.path[0] until something imports the standard library's `http`: then bench/http.py
+# steps aside (takes bench/ off sys.path). So the lean client first.
+from wsclient import LeanWebSocket
+
+# isort: split
 from http_bench import (
     APP_PASSWORD,
     CREATE_CONVERSATION,
@@ -214,7 +220,6 @@ class Worker:
     def __init__(self, role: str) -> None:
         self.role = role
         self.socks: list[Sock] = []
-        self.readers: list[asyncio.Task[None]] = []
         self.phases: dict[str, PhaseStats] = {}
         self.acks: dict[str, asyncio.Future[int]] = {}
         self.errors = 0
@@ -223,8 +228,6 @@ class Worker:
     # ---- sockets
 
     async def connect(self, targets: list[list[Any]]) -> dict[str, Any]:
-        from websockets.asyncio.client import connect
-
         await self.close()
         self.socks = [Sock(url, cid) for url, cid in targets]
         limit = asyncio.Semaphore(CONNECT_PARALLEL)
@@ -232,64 +235,66 @@ class Worker:
 
         async def open_one(sock: Sock) -> None:
             async with limit:
-                sock.ws = await connect(sock.url, open_timeout=60, max_queue=None,
-                                        compression=None, ping_interval=None)
-                self.readers.append(asyncio.create_task(self.read(sock)))
+                sock.ws = await LeanWebSocket.connect(
+                    sock.url, lambda text: self.receive(sock, text),
+                    lambda _code: self.closed(sock))
                 await asyncio.wait_for(sock.ready.wait(), 60)
 
         await asyncio.gather(*(open_one(s) for s in self.socks))
         return {"connected": len(self.socks), "seconds": time.perf_counter() - started}
 
-    async def read(self, sock: Sock) -> None:
-        stats = self.phases
+    def receive(self, sock: Sock, text: str) -> None:
+        """One frame from the server (called by the socket's protocol, in the same loop step)."""
         try:
-            async for text in sock.ws:
-                now = time.monotonic_ns()
-                frame = _incoming.decode(text)
-                if frame.seq:
-                    if sock.last_seq and frame.seq != sock.last_seq + 1:
-                        sock.gaps += 1
-                    sock.last_seq = frame.seq
-                    if frame.type == "message.created" and self.role == "receivers":
-                        data = _data.decode(frame.data)
-                        phase, scheduled, _n, measured = data.body.split("|")
-                        s = stats.get(phase)
-                        if s is None:
-                            s = stats[phase] = PhaseStats()
-                        if data.id in s.ids:
-                            s.duplicates += 1
-                            continue
-                        s.ids.add(data.id)
-                        s.arrivals.append(now)
-                        if measured == "1":
-                            s.latencies.append(now - int(scheduled))
-                elif frame.client_id is not None:
-                    future = self.acks.pop(frame.client_id, None)
-                    if frame.type != "ack":
-                        self.errors += 1
-                        self.error_sample = str(text)[:300]
-                    if future is not None and not future.done():
-                        future.set_result(now)
-                elif frame.type == "ready":
-                    sock.last_seq = int(json.loads(bytes(frame.data))["seq"])
-                    sock.ready.set()
-                elif frame.type == "reset":
-                    sock.resets += 1
-        except Exception as exc:  # closed under us: reported as a closed socket
+            self.record(sock, text)
+        except Exception as exc:  # a frame we cannot read: reported as a closed socket
             sock.error = type(exc).__name__
-        finally:
-            sock.closed = True
+            sock.ws.abort()
+
+    def record(self, sock: Sock, text: str) -> None:
+        now = time.monotonic_ns()
+        frame = _incoming.decode(text)
+        if frame.seq:
+            if sock.last_seq and frame.seq != sock.last_seq + 1:
+                sock.gaps += 1
+            sock.last_seq = frame.seq
+            if frame.type == "message.created" and self.role == "receivers":
+                data = _data.decode(frame.data)
+                phase, scheduled, _n, measured = data.body.split("|")
+                s = self.phases.get(phase)
+                if s is None:
+                    s = self.phases[phase] = PhaseStats()
+                if data.id in s.ids:
+                    s.duplicates += 1
+                    return
+                s.ids.add(data.id)
+                s.arrivals.append(now)
+                if measured == "1":
+                    s.latencies.append(now - int(scheduled))
+        elif frame.client_id is not None:
+            future = self.acks.pop(frame.client_id, None)
+            if frame.type != "ack":
+                self.errors += 1
+                self.error_sample = text[:300]
+            if future is not None and not future.done():
+                future.set_result(now)
+        elif frame.type == "ready":
+            sock.last_seq = int(json.loads(bytes(frame.data))["seq"])
             sock.ready.set()
+        elif frame.type == "reset":
+            sock.resets += 1
+
+    @staticmethod
+    def closed(sock: Sock) -> None:
+        sock.closed = True
+        sock.ready.set()
 
     async def close(self) -> dict[str, Any]:
         for sock in self.socks:
             if sock.ws is not None:
                 with contextlib.suppress(Exception):
-                    await sock.ws.close()
-        for task in self.readers:
-            task.cancel()
-        await asyncio.gather(*self.readers, return_exceptions=True)
-        self.readers.clear()
+                    sock.ws.close()
+        await asyncio.sleep(0.1)  # the close frames go out
         closed = sum(s.closed for s in self.socks)
         self.socks = []
         return {"closed": closed}
@@ -312,8 +317,8 @@ class Worker:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.acks[client_id] = future
         body = f"{phase}|{scheduled}|{n}|{1 if measured else 0}"
-        await sock.ws.send(_encode({"type": "send", "conversation_id": sock.conversation_id,
-                                    "client_id": client_id, "body": body}))
+        sock.ws.send(_encode({"type": "send", "conversation_id": sock.conversation_id,
+                              "client_id": client_id, "body": body}))
         return await asyncio.wait_for(future, 60)
 
     async def open_loop(self, phase: str, rate: float, duration: float,
@@ -1332,7 +1337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"servers: 2 x vechat-rls serve (1 uvicorn worker, pool 10 each); "
             f"{len(pairs) * 2} WebSockets over {ORGANISATIONS} organisations: {len(pairs)} "
             "senders (personnel) and their receivers (clients) on the other process",
-            f"generator: 2 processes (senders, receivers; uvloop + websockets); latency = receiver"
+            f"generator: 2 processes (senders, receivers; uvloop + wsclient.py); latency = receiver"
             f" reads the frame - scheduled send, open loop at {args.rate:g}/s; maximum: "
             f"{args.concurrency} senders in closed loop; {args.duration:g} s per measurement after"
             f" {args.warmup:g} s warm-up; medians over {args.rounds} round(s)",
