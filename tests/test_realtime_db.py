@@ -114,6 +114,46 @@ def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World
         conn.rollback()
 
 
+def test_read_events_plans_once_however_long_a_recipients_history(
+    request: pytest.FixtureRequest, postgres: TestPostgres
+) -> None:
+    """The hub calls read_events for every wake-up with each recipient's `since`. With the
+    default plan_cache_mode the events query's custom plan for `seq > <since>` wins over the
+    generic one once a history is long, and every recipient of every call was planned again
+    (8x the CPU with 1,000 messages: bench/read_events.py). auto_explain shows the plan each call
+    ran: a generic plan compares with parameters, a custom one with the call's values."""
+    database = h.shared_database(request, postgres)
+    with h.organisations(postgres, database, 1) as (o,):
+        with h.admin_connect(postgres, database) as admin:
+            seed = h.seed_organisation(admin, o)
+            h.act_as(admin, o, P1)
+            admin.execute(
+                """INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id,
+                       sender_type, receiver_id, receiver_type, message)
+                   SELECT %s, %s, %s, %s, %s, %s, 'history ' || n
+                   FROM generate_series(1, 1500) n""",
+                (o, seed.conversation_id, P1.user_id, P1.user_type, C1.user_id, C1.user_type),
+            )
+            admin.commit()
+            admin.autocommit = True
+            admin.execute("ANALYZE vechat_events")
+            last = events_of(World(postgres, database, [seed]), o, C1)[-1][2]
+            plans: list[str] = []
+            admin.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+            admin.execute("LOAD 'auto_explain'")
+            for setting, value in (("log_min_duration", "0"), ("log_nested_statements", "on"),
+                                   ("log_level", "notice")):
+                admin.execute(f"SET auto_explain.{setting} = {value}")
+            admin.execute("SET ROLE vechat_app")
+            for _ in range(8):  # past the five custom plans a statement starts with
+                plans.clear()
+                assert len(read_events(admin, o, [C1], since=last - 1)) == 1
+        events_query = [p for p in plans if "Index Scan using vechat_events_pkey" in p]
+        assert len(events_query) == 1, plans
+        assert f"(seq > '{last - 1}'::bigint)" not in events_query[0], events_query[0]
+        assert "seq > $" in events_query[0], events_query[0]
+
+
 def test_read_events_as_a_statement_of_its_own_leaves_no_tenant_behind(world: World) -> None:
     a, b = (s.organisation_id for s in world.seeds)
     with world.app() as conn:
