@@ -53,7 +53,8 @@ each maximum-rate run of the last round; `--statements` loads pg_stat_statements
 maximum-rate and fixed-rate run, PostgreSQL's top statements per message, its CPU by process kind
 and what the API's connections were doing (sampled from pg_stat_activity: waiting on the NOTIFY
 lock, on WAL, or on the API). `--perf DIR` records the whole machine with `perf record -a -g` during
-each maximum-rate run of the last round (`perf report -i DIR/perf-MODE.data --sort comm,dso`).
+each maximum-rate run (DIR/perf-MODE.data) and fixed-rate run (DIR/perf-MODE-RATE.data) of the last
+round (`perf report -i DIR/perf-MODE.data --sort comm,dso`).
 
     .venv/bin/python bench/realtime.py [--duration 10] [--rounds 2] [--rate 200]
                                        [--cost-rate 700] [--concurrency 32] [--sockets 1000]
@@ -687,7 +688,7 @@ class Bench:
             if mode in ("coalesced", "transaction") and "latency" in args.phases:
                 await self.latency_run(mode, round_no, connect_s)
             if args.cost_rate and "cost" in args.phases:
-                await self.cost_run(mode, round_no)
+                await self.cost_run(mode, round_no, last_round)
             if "max" not in args.phases:
                 await self.close_all()
                 return
@@ -719,16 +720,21 @@ class Bench:
             await conn.close()
 
     async def open_loop_run(self, phase: str, rate: float, drain_s: float,
-                            run: str | None = None) -> tuple[dict[str, Any], dict[str, float],
-                                                             dict[str, Any]]:
+                            run: str | None = None,
+                            perf: str | None = None) -> tuple[dict[str, Any], dict[str, float],
+                                                              dict[str, Any]]:
         """From a settled database, send at `rate` on a fixed schedule (CPU metered meanwhile),
         let deliveries arrive for `drain_s`, and collect them: (sent, cores, received). With
-        --statements and a `run` name, PostgreSQL is watched meanwhile (`diagnose`)."""
+        --statements and a `run` name, PostgreSQL is watched meanwhile (`diagnose`); with --perf
+        and a `perf` name, the machine is recorded (`start_perf`)."""
         args = self.args
         await self.settle()
         diagnosis = await self.diagnose() if run is not None else None
+        spies = self.start_perf(perf, args.duration + args.warmup) if args.perf and perf else []
         sent, cpu = await self.metered(lambda: self.senders.call(
             "open_loop", phase=phase, rate=rate, duration=args.duration, warmup=args.warmup))
+        for spy in spies:
+            await asyncio.to_thread(spy.wait)
         await asyncio.sleep(drain_s)
         if run is not None:
             await self.diagnosed(diagnosis, run)
@@ -751,7 +757,7 @@ class Bench:
                   f"up in {connect_s:.1f} s"),
             errors=problems(sent, got, lost)))
 
-    async def cost_run(self, mode: str, round_no: int) -> None:
+    async def cost_run(self, mode: str, round_no: int, last_round: bool) -> None:
         """CPU per message at a fixed rate below saturation: what each part costs per message,
         steadier than rates measured at saturation (where everything competes for the cores)."""
         args = self.args
@@ -759,7 +765,9 @@ class Bench:
         # resend inserts nothing).
         sent, cpu, got = await self.open_loop_run(f"cost{mode[0]}{round_no}", args.cost_rate,
                                                   DRAIN_S + (1 if mode == "poll" else 0),
-                                                  run=f"{mode} at {args.cost_rate:g}/s")
+                                                  run=f"{mode} at {args.cost_rate:g}/s",
+                                                  perf=f"{mode}-{args.cost_rate:g}" if last_round
+                                                  else None)
         lost = sent["sent"] - sent["failed"] - got["delivered"] if mode != "off" else 0
         total = sum(cpu.get(g, 0.0) for g in ("api", "pg", "gen")) / args.cost_rate * 1e6
         self.add(f"cost-{mode}", Row(
@@ -868,8 +876,9 @@ class Bench:
         finally:
             await conn.close()
 
-    def start_perf(self, mode: str, seconds: float) -> list[subprocess.Popen[bytes]]:
-        """`perf record` of the whole machine (every process: where the cores went) for `mode`."""
+    def start_perf(self, name: str, seconds: float) -> list[subprocess.Popen[bytes]]:
+        """`perf record` of the whole machine (every process: where the cores went) to
+        DIR/perf-NAME.data."""
         if shutil.which("perf") is None:
             print("perf not found (apt-get install linux-perf): no perf record", flush=True)
             return []
@@ -877,7 +886,7 @@ class Bench:
         directory.mkdir(parents=True, exist_ok=True)
         log = (directory / "perf.log").open("ab")
         return [subprocess.Popen(["perf", "record", "-a", "-g", "-F", "199", "-o",
-                                  str(directory / f"perf-{mode}.data"), "--", "sleep",
+                                  str(directory / f"perf-{name}.data"), "--", "sleep",
                                   f"{seconds:.1f}"], stdout=log, stderr=subprocess.STDOUT)]
 
     def start_profile(self, seconds: float) -> list[subprocess.Popen[bytes]]:
@@ -1278,8 +1287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="py-spy both servers during each maximum-rate run of the last round")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
     parser.add_argument("--perf", metavar="DIR",
-                        help="perf record -a -g (whole machine) during each maximum-rate run of"
-                             " the last round: DIR/perf-MODE.data, read with perf report -i")
+                        help="perf record -a -g (whole machine) during each maximum-rate and"
+                             " fixed-rate run of the last round: DIR/perf-MODE.data and"
+                             " DIR/perf-MODE-RATE.data, read with perf report -i")
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES),
                         help=f"doorbell modes to run, comma-separated (default: {','.join(MODES)})")
     parser.add_argument("--phases", type=lambda text: text.split(","), default=list(PHASES),
