@@ -135,6 +135,13 @@ SELECT pid, CASE WHEN backend_type = 'client backend'
 FROM pg_stat_activity
 """
 
+# --statements: how each table was read (a sequential scan in the hot path shows here).
+TABLE_READS_SQL = """
+SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0),
+       n_tup_ins + n_tup_upd + n_tup_del, n_dead_tup
+FROM pg_stat_user_tables
+"""
+
 # --statements: where PostgreSQL's time went in a measured run, per message sent.
 STATEMENTS_SQL = """
 SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 100), calls, plans,
@@ -192,6 +199,7 @@ class Diagnosis:
     started: float
     notifies: int
     sampler: asyncio.Task[dict[str, int]]
+    tables: dict[str, tuple[int, ...]]  # TABLE_READS_SQL's counters when the run started
 
 
 @dataclass
@@ -599,6 +607,7 @@ class Bench:
     statements: dict[str, list[str]] = field(default_factory=dict)
     waits: dict[str, list[str]] = field(default_factory=dict)
     pg_cpu: dict[str, list[str]] = field(default_factory=dict)
+    table_reads: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, key: str, row: Row) -> None:
         self.results.setdefault(key, []).append(row)
@@ -738,7 +747,7 @@ class Bench:
         await asyncio.sleep(drain_s)
         if run is not None:
             await self.diagnosed(diagnosis, run)
-            await self.statements_of(run, sent["sent"])
+            await self.statements_of(diagnosis, run, sent["sent"])
         got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
                                         end=sent["end"])
         return sent, cpu, got
@@ -786,7 +795,7 @@ class Bench:
         notifies = await self.diagnosed(diagnosis, run)
         if mode != "off":
             await asyncio.sleep((DRAIN_S if not args.quick else 1.0) + (1 if mode == "poll" else 0))
-        await self.statements_of(run, sent["sent"])
+        await self.statements_of(diagnosis, run, sent["sent"])
         got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
                                         end=sent["end"])
         acked = sent["sent"] - sent["failed"]
@@ -812,11 +821,13 @@ class Bench:
             return None
         await self.admin_sql("SELECT pg_stat_statements_reset()")
         backends = await self.admin_sql(BACKENDS_SQL)
+        await self.admin_sql("SELECT pg_stat_force_next_flush()")
+        tables = {row[0]: tuple(row[1:]) for row in await self.admin_sql(TABLE_READS_SQL)}
         return Diagnosis(
             backends=[(row[0], row[1]) for row in backends],
             cpu_before={row[0]: process_cpu(row[0]) for row in backends},
             started=time.perf_counter(), notifies=self.notifies,
-            sampler=asyncio.create_task(self.sample_waits()))
+            sampler=asyncio.create_task(self.sample_waits()), tables=tables)
 
     async def diagnosed(self, diagnosis: Diagnosis | None, run: str) -> int:
         """Stop watching; keep what PostgreSQL did during `run` per message sent. Returns the
@@ -837,10 +848,11 @@ class Bench:
                            sorted(waits.items(), key=lambda kv: -kv[1])[:8]]
         return self.notifies - diagnosis.notifies
 
-    async def statements_of(self, run: str, sent: int) -> None:
-        """With --statements, PostgreSQL's top statements since `diagnose()` per message sent
-        (called once deliveries have drained, so their statements count)."""
-        if not self.args.statements:
+    async def statements_of(self, diagnosis: Diagnosis | None, run: str, sent: int) -> None:
+        """With --statements, PostgreSQL's top statements and table reads since `diagnose()` per
+        message sent (called once deliveries have drained, so their statements count; a backend
+        reports its table counters within a second of a transaction's end)."""
+        if diagnosis is None:
             return
         rows = await self.admin_sql(STATEMENTS_SQL)
         count = max(1, sent)
@@ -848,6 +860,16 @@ class Bench:
             f"  {r[1] / count:6.2f} calls {r[2] / count:6.2f} plans {r[3] * 1000 / count:6.0f}"
             f" us exec {r[4] * 1000 / count:5.0f} us plan {'' if r[5] else '(nested) '}{r[0]}"
             for r in rows]
+        reads = []
+        for row in await self.admin_sql(TABLE_READS_SQL):
+            before = diagnosis.tables.get(row[0], (0,) * 6)
+            change = [(now - then) / count for now, then in zip(row[1:6], before, strict=False)]
+            if any(change):
+                reads.append((row[0], change, row[6]))
+        self.table_reads[run] = [
+            f"  {c[0]:6.2f} seq scans {c[1]:8.1f} rows {c[2]:6.2f} index scans {c[3]:6.2f} rows"
+            f" {c[4]:5.2f} writes  {name} ({dead} dead rows)"
+            for name, c, dead in sorted(reads, key=lambda r: -(r[1][1] + r[1][3]))[:8]]
 
     async def sample_waits(self) -> dict[str, int]:
         """What the API's backends are doing, every 20 ms: {state/wait: samples}, "" = count."""
@@ -1206,6 +1228,9 @@ def report(bench: Bench, header: list[str]) -> list[str]:
     for run, lines in bench.statements.items():
         out.append(f"statements, {run} (per message sent: calls, plans, exec and plan time; last"
                    " round)")
+        out.extend(lines)
+    for run, lines in bench.table_reads.items():
+        out.append(f"tables read and written, {run} (per message sent)")
         out.extend(lines)
     for run, lines in bench.pg_cpu.items():
         out.append(f"PostgreSQL CPU by process kind, {run}")
