@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from tests import dbhelpers as h
 from tests.dbhelpers import C1, C2, P1, P2, User
 from tests.pg import TestPostgres
+from vechat_rls.api.conversations import read_conversation
 from vechat_rls.auth import Identity
 from vechat_rls.db import create_pool, tenant
 
@@ -284,6 +285,57 @@ async def test_32_concurrent_senders_in_both_directions_keep_counts_and_sequence
     ).fetchone()
     assert newest == (conversation["last_message_id"],)
     assert elapsed < 20, f"{total} sends took {elapsed:.1f} s: senders queue far too long"
+
+
+async def test_two_tabs_marking_the_same_messages_read_lock_them_in_id_order(env: Env) -> None:
+    """The API's read (POST /conversations/{id}/read) locks the messages in id order, whatever
+    order its plan reads them in. Here the plan reads the heap, where an edited message's new
+    version lies after a later message, while another tab of the same user locks them in id order.
+    Locking in the order read, the read held `second` and waited for `first`, the other tab
+    waited for `second`: deadlock (40P01, seen in a CI run of the test below)."""
+    o = env.new_organisation()
+    conv = env.conversation(o)
+    with env.admin.transaction():
+        first = h.insert_message(env.admin, o, conv, P1, C1, "first")
+        second = h.insert_message(env.admin, o, conv, P1, C1, "second")
+        env.admin.execute(
+            "UPDATE vechat_messages SET message = 'first, edited' WHERE organisation_id = %s "
+            "AND id = %s",
+            (o, first),
+        )
+    heap_order = env.admin.execute(
+        "SELECT id FROM vechat_messages WHERE organisation_id = %s ORDER BY ctid", (o,)
+    ).fetchall()
+    assert heap_order == [(second,), (first,)]
+    lock = (
+        "SELECT 1 FROM vechat_messages WHERE organisation_id = $1 AND id = $2 FOR NO KEY UPDATE"
+    )
+    pool = await create_pool(env.app_url, max_size=2)
+    try:
+
+        async def this_tab() -> int | None:
+            async with tenant(pool, identity(o, C1)) as conn:
+                # A plan that reads the heap, in page order.
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                await conn.execute("SET LOCAL enable_bitmapscan = off")
+                return await read_conversation(conn, conv)
+
+        async with tenant(pool, identity(o, C1)) as other_tab:
+            await other_tab.execute(lock, o, first)
+            reading = asyncio.create_task(this_tab())
+            await asyncio.sleep(0.5)  # it waits for `first` now (or holds `second`)
+            await other_tab.execute(lock, o, second)
+            await other_tab.execute(
+                "UPDATE vechat_messages SET is_read = true WHERE organisation_id = $1 "
+                "AND id = ANY ($2::bigint[])",
+                o,
+                [first, second],
+            )
+        marked = await asyncio.wait_for(reading, 10)
+    finally:
+        await pool.close()
+    assert marked == 0  # the other tab read both; rows changed meanwhile were checked again
+    assert_counters_exact(env, o, conv)
 
 
 async def test_concurrent_reads_sends_and_deletes_keep_counters_equal_to_recount(

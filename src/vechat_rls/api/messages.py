@@ -808,16 +808,29 @@ async def delete_message(conn: db.Connection, message_id: int, *, for_everyone: 
         raise Forbidden(f"only the sender may delete message {message_id} for everyone")
 
 
-# Only messages the caller received, and only unread ones, change; a trigger adjusts the
-# counters and emits the read receipts.
+# Statements that change several messages lock them first, in id order, then update them: two
+# tabs (or a tab and a phone) of one user changing the same messages would otherwise lock them in
+# whatever order each one's plan reads them -- an index in id order, the heap in page order -- and
+# deadlock. A row another transaction changed meanwhile is read again, and checked again, before
+# it is locked.
+LOCK_IN_ID_ORDER = "ORDER BY m.id FOR NO KEY UPDATE OF m"
+
+# Only messages the caller received, and only unread ones, change (locked in id order); a trigger
+# adjusts the counters and emits the read receipts.
 # visibility: vechat_messages_update_participant; vechat.messages_guard (receiver: is_read).
-MARK_READ_SQL = """
-WITH marked AS (
-    UPDATE public.vechat_messages m SET is_read = true
+MARK_READ_SQL = f"""
+WITH target AS MATERIALIZED (
+    SELECT m.organisation_id, m.id FROM public.vechat_messages m
     WHERE m.id = ANY ($1::bigint[])
       AND m.receiver_id = (SELECT vechat.current_user_id())
       AND m.receiver_type = (SELECT vechat.current_user_type())
       AND NOT m.is_read
+    {LOCK_IN_ID_ORDER}
+),
+marked AS (
+    UPDATE public.vechat_messages m SET is_read = true
+    FROM target t
+    WHERE m.organisation_id = t.organisation_id AND m.id = t.id AND NOT m.is_read
     RETURNING 1
 )
 SELECT count(*) FROM marked
