@@ -758,9 +758,10 @@ class Bench:
             "open_loop", phase=phase, rate=rate, duration=args.duration, warmup=args.warmup))
         for spy in spies:
             await asyncio.to_thread(spy.wait)
+        if run is not None:
+            await self.diagnosed(diagnosis, run)  # CPU over the metered run, as in max_run
         await asyncio.sleep(drain_s)
         if run is not None:
-            await self.diagnosed(diagnosis, run)
             await self.statements_of(diagnosis, run, sent["sent"])
         got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
                                         end=sent["end"])
