@@ -260,7 +260,7 @@ target AS MATERIALIZED (
 marked AS (
     UPDATE public.vechat_messages m SET is_read = true
     FROM target t
-    WHERE m.organisation_id = t.organisation_id AND m.id = t.id AND NOT m.is_read
+    WHERE m.organisation_id = t.organisation_id AND m.id = t.id
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM conv) AS found, (SELECT count(*) FROM marked) AS marked
@@ -313,7 +313,6 @@ hidden AS (
     SET is_deleted_by_receiver = true
     FROM target t
     WHERE m.organisation_id = t.organisation_id AND m.id = t.id
-      AND NOT m.is_read AND m.deleted_at IS NULL AND NOT m.is_deleted_by_receiver
     RETURNING 1
 )
 SELECT conv.newest FROM conv

@@ -812,7 +812,7 @@ async def delete_message(conn: db.Connection, message_id: int, *, for_everyone: 
 # tabs (or a tab and a phone) of one user changing the same messages would otherwise lock them in
 # whatever order each one's plan reads them -- an index in id order, the heap in page order -- and
 # deadlock. A row another transaction changed meanwhile is read again, and checked again, before
-# it is locked.
+# it is locked, so the update needs no conditions of its own beyond the locked ids.
 LOCK_IN_ID_ORDER = "ORDER BY m.id FOR NO KEY UPDATE OF m"
 
 # Only messages the caller received, and only unread ones, change (locked in id order); a trigger
@@ -830,7 +830,7 @@ WITH target AS MATERIALIZED (
 marked AS (
     UPDATE public.vechat_messages m SET is_read = true
     FROM target t
-    WHERE m.organisation_id = t.organisation_id AND m.id = t.id AND NOT m.is_read
+    WHERE m.organisation_id = t.organisation_id AND m.id = t.id
     RETURNING 1
 )
 SELECT count(*) FROM marked
