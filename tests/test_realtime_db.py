@@ -104,7 +104,8 @@ def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World
             (recipients,),
         ).fetchall()
         created = [r for r in rows if r[0] == "message.created"]
-        assert created and all(r[2] == r[1] and r[4] == a and r[5] is True for r in created)
+        # Unread: no read_at to show or hide, so the receipt rule is not even asked.
+        assert created and all(r[2] == r[1] and r[4] == a and r[5] is None for r in created)
         assert "hello!" in [r[3] for r in created]
         # P2's own reads see none of them: the rows came from P1's context inside the call.
         count = conn.execute(
@@ -112,6 +113,56 @@ def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World
         ).fetchone()
         assert count == (0,)
         conn.rollback()
+
+
+def test_read_events_brings_the_reply_and_the_receipt_rule_where_the_event_needs_them(
+    request: pytest.FixtureRequest, postgres: TestPostgres
+) -> None:
+    """The message replied to, as the recipient reads it, comes with a reply's events; whether
+    the receiver shows read receipts comes with events of a message that has a read_at, and
+    follows the receiver's setting."""
+    database = h.shared_database(request, postgres)
+    with (
+        h.organisations(postgres, database, 1) as (o,),
+        h.admin_connect(postgres, database) as admin,
+    ):
+        h.seed_organisation(admin, o)  # C1 replied "hi" to P1's "hello!"
+        admin.commit()
+
+        def p1_events() -> dict[int, list[tuple[Any, ...]]]:
+            with h.app_connect(postgres, database, autocommit=True) as conn:
+                rows = conn.execute(
+                    """SELECT e.message_id, (e.message).message, (e.reply_to).id,
+                              (e.reply_to).message, e.receipts_shown
+                       FROM vechat.read_events(%s) e
+                       WHERE e.event_type = 'message.created'""",
+                    (json.dumps([[o, P1.user_type, P1.user_id, 0]]),),
+                ).fetchall()
+            by_id: dict[int, list[tuple[Any, ...]]] = {}
+            for row in rows:
+                by_id.setdefault(row[0], []).append(row[1:])
+            return by_id
+
+        events = p1_events()
+        hello = next(i for i, rows in events.items() if rows[0][0] == "hello!")
+        hi = next(i for i, rows in events.items() if rows[0][0] == "hi")
+        assert events[hi] == [("hi", hello, "hello!", None)]
+        assert events[hello] == [("hello!", None, None, None)]
+        # C1 reads "hello!": P1, its sender, may see when -- unless C1 hides read receipts.
+        h.act_as(admin, o, C1)
+        admin.execute(
+            "UPDATE vechat_messages SET is_read = true WHERE organisation_id = %s AND id = %s",
+            (o, hello),
+        )
+        admin.commit()
+        assert p1_events()[hello] == [("hello!", None, None, True)]
+        admin.execute(
+            """UPDATE vechat_presence SET show_read_receipts = false
+               WHERE organisation_id = %s AND user_type = %s AND user_id = %s""",
+            (o, C1.user_type, C1.user_id),
+        )
+        admin.commit()
+        assert p1_events()[hello] == [("hello!", None, None, False)]
 
 
 def test_read_events_plans_once_however_long_a_recipients_history(
@@ -141,8 +192,11 @@ def test_read_events_plans_once_however_long_a_recipients_history(
             plans: list[str] = []
             admin.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
             admin.execute("LOAD 'auto_explain'")
-            for setting, value in (("log_min_duration", "0"), ("log_nested_statements", "on"),
-                                   ("log_level", "notice")):
+            for setting, value in (
+                ("log_min_duration", "0"),
+                ("log_nested_statements", "on"),
+                ("log_level", "notice"),
+            ):
                 admin.execute(f"SET auto_explain.{setting} = {value}")
             admin.execute("SET ROLE vechat_app")
             for _ in range(8):  # past the five custom plans a statement starts with
@@ -190,8 +244,11 @@ def test_read_events_never_crosses_the_organisation_of_the_transaction(world: Wo
 
 def test_read_events_serves_several_organisations_in_one_statement(world: World) -> None:
     a, b = (s.organisation_id for s in world.seeds)
-    recipients = [[b, "client", C1.user_id, 0], [a, "personnel", P1.user_id, 0],
-                  [b, "personnel", P1.user_id, 0]]
+    recipients = [
+        [b, "client", C1.user_id, 0],
+        [a, "personnel", P1.user_id, 0],
+        [b, "personnel", P1.user_id, 0],
+    ]
     with world.app() as conn:
         conn.autocommit = True
         rows = conn.execute(

@@ -19,7 +19,8 @@
 -- the organisation marks every local user). A message event comes with its message and the
 -- message it replies to as whole rows read in the recipient's context
 -- (vechat_messages_select_participant; NULL when they cannot see it), and whether its receiver
--- shows read receipts (the rule of RECEIPTS_SHOWN in src/vechat_rls/api/messages.py). The caller
+-- shows read receipts (the rule of RECEIPTS_SHOWN in src/vechat_rls/api/messages.py; NULL while
+-- the message has no read_at, so there is nothing to show or hide). The caller
 -- maps those rows with the HTTP API's own mapping. Every setting is back as the caller had it on
 -- return: nothing after this call in the statement acts for anyone.
 CREATE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
@@ -39,6 +40,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     r         record;
+    x         record;
     v_org     bigint := vechat.current_organisation_id();
     v_acting  bigint := v_org;
     v_org_raw text   := pg_catalog.current_setting('vechat.organisation_id', true);
@@ -69,32 +71,52 @@ BEGIN
             WHERE c.user_type = r.user_type AND c.user_id = r.user_id AND c.last_seq > r.since);
         PERFORM pg_catalog.set_config('vechat.user_id', r.user_id::text, true),
                 pg_catalog.set_config('vechat.user_type', r.user_type, true);
-        -- Each message and reply by primary key, in subqueries run per event: the plan cannot
-        -- turn into a scan of the recipient's messages, whatever the statistics say.
-        RETURN QUERY
-            SELECT x.organisation_id, x.recipient_type::text, x.recipient_id, x.seq,
-                   x.event_type::text, x.conversation_id, x.message_id, x.data, x.created_at,
-                   x.m,
-                   (SELECT rt FROM public.vechat_messages rt
-                    WHERE rt.organisation_id = x.organisation_id
-                      AND rt.id = (x.m).reply_to_message_id),
-                   coalesce((SELECT p.show_read_receipts FROM public.vechat_presence p
-                             WHERE p.organisation_id = x.organisation_id
-                               AND p.user_type = (x.m).receiver_type
-                               AND p.user_id = (x.m).receiver_id),
-                            true)
-            FROM (
-                SELECT e.*,
-                       (SELECT m FROM public.vechat_messages m
-                        WHERE m.organisation_id = e.organisation_id AND m.id = e.message_id
-                          AND e.event_type IN ('message.created', 'message.updated',
-                                               'message.deleted')) AS m
-                FROM public.vechat_events e
-                WHERE e.recipient_type = r.user_type AND e.recipient_id = r.user_id
-                  AND e.seq > r.since
-                ORDER BY e.seq
-                LIMIT p_limit
-            ) AS x;
+        -- Each message by primary key, in a subquery run per event: the plan cannot turn into a
+        -- scan of the recipient's messages, whatever the statistics say. The message it replies
+        -- to, and whether its receiver shows read receipts, only when the event needs them:
+        -- a statement of their own each, started only then. Subqueries in this query would be
+        -- set up for every recipient whether they run or not -- ~6 us of a recipient's ~30
+        -- (bench/read_events.py), for what a new message without a reply never needs.
+        FOR x IN
+            SELECT e.*,
+                   (SELECT m FROM public.vechat_messages m
+                    WHERE m.organisation_id = e.organisation_id AND m.id = e.message_id
+                      AND e.event_type IN ('message.created', 'message.updated',
+                                           'message.deleted')) AS m
+            FROM public.vechat_events e
+            WHERE e.recipient_type = r.user_type AND e.recipient_id = r.user_id
+              AND e.seq > r.since
+            ORDER BY e.seq
+            LIMIT p_limit
+        LOOP
+            organisation_id := x.organisation_id;
+            recipient_type := x.recipient_type;
+            recipient_id := x.recipient_id;
+            seq := x.seq;
+            event_type := x.event_type;
+            conversation_id := x.conversation_id;
+            message_id := x.message_id;
+            data := x.data;
+            created_at := x.created_at;
+            message := x.m;
+            reply_to := NULL;
+            receipts_shown := NULL;
+            IF (x.m).reply_to_message_id IS NOT NULL THEN
+                SELECT rt.* INTO reply_to FROM public.vechat_messages rt
+                WHERE rt.organisation_id = x.organisation_id
+                  AND rt.id = (x.m).reply_to_message_id;
+            END IF;
+            -- Asked only where a read_at is there to show or hide.
+            IF (x.m).read_at IS NOT NULL THEN
+                receipts_shown := coalesce(
+                    (SELECT p.show_read_receipts FROM public.vechat_presence p
+                     WHERE p.organisation_id = x.organisation_id
+                       AND p.user_type = (x.m).receiver_type
+                       AND p.user_id = (x.m).receiver_id),
+                    true);
+            END IF;
+            RETURN NEXT;
+        END LOOP;
     END LOOP;
     PERFORM pg_catalog.set_config('vechat.organisation_id', coalesce(v_org_raw, ''), true),
             pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
@@ -102,7 +124,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
-    'Events of several recipients ([[organisation_id, user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context (organisation and user); message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts. Callable alone (one statement); inside a transaction acting for an organisation, refuses any other; restores the caller''s settings.';
+    'Events of several recipients ([[organisation_id, user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context (organisation and user); message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts (NULL while the message has no read_at). Callable alone (one statement); inside a transaction acting for an organisation, refuses any other; restores the caller''s settings.';
 
 -- A server process's connection leases, for several users at once: [[user_type, user_id, sockets]].
 -- sockets > 0 creates or renews the lease (expires_at = now() + p_lease_s); 0 removes it. A user
