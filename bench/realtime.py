@@ -854,6 +854,11 @@ class Bench:
         for pid, kind in diagnosis.backends:
             used = process_cpu(pid) - diagnosis.cpu_before[pid]
             by_kind[kind] = by_kind.get(kind, 0.0) + used
+        # Connected during the run (the ringer's connection opens at the first ring): all of
+        # their CPU was used in it.
+        for pid, kind in await self.admin_sql(BACKENDS_SQL):
+            if pid not in diagnosis.cpu_before:
+                by_kind[kind] = by_kind.get(kind, 0.0) + process_cpu(pid)
         self.pg_cpu[run] = [f"  {used / seconds:5.2f} cores  {kind}" for kind, used in
                             sorted(by_kind.items(), key=lambda kv: -kv[1])[:8]]
         diagnosis.sampler.cancel()
