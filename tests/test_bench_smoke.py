@@ -1,5 +1,5 @@
-"""The benchmark harnesses run end to end (`bench/http.py --quick`, ~17 s; `bench/read_events.py`
-and `bench/ws_send.py`, small): smoke checks of the harness, not numbers."""
+"""The benchmark harnesses run end to end (`bench/http.py --quick`, ~17 s; `bench/read_events.py`,
+`bench/hub_read.py` and `bench/ws_send.py`, small): smoke checks of the harness, not numbers."""
 
 from __future__ import annotations
 
@@ -54,6 +54,24 @@ def test_read_events_bench_reads_every_recipients_new_events_as_both_roles() -> 
     for r in rows:  # as vechat_app, only each recipient's own context shows their events
         assert int(r[4]) == int(r[1]) * int(r[3]), r
         assert float(r[5]) > 0 and float(r[7]) >= 0, r
+
+
+@pytest.mark.slow
+def test_hub_read_bench_queues_a_frame_per_new_event_and_none_without() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.with_name("hub_read.py")), "--pairs", "50",
+         "--messages", "3", "--calls", "5"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    # recipients, "x", new events each, frames, wall, api, api per recipient, pg, pg per recipient
+    assert {(r[0], r[2]) for r in rows} == {
+        (recipients, new) for recipients in ("2", "14", "100") for new in ("1", "0")
+    }, proc.stdout
+    for r in rows:  # a frame for each new event the hub read back, none for a skipped recipient
+        assert int(r[3]) == int(r[0]) * int(r[2]), r
+        assert float(r[4]) > 0 and float(r[5]) > 0, r
 
 
 def test_ws_send_bench_measures_every_variant_against_plain() -> None:

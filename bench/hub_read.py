@@ -1,0 +1,129 @@
+"""What one read of the realtime hub costs the API process, per call and per recipient.
+
+`bench/read_events.py` measures PostgreSQL's side of `vechat.read_events`; this measures the
+server's: the hub's own `_read` (realtime/hub.py) -- the pool, the statement through asyncpg, the
+rows decoded, mapped with the HTTP API's mapping and encoded as frames (realtime/events.py), and
+queued on each socket's outbox. Sending the frames is not included (`bench/ws_send.py`).
+
+Starts its own PostgreSQL 18, migrates it and seeds one organisation with `--pairs` conversations
+(personnel i, client i) of `--messages` messages each, opens a hub with one outbox per user (no
+sockets), then reads K conversations' both participants again and again, each time from one
+event before their last (`x 1`) or with nothing new (`x 0`: every recipient skipped by its
+cursor). Prints per call: wall time, this process's CPU (the hub's Python, asyncpg), and
+PostgreSQL's (the backends' own, from /proc), each also per recipient.
+
+    .venv/bin/python bench/hub_read.py [--pairs 200] [--messages 20] [--calls 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+# bench/ is sys.path[0] until something imports the standard library's `http`: then bench/http.py
+# steps aside (takes bench/ off sys.path). So bench/read_events.py (which imports http_bench) first.
+from read_events import ORGANISATION, RECIPIENTS, backend_cpu_s, seed
+
+# isort: split
+from http_bench import APP_PASSWORD, bench_database, url_for
+
+from vechat_rls import db
+from vechat_rls.auth import USER_TYPES, Identity
+from vechat_rls.config import Settings
+from vechat_rls.pgserver import PgServer, embedded_bindir
+from vechat_rls.realtime.events import UserKey
+from vechat_rls.realtime.hub import Hub, Outbox
+
+Key = tuple[str, int]  # (user_type, user_id) in the one organisation
+Wanted = tuple[UserKey, int]  # what a wake-up asks the hub to read: (user, since)
+
+BACKENDS_SQL = "SELECT pid FROM pg_stat_activity WHERE application_name = 'vechat-rls'"
+
+
+async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]:
+    settings = Settings(database_url=url, ws_queue_limit=100_000, pool_min=1, pool_max=2)
+    database = db.Database(settings)
+    await database.open()
+    hub = Hub(database, settings)  # not started: only its reads run, one at a time
+    outboxes: dict[Key, Outbox] = {}
+    for i in range(1, pairs + 1):
+        for kind in USER_TYPES:
+            identity = Identity(organisation_id=ORGANISATION, user_type=kind, user_id=i)
+            outboxes[(kind, i)] = await hub.open(identity, None)
+    last = {key: outbox.delivered for key, outbox in outboxes.items()}
+    lines = []
+    try:
+        for conversations in RECIPIENTS:
+            for behind in (1, 0):
+                keys = [(kind, i) for i in range(1, conversations + 1)
+                        for kind in ("client", "personnel")]
+
+                wanted = [(outboxes[k].key, last[k] - behind) for k in keys]
+
+                async def read_once(keys: list[Key] = keys, wanted: list[Wanted] = wanted) -> None:
+                    for key, (_user, since) in zip(keys, wanted, strict=True):
+                        outbox = outboxes[key]  # as if it had sent up to `since` and no further
+                        outbox.delivered = since
+                        while not outbox.queue.empty():
+                            outbox.queue.get_nowait()
+                    await hub._read(wanted)
+
+                for _ in range(20):  # plans cached, caches warm
+                    await read_once()
+                frames = sum(outboxes[k].queue.qsize() for k in keys)
+                with psycopg.connect(admin_url, autocommit=True) as admin:
+                    pids = [row[0] for row in admin.execute(BACKENDS_SQL)]
+                pg = sum(backend_cpu_s(pid) for pid in pids)
+                client, wall = time.process_time(), time.perf_counter()
+                for _ in range(calls):
+                    await read_once()
+                wall = (time.perf_counter() - wall) / calls
+                client = (time.process_time() - client) / calls
+                pg = (sum(backend_cpu_s(pid) for pid in pids) - pg) / calls
+                n = len(keys)
+                lines.append(
+                    f"{n:10d} x {behind} {frames:6d} {wall * 1e6:8.0f} {client * 1e6:8.0f} "
+                    f"{client * 1e6 / n:10.1f} {pg * 1e6:8.0f} {pg * 1e6 / n:10.1f}")
+    finally:
+        for outbox in outboxes.values():
+            hub.close(outbox)
+        await database.close()
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200, help="conversations seeded")
+    parser.add_argument("--messages", type=int, default=20, help="messages per conversation")
+    parser.add_argument("--calls", type=int, default=300, help="calls per measurement")
+    args = parser.parse_args(argv)
+    if args.pairs < max(RECIPIENTS) or args.messages < 3:
+        parser.error(f"--pairs must be at least {max(RECIPIENTS)} and --messages at least 3")
+    workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-hub-"))
+    pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False)
+    try:
+        pg.start()
+        admin_url = bench_database(pg)
+        seed(admin_url, args.pairs, args.messages)
+        print(f"the hub's read (Hub._read: statement, rows, mapping, frames queued); "
+              f"{args.pairs} conversations x {args.messages} messages; {args.calls} calls per row")
+        print(f"{'recipients x new':>16s} {'frames':>6s} {'wall us':>8s} {'api us':>8s} "
+              f"{'api us/rcp':>10s} {'pg us':>8s} {'pg us/rcp':>10s}")
+        lines = asyncio.run(measure(url_for(pg, "vechat_app", APP_PASSWORD), admin_url,
+                                    args.pairs, args.calls))
+        print("\n".join(lines))
+        return 0
+    finally:
+        pg.stop("fast")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
