@@ -17,27 +17,22 @@ PostgreSQL's (the backends' own, from /proc), each also per recipient.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 
 # bench/ is sys.path[0] until something imports the standard library's `http`: then bench/http.py
 # steps aside (takes bench/ off sys.path). So bench/read_events.py (which imports http_bench) first.
-from read_events import ORGANISATION, RECIPIENTS, backend_cpu_s, seed
+from read_events import ORGANISATION, RECIPIENTS, arguments, backend_cpu_s, seeded_server
 
 # isort: split
-from http_bench import APP_PASSWORD, bench_database, url_for
+from http_bench import APP_PASSWORD, url_for
 
 from vechat_rls import db
 from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings
-from vechat_rls.pgserver import PgServer, embedded_bindir
 from vechat_rls.realtime.events import UserKey
 from vechat_rls.realtime.hub import Hub, Outbox
 
@@ -99,19 +94,8 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=200, help="conversations seeded")
-    parser.add_argument("--messages", type=int, default=20, help="messages per conversation")
-    parser.add_argument("--calls", type=int, default=300, help="calls per measurement")
-    args = parser.parse_args(argv)
-    if args.pairs < max(RECIPIENTS) or args.messages < 3:
-        parser.error(f"--pairs must be at least {max(RECIPIENTS)} and --messages at least 3")
-    workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-hub-"))
-    pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False)
-    try:
-        pg.start()
-        admin_url = bench_database(pg)
-        seed(admin_url, args.pairs, args.messages)
+    args = arguments(__doc__.splitlines()[0], argv)
+    with seeded_server(args.pairs, args.messages) as (pg, admin_url):
         print(f"the hub's read (Hub._read: statement, rows, mapping, frames queued); "
               f"{args.pairs} conversations x {args.messages} messages; {args.calls} calls per row")
         print(f"{'recipients x new':>16s} {'frames':>6s} {'wall us':>8s} {'api us':>8s} "
@@ -119,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = asyncio.run(measure(url_for(pg, "vechat_app", APP_PASSWORD), admin_url,
                                     args.pairs, args.calls))
         print("\n".join(lines))
-        return 0
-    finally:
-        pg.stop("fast")
-        shutil.rmtree(workdir, ignore_errors=True)
-
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

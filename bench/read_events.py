@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,20 +108,36 @@ async def measure(url: str, role: str, cursors: dict[tuple[str, int], int],
         await conn.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """--pairs, --messages, --calls: what this benchmark and bench/hub_read.py take."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--pairs", type=int, default=200, help="conversations seeded")
     parser.add_argument("--messages", type=int, default=20, help="messages per conversation")
     parser.add_argument("--calls", type=int, default=300, help="calls per measurement")
     args = parser.parse_args(argv)
     if args.pairs < max(RECIPIENTS) or args.messages < 3:
         parser.error(f"--pairs must be at least {max(RECIPIENTS)} and --messages at least 3")
+    return args
+
+
+@contextlib.contextmanager
+def seeded_server(pairs: int, messages: int) -> Iterator[tuple[PgServer, str]]:
+    """A PostgreSQL 18 of its own, migrated and seeded (`seed`): (server, admin URL)."""
     workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-read-"))
     pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False)
     try:
         pg.start()
         admin_url = bench_database(pg)
-        seed(admin_url, args.pairs, args.messages)
+        seed(admin_url, pairs, messages)
+        yield pg, admin_url
+    finally:
+        pg.stop("fast")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__.splitlines()[0], argv)
+    with seeded_server(args.pairs, args.messages) as (pg, admin_url):
         with psycopg.connect(admin_url) as conn:
             cursors: dict[tuple[str, int], int] = {
                 (kind, user_id): last for kind, user_id, last in conn.execute(
@@ -133,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                           (BYPASS_ROLE, url_for(pg, BYPASS_ROLE, BYPASS_PASSWORD))):
             results += asyncio.run(measure(url, role, cursors, args.calls))
         print("\n".join(results))
-        return 0
-    finally:
-        pg.stop("fast")
-        shutil.rmtree(workdir, ignore_errors=True)
-
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

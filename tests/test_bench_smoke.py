@@ -13,14 +13,19 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "http.py"
 
 
-@pytest.mark.slow
-def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
+def run_bench(script: str, *args: str, timeout: float = 180) -> str:
+    """Run `bench/<script>` with `args`; its standard output, once it has exited 0."""
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True, text=True, timeout=180, check=False,
+        [sys.executable, str(BENCH.with_name(script)), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
+    out = run_bench("http.py", "--quick")
     for row in (
         "generator ceiling",
         "raw asyncpg INSERT in db.tenant() as vechat_app",
@@ -38,19 +43,14 @@ def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
 
 @pytest.mark.slow
 def test_read_events_bench_reads_every_recipients_new_events_as_both_roles() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH.with_name("read_events.py")), "--pairs", "50",
-         "--messages", "3", "--calls", "5"],
-        capture_output=True, text=True, timeout=180, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    rows = [line.split() for line in proc.stdout.splitlines()
+    out = run_bench("read_events.py", "--pairs", "50", "--messages", "3", "--calls", "5")
+    rows = [line.split() for line in out.splitlines()
             if line.startswith(("vechat_app ", "vechat_bench_bypass "))]
     # role, recipients, "x", new events each, rows, wall, pg, pg per recipient, client
     assert {(r[0], r[1], r[3]) for r in rows} == {
         (role, recipients, new) for role in ("vechat_app", "vechat_bench_bypass")
         for recipients in ("2", "14", "100") for new in ("1", "3")
-    }, proc.stdout
+    }, out
     for r in rows:  # as vechat_app, only each recipient's own context shows their events
         assert int(r[4]) == int(r[1]) * int(r[3]), r
         assert float(r[5]) > 0 and float(r[7]) >= 0, r
@@ -58,30 +58,21 @@ def test_read_events_bench_reads_every_recipients_new_events_as_both_roles() -> 
 
 @pytest.mark.slow
 def test_hub_read_bench_queues_a_frame_per_new_event_and_none_without() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH.with_name("hub_read.py")), "--pairs", "50",
-         "--messages", "3", "--calls", "5"],
-        capture_output=True, text=True, timeout=180, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    out = run_bench("hub_read.py", "--pairs", "50", "--messages", "3", "--calls", "5")
+    rows = [line.split() for line in out.splitlines()[2:]]
     # recipients, "x", new events each, frames, wall, api, api per recipient, pg, pg per recipient
     assert {(r[0], r[2]) for r in rows} == {
         (recipients, new) for recipients in ("2", "14", "100") for new in ("1", "0")
-    }, proc.stdout
+    }, out
     for r in rows:  # a frame for each new event the hub read back, none for a skipped recipient
         assert int(r[3]) == int(r[0]) * int(r[2]), r
         assert float(r[4]) > 0 and float(r[5]) > 0, r
 
 
 def test_ws_send_bench_measures_every_variant_against_plain() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH.with_name("ws_send.py")), "--frames", "2000", "--rounds", "1"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[2:]}
-    assert set(rows) == {"plain", "watchdog", "wait_for"}, proc.stdout
-    assert float(rows["plain"][1]) == 1.0, proc.stdout
+    out = run_bench("ws_send.py", "--frames", "2000", "--rounds", "1", timeout=120)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
+    assert set(rows) == {"plain", "watchdog", "wait_for"}, out
+    assert float(rows["plain"][1]) == 1.0, out
     for us_per_frame, _ratio in rows.values():
-        assert float(us_per_frame) > 0, proc.stdout
+        assert float(us_per_frame) > 0, out
