@@ -49,6 +49,11 @@ the same database state (VACUUM of the hot tables, CHECKPOINT): the rows every m
 (conversation, cursors, rate-limit counter) otherwise carry the dead versions of the run before
 into the next one, which then runs up to 2x slower whatever its mode.
 
+A/B of server settings: `--ab VECHAT_X=V[,...]` adds a mode `ab`, the coalesced doorbell with
+those settings, to the same rounds, and prints its ratios to `off` and to `coalesced` round by
+round. Runs of the same code differ by more (delivered/off 0.74 and 0.80 in two 3-round runs an
+hour apart) than most changes do; pairs within one run differ much less.
+
 Diagnostics: `--profile DIR` samples both servers with py-spy (`--native`: with C frames) during
 each maximum-rate run of the last round; `--statements` loads pg_stat_statements and prints, per
 maximum-rate and fixed-rate run, PostgreSQL's top statements per message, its CPU by process kind
@@ -63,7 +68,7 @@ round (`perf report -i DIR/perf-MODE.data --sort comm,dso`).
                                        [--modes coalesced,transaction,off,poll]
                                        [--phases ceiling,db,latency,cost,max,memory]
                                        [--profile DIR [--native]] [--perf DIR]
-                                       [--statements]
+                                       [--statements] [--ab VECHAT_X=V[,VECHAT_Y=W]]
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ from http_bench import (
 
 ORGANISATIONS = 10
 MODES = ("coalesced", "transaction", "off", "poll")
+AB = "ab"  # --ab: the coalesced doorbell once more, with other server settings, in the same rounds
 DB_TASKS = 32
 DB_CONNECTIONS = 20
 CONNECT_PARALLEL = 25  # sockets a worker opens at once
@@ -152,6 +158,17 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 ORDER BY total_exec_time + total_plan_time DESC
 LIMIT 16
 """
+
+
+def server_env(text: str) -> dict[str, str]:
+    """--ab: "VECHAT_X=V,VECHAT_Y=W" -> the servers' environment additions."""
+    env = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("VECHAT_"):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected VECHAT_NAME=VALUE")
+        env[name] = value
+    return env
 
 
 def ms(ns: float | None) -> str:
@@ -684,6 +701,9 @@ class Bench:
         poll = {"off": "3600", "poll": "1"}.get(mode, "5")
         env = {"VECHAT_DOORBELL": "transaction" if quiet else mode,
                "VECHAT_REALTIME_POLL_S": poll}
+        if mode == AB:
+            env = {"VECHAT_DOORBELL": "coalesced", "VECHAT_REALTIME_POLL_S": poll,
+                   **self.args.ab}
         settings = {"vechat.doorbell": "off"} if quiet else {}
         url = url_for(self.pg, "vechat_app", APP_PASSWORD, **settings)
         self.servers = [
@@ -708,7 +728,7 @@ class Bench:
         try:
             connect_s = await self.connect_all(self.api_url)
             await asyncio.sleep(1.0)  # leases written, queues idle
-            if mode in ("coalesced", "transaction") and "latency" in args.phases:
+            if mode in ("coalesced", "transaction", AB) and "latency" in args.phases:
                 await self.latency_run(mode, round_no, connect_s)
             if args.cost_rate and "cost" in args.phases:
                 await self.cost_run(mode, round_no, last_round)
@@ -1142,9 +1162,9 @@ def problems(sent: dict[str, Any], got: dict[str, Any], lost: int) -> str:
 
 TABLE = [  # (result key, shown when present)
     "ceiling",
-    "lat-coalesced", "lat-transaction",
-    "max-coalesced", "max-transaction", "max-poll", "max-off",
-    "cost-coalesced", "cost-transaction", "cost-poll", "cost-off",
+    "lat-coalesced", "lat-ab", "lat-transaction",
+    "max-coalesced", "max-ab", "max-transaction", "max-poll", "max-off",
+    "cost-coalesced", "cost-ab", "cost-transaction", "cost-poll", "cost-off",
     "db-plain", "db-notify", "db-msg-trigger", "db-msg-off", "db-msg-coalesced",
 ]
 
@@ -1208,6 +1228,8 @@ def report(bench: Bench, header: list[str]) -> list[str]:
     ratio("delivered transaction / sent with doorbell off", paired("max-transaction", "max-off"))
     ratio("delivered coalesced / delivered transaction",
           paired("max-coalesced", "max-transaction"))
+    ratio("delivered ab / sent with doorbell off", paired("max-ab", "max-off"))
+    ratio("delivered ab / delivered coalesced", paired("max-ab", "max-coalesced"))
     ratio("delivered coalesced / delivered by 1 s poll", paired("max-coalesced", "max-poll"))
     ratio("delivered by 1 s poll / sent with doorbell off", paired("max-poll", "max-off"))
     everything = ("api", "pg", "gen")
@@ -1221,7 +1243,7 @@ def report(bench: Bench, header: list[str]) -> list[str]:
     ratio("DB: message INSERT, coalesced / doorbell off", paired("db-msg-coalesced", "db-msg-off"))
     out.append("")
     out.append("memory (RSS MiB per server process)")
-    for mode in MODES:
+    for mode in (*MODES, AB):
         rows = bench.results.get(f"rss-{mode}", [])
         if rows:
             out.append(f"  {mode:12s} A / B with {len(bench.pairs)} sockets each, after the runs: "
@@ -1293,7 +1315,7 @@ async def orchestrate(bench: Bench, admin_url: str, header: list[str]) -> None:
             if "db" in args.phases:
                 say(f"round {round_no + 1}/{args.rounds}: database ceilings")
                 await bench.database_ceilings()
-            modes = tuple(m for m in MODES if m in args.modes)
+            modes = tuple(m for m in (*MODES, AB) if m in args.modes)
             order = modes[round_no % len(modes):] + modes[:round_no % len(modes)]
             for mode in order:
                 say(f"round {round_no + 1}/{args.rounds}: {mode}")
@@ -1339,6 +1361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"doorbell modes to run, comma-separated (default: {','.join(MODES)})")
     parser.add_argument("--phases", type=lambda text: text.split(","), default=list(PHASES),
                         help=f"what to measure, comma-separated (default: {','.join(PHASES)})")
+    parser.add_argument("--ab", type=server_env, default={}, metavar="VECHAT_X=V[,VECHAT_Y=W]",
+                        help="also run the coalesced doorbell with these server settings (mode"
+                             " 'ab'), in the same rounds as the others: an A/B of settings that"
+                             " the spread between runs would hide")
     parser.add_argument("--statements", action="store_true",
                         help="pg_stat_statements: PostgreSQL's top statements per maximum-rate and"
                              " fixed-rate run")
@@ -1352,7 +1378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         event_loop_runner()(worker_main(args.worker))
         return 0
-    for option, given, known in (("--modes", args.modes, MODES), ("--phases", args.phases, PHASES)):
+    if args.ab and AB not in args.modes:
+        args.modes.append(AB)
+    modes = (*MODES, AB) if args.ab else MODES
+    for option, given, known in (("--modes", args.modes, modes), ("--phases", args.phases, PHASES)):
         if unknown := sorted(set(given) - set(known)):
             parser.error(f"{option}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     if args.quick:
@@ -1400,6 +1429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             " processes, this one, the relay) and everything else on the machine (noise)",
             f"reproduce: {command}",
         ]
+        if args.ab:
+            header.insert(-1, "ab: the coalesced doorbell with "
+                          + ", ".join(f"{k}={v}" for k, v in args.ab.items()))
         print(f"setup {time.perf_counter() - started:.1f} s ({len(pairs)} conversations)",
               flush=True)
         event_loop_runner()(orchestrate(bench, admin_url, header))

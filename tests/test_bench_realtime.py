@@ -65,3 +65,40 @@ def test_realtime_bench_refuses_an_unknown_phase() -> None:
     )
     assert proc.returncode == 2
     assert "--phases: unknown nope" in proc.stderr, proc.stderr
+
+
+def test_realtime_bench_refuses_an_ab_setting_that_is_not_the_services() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--ab", "VECHAT_DOORBELL_BATCH_MS=5,PATH=/tmp"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "'PATH=/tmp': expected VECHAT_NAME=VALUE" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_realtime_bench_ab_runs_the_coalesced_doorbell_again_with_other_settings() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--modes", "coalesced,off", "--phases", "max",
+         "--ab", "VECHAT_DOORBELL_BATCH_MS=20"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    assert "ab: the coalesced doorbell with VECHAT_DOORBELL_BATCH_MS=20" in out, out
+    assert re.search(r"^max sustained, ab: DELIVERED/s\s+\d+", out, re.MULTILINE), out
+    assert re.search(r"^delivered ab / delivered coalesced\s+\d", out, re.MULTILINE), out
+    assert "PROBLEMS" not in out, out
+
+
+@pytest.mark.slow
+def test_realtime_bench_ab_settings_reach_the_servers() -> None:
+    # A value the service refuses: the ab servers must have been started with it.
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--modes", "coalesced", "--phases", "max",
+         "--ab", "VECHAT_DOORBELL_BATCH_MS=5000"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "ab-A exited" in proc.stderr, proc.stderr[-2000:]
+    assert "VECHAT_DOORBELL_BATCH_MS must be in 0..1000, got 5000" in proc.stderr, proc.stderr
