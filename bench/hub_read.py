@@ -36,9 +36,6 @@ from vechat_rls.config import Settings
 from vechat_rls.realtime.events import UserKey
 from vechat_rls.realtime.hub import Hub, Outbox
 
-Key = tuple[str, int]  # (user_type, user_id) in the one organisation
-Wanted = tuple[UserKey, int]  # what a wake-up asks the hub to read: (user, since)
-
 BACKENDS_SQL = "SELECT pid FROM pg_stat_activity WHERE application_name = 'vechat-rls'"
 
 
@@ -47,23 +44,22 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
     database = db.Database(settings)
     await database.open()
     hub = Hub(database, settings)  # not started: only its reads run, one at a time
-    outboxes: dict[Key, Outbox] = {}
+    outboxes: dict[UserKey, Outbox] = {}
     for i in range(1, pairs + 1):
         for kind in USER_TYPES:
             identity = Identity(organisation_id=ORGANISATION, user_type=kind, user_id=i)
-            outboxes[(kind, i)] = await hub.open(identity, None)
+            outbox = await hub.open(identity, None)
+            outboxes[outbox.key] = outbox
     last = {key: outbox.delivered for key, outbox in outboxes.items()}
     lines = []
     try:
         for conversations in RECIPIENTS:
             for behind in (1, 0):
-                keys = [(kind, i) for i in range(1, conversations + 1)
-                        for kind in ("client", "personnel")]
+                wanted = [((ORGANISATION, kind, i), last[(ORGANISATION, kind, i)] - behind)
+                          for i in range(1, conversations + 1) for kind in USER_TYPES]
 
-                wanted = [(outboxes[k].key, last[k] - behind) for k in keys]
-
-                async def read_once(keys: list[Key] = keys, wanted: list[Wanted] = wanted) -> None:
-                    for key, (_user, since) in zip(keys, wanted, strict=True):
+                async def read_once(wanted: list[tuple[UserKey, int]] = wanted) -> None:
+                    for key, since in wanted:
                         outbox = outboxes[key]  # as if it had sent up to `since` and no further
                         outbox.delivered = since
                         while not outbox.queue.empty():
@@ -72,7 +68,7 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
 
                 for _ in range(20):  # plans cached, caches warm
                     await read_once()
-                frames = sum(outboxes[k].queue.qsize() for k in keys)
+                frames = sum(outboxes[key].queue.qsize() for key, _since in wanted)
                 with psycopg.connect(admin_url, autocommit=True) as admin:
                     pids = [row[0] for row in admin.execute(BACKENDS_SQL)]
                 pg = sum(backend_cpu_s(pid) for pid in pids)
@@ -82,7 +78,7 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
                 wall = (time.perf_counter() - wall) / calls
                 client = (time.process_time() - client) / calls
                 pg = (sum(backend_cpu_s(pid) for pid in pids) - pg) / calls
-                n = len(keys)
+                n = len(wanted)
                 lines.append(
                     f"{n:10d} x {behind} {frames:6d} {wall * 1e6:8.0f} {client * 1e6:8.0f} "
                     f"{client * 1e6 / n:10.1f} {pg * 1e6:8.0f} {pg * 1e6 / n:10.1f}")

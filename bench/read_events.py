@@ -153,5 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(results))
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

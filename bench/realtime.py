@@ -85,6 +85,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,7 @@ from http_bench import (
 ORGANISATIONS = 10
 MODES = ("coalesced", "transaction", "off", "poll")
 AB = "ab"  # --ab: the coalesced doorbell once more, with other server settings, in the same rounds
+ALL_MODES = (*MODES, AB)
 DB_TASKS = 32
 DB_CONNECTIONS = 20
 CONNECT_PARALLEL = 25  # sockets a worker opens at once
@@ -870,15 +872,14 @@ class Bench:
         if diagnosis is None:
             return 0
         seconds = time.perf_counter() - diagnosis.started
-        by_kind: dict[str, float] = {}
+        by_kind: dict[str, float] = defaultdict(float)
         for pid, kind in diagnosis.backends:
-            used = process_cpu(pid) - diagnosis.cpu_before[pid]
-            by_kind[kind] = by_kind.get(kind, 0.0) + used
+            by_kind[kind] += process_cpu(pid) - diagnosis.cpu_before[pid]
         # Connected during the run (the ringer's connection opens at the first ring): all of
         # their CPU was used in it.
         for pid, kind in await self.admin_sql(BACKENDS_SQL):
             if pid not in diagnosis.cpu_before:
-                by_kind[kind] = by_kind.get(kind, 0.0) + process_cpu(pid)
+                by_kind[kind] += process_cpu(pid)
         self.pg_cpu[run] = [f"  {used / seconds:5.2f} cores  {kind}" for kind, used in
                             sorted(by_kind.items(), key=lambda kv: -kv[1])[:8]]
         diagnosis.sampler.cancel()
@@ -1243,7 +1244,7 @@ def report(bench: Bench, header: list[str]) -> list[str]:
     ratio("DB: message INSERT, coalesced / doorbell off", paired("db-msg-coalesced", "db-msg-off"))
     out.append("")
     out.append("memory (RSS MiB per server process)")
-    for mode in (*MODES, AB):
+    for mode in ALL_MODES:
         rows = bench.results.get(f"rss-{mode}", [])
         if rows:
             out.append(f"  {mode:12s} A / B with {len(bench.pairs)} sockets each, after the runs: "
@@ -1315,7 +1316,7 @@ async def orchestrate(bench: Bench, admin_url: str, header: list[str]) -> None:
             if "db" in args.phases:
                 say(f"round {round_no + 1}/{args.rounds}: database ceilings")
                 await bench.database_ceilings()
-            modes = tuple(m for m in (*MODES, AB) if m in args.modes)
+            modes = tuple(m for m in ALL_MODES if m in args.modes)
             order = modes[round_no % len(modes):] + modes[:round_no % len(modes)]
             for mode in order:
                 say(f"round {round_no + 1}/{args.rounds}: {mode}")
@@ -1380,7 +1381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.ab and AB not in args.modes:
         args.modes.append(AB)
-    modes = (*MODES, AB) if args.ab else MODES
+    modes = ALL_MODES if args.ab else MODES
     for option, given, known in (("--modes", args.modes, modes), ("--phases", args.phases, PHASES)):
         if unknown := sorted(set(given) - set(known)):
             parser.error(f"{option}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
