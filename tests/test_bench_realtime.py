@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "realtime.py"
+from tests.benchhelpers import run_bench, run_script
 
 
 @pytest.mark.slow
 def test_realtime_bench_quick_run_reports_every_row_and_delivers_exactly_once() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = proc.stdout
+    out = run_bench("realtime.py", "--quick", timeout=300)
     for row in (
         "generator ceiling",
         "latency at 200/s, coalesced",
@@ -46,12 +38,8 @@ def test_realtime_bench_quick_run_reports_every_row_and_delivers_exactly_once() 
 
 @pytest.mark.slow
 def test_realtime_bench_measures_only_the_phases_asked_for() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--modes", "coalesced", "--phases", "latency"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = proc.stdout
+    out = run_bench("realtime.py", "--quick", "--modes", "coalesced", "--phases", "latency",
+                    timeout=300)
     assert re.search(r"^latency at 200/s, coalesced\s+\d+", out, re.MULTILINE), out
     assert "PROBLEMS" not in out, out
     for absent in ("generator ceiling", "max sustained", "CPU at", "DB:", "one process with all"):
@@ -59,32 +47,21 @@ def test_realtime_bench_measures_only_the_phases_asked_for() -> None:
 
 
 def test_realtime_bench_refuses_an_unknown_phase() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--phases", "latency,nope"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    proc = run_script("realtime.py", "--phases", "latency,nope", timeout=60)
     assert proc.returncode == 2
     assert "--phases: unknown nope" in proc.stderr, proc.stderr
 
 
 def test_realtime_bench_refuses_an_ab_setting_that_is_not_the_services() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--ab", "VECHAT_DOORBELL_BATCH_MS=5,PATH=/tmp"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    proc = run_script("realtime.py", "--ab", "VECHAT_DOORBELL_BATCH_MS=5,PATH=/tmp", timeout=60)
     assert proc.returncode == 2
     assert "'PATH=/tmp': expected VECHAT_NAME=VALUE" in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow
 def test_realtime_bench_ab_runs_the_coalesced_doorbell_again_with_other_settings() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--modes", "coalesced,off", "--phases", "max",
-         "--ab", "VECHAT_DOORBELL_BATCH_MS=20"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = proc.stdout
+    out = run_bench("realtime.py", "--quick", "--modes", "coalesced,off", "--phases", "max",
+                    "--ab", "VECHAT_DOORBELL_BATCH_MS=20", timeout=300)
     assert "ab: the coalesced doorbell with VECHAT_DOORBELL_BATCH_MS=20" in out, out
     assert re.search(r"^max sustained, ab: DELIVERED/s\s+\d+", out, re.MULTILINE), out
     assert re.search(r"^delivered ab / delivered coalesced\s+\d", out, re.MULTILINE), out
@@ -94,11 +71,8 @@ def test_realtime_bench_ab_runs_the_coalesced_doorbell_again_with_other_settings
 @pytest.mark.slow
 def test_realtime_bench_ab_settings_reach_the_servers() -> None:
     # A value the service refuses: the ab servers must have been started with it.
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--modes", "coalesced", "--phases", "max",
-         "--ab", "VECHAT_DOORBELL_BATCH_MS=5000"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+    proc = run_script("realtime.py", "--quick", "--modes", "coalesced", "--phases", "max",
+                      "--ab", "VECHAT_DOORBELL_BATCH_MS=5000", timeout=300)
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "ab-A exited" in proc.stderr, proc.stderr[-2000:]
     assert "VECHAT_DOORBELL_BATCH_MS must be in 0..1000, got 5000" in proc.stderr, proc.stderr

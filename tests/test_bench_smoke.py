@@ -4,23 +4,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "http.py"
-
-
-def run_bench(script: str, *args: str, timeout: float = 180) -> str:
-    """Run `bench/<script>` with `args`; its standard output, once it has exited 0."""
-    proc = subprocess.run(
-        [sys.executable, str(BENCH.with_name(script)), *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc.stdout
+from tests.benchhelpers import run_bench
 
 
 @pytest.mark.slow
