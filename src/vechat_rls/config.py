@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
     doorbell: str = "coalesced"  # or "transaction": the trigger's NOTIFY in every writing commit
     doorbell_batch_ms: int = 2  # coalesced: a process rings at most once per this, while busy
+    delivery_pace_ms: int = 1000  # short of CPU: read and ring at most once per this (0: never)
     statement_timeout_ms: int = 5000
     pool_min: int = 2
     pool_max: int = 10
@@ -161,6 +162,8 @@ def _validate(s: Settings) -> None:
         )
     if not 0 <= s.doorbell_batch_ms <= 1000:
         raise ConfigError(f"VECHAT_DOORBELL_BATCH_MS must be in 0..1000, got {s.doorbell_batch_ms}")
+    if not 0 <= s.delivery_pace_ms <= 10000:
+        raise ConfigError(f"VECHAT_DELIVERY_PACE_MS must be in 0..10000, got {s.delivery_pace_ms}")
     if s.port > 65535:
         raise ConfigError(f"VECHAT_PORT must be a TCP port (1-65535), got {s.port}")
     if not s.database_url.startswith(("postgresql://", "postgres://")):

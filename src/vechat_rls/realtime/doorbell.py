@@ -10,8 +10,9 @@ pending organisation in one short transaction on `vechat_events`, ids only like 
 payload: `{"o": organisation_id, "e": [[user_type, user_id, 0], ...]}` when every transaction of
 the batch named its recipients (`db.name_recipients`: a sent message names its two
 participants), else `{"o": organisation_id, "e": []}` -- anyone of the organisation. While rings
-keep coming it rings at most once per `VECHAT_DOORBELL_BATCH_MS`; when idle, at once. So N
-commits cost one NOTIFY commit, and the writers themselves never touch the notify lock.
+keep coming it rings at most once per `VECHAT_DOORBELL_BATCH_MS` (once per
+`VECHAT_DELIVERY_PACE_MS` while the process is short of CPU, realtime/pace.py); when idle, at
+once. So N commits cost one NOTIFY commit, and the writers themselves never touch the notify lock.
 
 Its connection runs with `synchronous_commit = off`: the ring carries no data (the events it
 announces were committed durably before it was rung), so it need not wait for a WAL flush; a
@@ -39,6 +40,7 @@ import time
 
 from vechat_rls import db
 from vechat_rls.auth import USER_TYPES
+from vechat_rls.realtime.pace import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,10 @@ def payloads(organisation_id: int, recipients: frozenset[db.Recipient] | None) -
 class Ringer:
     """Rings `vechat_events` for the organisations whose writes committed since the last ring."""
 
-    def __init__(self, url: str, batch_s: float) -> None:
+    def __init__(self, url: str, batch_s: float, pacer: Pacer | None = None) -> None:
         self.url = url
         self.batch_s = batch_s
+        self.pacer = pacer  # short of CPU: ring at most once per its delay instead
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
         self._pending: dict[int, set[db.Recipient] | None] = {}
         self._wake = asyncio.Event()
@@ -115,7 +118,9 @@ class Ringer:
         while True:
             await self._wake.wait()
             # Busy: let the commits of the next `batch_s` join this ring. Idle: ring at once.
-            wait = self._last + self.batch_s - time.monotonic()
+            # Short of CPU: the pacer's delay instead, when longer (realtime/pace.py).
+            batch = max(self.batch_s, self.pacer.delay) if self.pacer is not None else self.batch_s
+            wait = self._last + batch - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._wake.clear()

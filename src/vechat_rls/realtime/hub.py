@@ -70,6 +70,7 @@ from vechat_rls.api.presence import PUT_PRESENCE_SQL
 from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings
 from vechat_rls.realtime.events import Frame, UserKey, encode, identity_of, read_frames
+from vechat_rls.realtime.pace import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +244,12 @@ WHERE p.user_type = $1 AND p.user_id = $2 AND p.show_online_status
 class Hub:
     """Routes events, presence and typing to this process's sockets (see the module docstring)."""
 
-    def __init__(self, database: db.Database, settings: Settings) -> None:
+    def __init__(
+        self, database: db.Database, settings: Settings, pacer: Pacer | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
+        self.pacer = pacer  # None: every wake-up reads at once
         self.server_id = server_id()
         self.users: dict[UserKey, _User] = {}
         self.by_org: dict[int, set[UserKey]] = defaultdict(set)
@@ -395,8 +399,12 @@ class Hub:
             self.mark_dirty(key)
 
     async def _deliver_loop(self) -> None:
+        last_read = 0.0
         while True:
             await self._wake.wait()
+            if self.pacer is not None:
+                await self.pacer.hold(last_read)  # short of CPU: batch (realtime/pace.py)
+            last_read = time.monotonic()
             self._wake.clear()
             dirty, self._dirty = self._dirty, defaultdict(dict)
             rung, self._rung = self._rung, set()
@@ -535,10 +543,11 @@ class Hub:
         renew_every = self.settings.presence_lease_s / 3
         next_renewal = time.monotonic() + renew_every
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+            # arrives as the event is set, and stop() sets it (sockets dropped) before cancelling.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._lease_wake.wait(), max(0.0, next_renewal - time.monotonic())
-                )
+                async with asyncio.timeout(max(0.0, next_renewal - time.monotonic())):
+                    await self._lease_wake.wait()
             self._lease_wake.clear()
             if time.monotonic() >= next_renewal:
                 next_renewal = time.monotonic() + renew_every

@@ -131,8 +131,11 @@ class Listener:
         conn = self._conn
         assert conn is not None
         while not self._lost.is_set():
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+            # arrives as the event is set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), KEEPALIVE_S)
+                async with asyncio.timeout(KEEPALIVE_S):
+                    await self._lost.wait()
                 break
             await conn.fetchval("SELECT 1", timeout=KEEPALIVE_S)
         raise ConnectionResetError("listener connection closed")

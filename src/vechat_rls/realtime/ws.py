@@ -40,6 +40,7 @@ from vechat_rls.realtime.listener import (
     TYPING_CHANNEL,
     Listener,
 )
+from vechat_rls.realtime.pace import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -300,19 +301,21 @@ def _problem(exc: Exception) -> tuple[int, str]:
 
 @contextlib.asynccontextmanager
 async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Hub, listener and (coalesced doorbell) ringer for the life of the process.
+    """Hub, listener, pacer and (coalesced doorbell) ringer for the life of the process.
 
     `/readyz` reports the listener. The ringer is installed on the database before anything is
     served, so every write transaction of the API rings through it (realtime/doorbell.py).
     """
     settings: Settings = app.state.settings
     database: db.Database = app.state.database
+    pacer = Pacer(settings.delivery_pace_ms / 1000)
+    pacer.start()
     ringer: Ringer | None = None
     if settings.doorbell == "coalesced":
-        ringer = Ringer(database.url, settings.doorbell_batch_ms / 1000)
+        ringer = Ringer(database.url, settings.doorbell_batch_ms / 1000, pacer)
         ringer.start()
         database.ring = ringer.ring
-    hub = Hub(database, settings)
+    hub = Hub(database, settings, pacer)
     listener = Listener(
         database.url,
         {
@@ -337,3 +340,4 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         if ringer is not None:
             database.ring = None
             await ringer.stop()
+        await pacer.stop()
