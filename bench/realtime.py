@@ -115,6 +115,8 @@ from http_bench import (
     url_for,
 )
 
+from vechat_rls.realtime.pace import AT_ONCE, BATCHING
+
 ORGANISATIONS = 10
 MODES = ("coalesced", "transaction", "off", "poll")
 AB = "ab"  # --ab: the coalesced doorbell once more, with other server settings, in the same rounds
@@ -182,6 +184,11 @@ def percentile(values: Sequence[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def percentiles(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """(p50, p99)."""
+    return percentile(values, 50), percentile(values, 99)
 
 
 # =============================================================================================
@@ -722,6 +729,21 @@ class Bench:
             server.stop()
         self.servers = []
 
+    def log_marks(self) -> list[int]:
+        """Where each server's log ends now (`paced` reads what follows)."""
+        return [server.log_path.stat().st_size for server in self.servers]
+
+    def paced(self, marks: list[int]) -> str:
+        """How often each server's pacer (realtime/pace.py) switched batching on and off since
+        `marks`, as "on/off" per server: 0/0 means delivery was at once throughout."""
+        switches = []
+        for server, mark in zip(self.servers, marks, strict=True):
+            with server.log_path.open("rb") as log:
+                log.seek(mark)
+                text = log.read().decode(errors="replace")
+            switches.append(f"{text.count(BATCHING)}/{text.count(AT_ONCE)}")
+        return "paced on/off " + ", ".join(switches)
+
     # ---- measurements
 
     async def run_mode(self, mode: str, round_no: int, last_round: bool) -> None:
@@ -776,8 +798,10 @@ class Bench:
         await self.settle()
         diagnosis = await self.diagnose() if run is not None else None
         spies = self.start_perf(perf, args.duration + args.warmup) if args.perf and perf else []
+        marks = self.log_marks()
         sent, cpu = await self.metered(lambda: self.senders.call(
             "open_loop", phase=phase, rate=rate, duration=args.duration, warmup=args.warmup))
+        sent["paced"] = self.paced(marks)
         for spy in spies:
             await asyncio.to_thread(spy.wait)
         if run is not None:
@@ -800,7 +824,7 @@ class Bench:
             percentile(latencies, 50), percentile(latencies, 99), cpu,
             note=(f"ack p50 {ms(sent['ack_p50'])} p99 {ms(sent['ack_p99'])} ms; generator at "
                   f"most {ms(sent['behind'])} ms behind schedule; {len(self.pairs) * 2} sockets "
-                  f"up in {connect_s:.1f} s"),
+                  f"up in {connect_s:.1f} s; {sent['paced']}"),
             errors=problems(sent, got, lost)))
 
     async def cost_run(self, mode: str, round_no: int, last_round: bool) -> None:
@@ -825,9 +849,11 @@ class Bench:
         phase = f"max{mode[0]}{round_no}"
         await self.settle()
         diagnosis = await self.diagnose()
+        marks = self.log_marks()
         sent, cpu = await self.metered(lambda: self.senders.call(
             "closed_loop", phase=phase, concurrency=args.concurrency, duration=args.duration,
             warmup=args.warmup))
+        paced = self.paced(marks)
         run = f"{mode} maximum-rate run"
         notifies = await self.diagnosed(diagnosis, run)
         if mode != "off":
@@ -842,13 +868,14 @@ class Bench:
                       cpu=cpu, note="event log written, no NOTIFY, no delivery")
         elif mode == "poll":
             row = Row("max sustained, no doorbell, 1 s poll: DELIVERED/s",
-                      got["in_window"] / args.duration, cpu=cpu,
+                      got["in_window"] / args.duration, *percentiles(got["latencies"]), cpu=cpu,
                       note=f"sent {sent['rate']:.0f}/s; delivered only by the safety-net poll")
         else:
             per_message = notifies / max(1, sent["sent"])
             heard = f"; NOTIFYs heard per message {per_message:.2f}" if args.statements else ""
             row = Row(f"max sustained, {mode}: DELIVERED/s", got["in_window"] / args.duration,
-                      cpu=cpu, note=f"sent {sent['rate']:.0f}/s{heard}")
+                      *percentiles(got["latencies"]), cpu=cpu,
+                      note=f"sent {sent['rate']:.0f}/s{heard}; {paced}")
         row.errors = problems(sent, got, lost)
         self.add(f"max-{mode}", row)
 
