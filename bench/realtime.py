@@ -79,6 +79,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -129,6 +130,9 @@ HOT_TABLES = ("public.vechat_conversations", "public.vechat_event_cursors",
               "public.vechat_presence", "public.vechat_presence_connections")
 PHASES = ("ceiling", "db", "latency", "cost", "max", "memory")  # --phases: all by default
 DRAIN_S = 3.0  # after a run, how long deliveries may still arrive before they are counted
+QUICK_DRAIN_S = 1.0  # the same with --quick; either is at least the servers' pace + 1 s
+# The time of a line in the servers' logs (Litestar's format: "LEVEL - 2026-11-27 10:06:02,823 - ").
+LOG_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[,.](\d{3})")
 
 # --statements: what the API's connections do, sampled (active ones, and what they wait for).
 WAITS_SQL = """
@@ -729,20 +733,36 @@ class Bench:
             server.stop()
         self.servers = []
 
-    def log_marks(self) -> list[int]:
-        """Where each server's log ends now (`paced` reads what follows)."""
-        return [server.log_path.stat().st_size for server in self.servers]
+    def drain_s(self) -> float:
+        """How long deliveries may still arrive after a run: a paced server (realtime/pace.py)
+        may hold them for its pace."""
+        from vechat_rls.config import Settings
 
-    def paced(self, marks: list[int]) -> str:
-        """How often each server's pacer (realtime/pace.py) switched batching on and off since
-        `marks`, as "on/off" per server: 0/0 means delivery was at once throughout."""
-        switches = []
-        for server, mark in zip(self.servers, marks, strict=True):
-            with server.log_path.open("rb") as log:
-                log.seek(mark)
-                text = log.read().decode(errors="replace")
-            switches.append(f"{text.count(BATCHING)}/{text.count(AT_ONCE)}")
-        return "paced on/off " + ", ".join(switches)
+        env = self.servers[0].env if self.servers else {}
+        pace_ms = int(env.get("VECHAT_DELIVERY_PACE_MS") or Settings().delivery_pace_ms)
+        return max(QUICK_DRAIN_S if self.args.quick else DRAIN_S, pace_ms / 1000 + 1.0)
+
+    def paced(self, began: float, ended: float) -> str:
+        """The share of [began, ended] (wall clock) during which each server's pacer
+        (realtime/pace.py) batched deliveries, from the switches its log records with their time:
+        0 % means at once throughout."""
+        shares = []
+        for server in self.servers:
+            on, on_since = 0.0, None
+            for line in server.log_path.read_text(errors="replace").splitlines():
+                stamp = LOG_TIME.search(line)
+                if stamp is None or not (BATCHING in line or AT_ONCE in line):
+                    continue
+                at = time.mktime(time.strptime(stamp[1], "%Y-%m-%d %H:%M:%S")) + int(stamp[2]) / 1e3
+                if BATCHING in line and on_since is None:
+                    on_since = at
+                elif AT_ONCE in line and on_since is not None:
+                    on += max(0.0, min(at, ended) - max(on_since, began))
+                    on_since = None
+            if on_since is not None:
+                on += max(0.0, ended - max(on_since, began))
+            shares.append(f"{on / (ended - began):.0%}")
+        return "paced " + " / ".join(shares)
 
     # ---- measurements
 
@@ -798,10 +818,10 @@ class Bench:
         await self.settle()
         diagnosis = await self.diagnose() if run is not None else None
         spies = self.start_perf(perf, args.duration + args.warmup) if args.perf and perf else []
-        marks = self.log_marks()
+        began = time.time() + args.warmup
         sent, cpu = await self.metered(lambda: self.senders.call(
             "open_loop", phase=phase, rate=rate, duration=args.duration, warmup=args.warmup))
-        sent["paced"] = self.paced(marks)
+        sent["paced"] = self.paced(began, time.time())
         for spy in spies:
             await asyncio.to_thread(spy.wait)
         if run is not None:
@@ -816,7 +836,7 @@ class Bench:
     async def latency_run(self, mode: str, round_no: int, connect_s: float) -> None:
         args = self.args
         sent, cpu, got = await self.open_loop_run(f"lat{mode[0]}{round_no}", args.rate,
-                                                  DRAIN_S if not args.quick else 1.0)
+                                                  self.drain_s())
         latencies = got["latencies"]
         lost = sent["sent"] - sent["failed"] - got["delivered"]
         self.add(f"lat-{mode}", Row(
@@ -834,7 +854,7 @@ class Bench:
         # The phase is in the client_ids: one phase's must not repeat another's (an idempotent
         # resend inserts nothing).
         sent, cpu, got = await self.open_loop_run(f"cost{mode[0]}{round_no}", args.cost_rate,
-                                                  DRAIN_S + (1 if mode == "poll" else 0),
+                                                  self.drain_s() + (1 if mode == "poll" else 0),
                                                   run=f"{mode} at {args.cost_rate:g}/s",
                                                   perf=f"{mode}-{args.cost_rate:g}" if last_round
                                                   else None)
@@ -849,15 +869,15 @@ class Bench:
         phase = f"max{mode[0]}{round_no}"
         await self.settle()
         diagnosis = await self.diagnose()
-        marks = self.log_marks()
+        began = time.time() + args.warmup
         sent, cpu = await self.metered(lambda: self.senders.call(
             "closed_loop", phase=phase, concurrency=args.concurrency, duration=args.duration,
             warmup=args.warmup))
-        paced = self.paced(marks)
+        paced = self.paced(began, time.time())
         run = f"{mode} maximum-rate run"
         notifies = await self.diagnosed(diagnosis, run)
         if mode != "off":
-            await asyncio.sleep((DRAIN_S if not args.quick else 1.0) + (1 if mode == "poll" else 0))
+            await asyncio.sleep(self.drain_s() + (1 if mode == "poll" else 0))
         await self.statements_of(diagnosis, run, sent["sent"])
         got = await self.receivers.call("collect", phase=phase, measure_from=sent["measure_from"],
                                         end=sent["end"])
