@@ -17,7 +17,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.apihelpers import purge_organisations
+from tests.apihelpers import api_client, purge_organisations
 from tests.conftest import Database
 from tests.dbhelpers import C1, P1, insert_message, new_organisation_ids, seed_organisation
 from vechat_rls import db
@@ -240,3 +240,16 @@ async def test_the_hub_stops_when_a_socket_closed_just_before(
         stopping.cancel()  # stop() itself survives a cancel; the fixture's teardown retries
     assert done, "stop() is still waiting for the hub's tasks"
     assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize("pace_ms", [250, 0])
+async def test_the_app_paces_its_hub_and_ringer_with_one_pacer_of_the_setting(
+    migrated_database: Database, pace_ms: int
+) -> None:
+    async with api_client(migrated_database, delivery_pace_ms=pace_ms) as client:
+        state = client.app.state
+        pacer = state.hub.pacer
+        assert isinstance(pacer, Pacer)
+        assert pacer.pace_s == pace_ms / 1000
+        assert state.ringer.pacer is pacer
+        assert (pacer._task is not None) == (pace_ms > 0), "watching only when it may pace"
