@@ -41,6 +41,7 @@ import time
 from vechat_rls import db
 from vechat_rls.auth import USER_TYPES
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,8 @@ class Ringer:
 
     async def stop(self) -> None:
         """Ring what is still pending (best effort), then close the connection."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._pending:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ring_pending(), timeout=2)

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import asyncpg
 
 from vechat_rls.db import UNREACHABLE_ERRORS
+from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,8 @@ class Listener:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vechat-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self._close()
 
     async def _run(self) -> None:

@@ -24,9 +24,10 @@ Measured with bench/realtime.py (2 cores, everything on them): mean lag 0.02-0.4
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+
+from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,8 @@ class Pacer:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="vechat-pacer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         self.delay = 0.0
 
     async def hold(self, since: float) -> None:
