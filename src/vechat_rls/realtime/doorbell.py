@@ -74,7 +74,7 @@ class Ringer:
     def __init__(self, url: str, batch_s: float, pacer: Pacer | None = None) -> None:
         self.url = url
         self.batch_s = batch_s
-        self.pacer = pacer  # short of CPU: ring at most once per its delay instead
+        self.pacer = pacer or Pacer(0)  # short of CPU: ring at most once per its delay instead
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
         self._pending: dict[int, set[db.Recipient] | None] = {}
         self._wake = asyncio.Event()
@@ -117,8 +117,7 @@ class Ringer:
             await self._wake.wait()
             # Busy: let the commits of the next `batch_s` join this ring. Idle: ring at once.
             # Short of CPU: the pacer's delay instead, when longer (realtime/pace.py).
-            batch = max(self.batch_s, self.pacer.delay) if self.pacer is not None else self.batch_s
-            wait = self._last + batch - time.monotonic()
+            wait = self._last + max(self.batch_s, self.pacer.delay) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._wake.clear()

@@ -71,6 +71,7 @@ from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings
 from vechat_rls.realtime.events import Frame, UserKey, encode, identity_of, read_frames
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class Hub:
     ) -> None:
         self.database = database
         self.settings = settings
-        self.pacer = pacer  # None: every wake-up reads at once
+        self.pacer = pacer or Pacer(0)  # none given: every wake-up reads at once
         self.server_id = server_id()
         self.users: dict[UserKey, _User] = {}
         self.by_org: dict[int, set[UserKey]] = defaultdict(set)
@@ -286,11 +287,7 @@ class Hub:
             for outbox in list(user.outboxes):
                 outbox.drop(1012)
                 self._forget(outbox)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*(stop_task(task) for task in self._tasks))
         self._tasks.clear()
         for timer in self._typing_timers.values():
             timer.cancel()
@@ -402,8 +399,7 @@ class Hub:
         last_read = 0.0
         while True:
             await self._wake.wait()
-            if self.pacer is not None:
-                await self.pacer.hold(last_read)  # short of CPU: batch (realtime/pace.py)
+            await self.pacer.hold(last_read)  # short of CPU: batch (realtime/pace.py)
             last_read = time.monotonic()
             self._wake.clear()
             dirty, self._dirty = self._dirty, defaultdict(dict)
