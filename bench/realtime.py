@@ -738,9 +738,8 @@ class Bench:
         may hold them for its pace."""
         from vechat_rls.config import Settings
 
-        env = self.servers[0].env if self.servers else {}
-        pace_ms = int(env.get("VECHAT_DELIVERY_PACE_MS") or Settings().delivery_pace_ms)
-        return max(QUICK_DRAIN_S if self.args.quick else DRAIN_S, pace_ms / 1000 + 1.0)
+        pace_s = Settings.from_env(self.servers[0].env).delivery_pace_ms / 1000
+        return max(QUICK_DRAIN_S if self.args.quick else DRAIN_S, pace_s + 1.0)
 
     def paced(self, began: float, ended: float) -> str:
         """The share of [began, ended] (wall clock) during which each server's pacer
@@ -841,7 +840,7 @@ class Bench:
         lost = sent["sent"] - sent["failed"] - got["delivered"]
         self.add(f"lat-{mode}", Row(
             f"latency at {args.rate:g}/s, {mode}", got["in_window"] / args.duration,
-            percentile(latencies, 50), percentile(latencies, 99), cpu,
+            *percentiles(latencies), cpu,
             note=(f"ack p50 {ms(sent['ack_p50'])} p99 {ms(sent['ack_p99'])} ms; generator at "
                   f"most {ms(sent['behind'])} ms behind schedule; {len(self.pairs) * 2} sockets "
                   f"up in {connect_s:.1f} s; {sent['paced']}"),
