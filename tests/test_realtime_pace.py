@@ -100,10 +100,14 @@ def conversation(migrated_database: Database) -> Iterator[tuple[int, int]]:
     purge_organisations(migrated_database.admin_url, [organisation_id])
 
 
-def send(database: Database, organisation_id: int, conversation_id: int, count: int) -> None:
+def send(database: Database, organisation_id: int, conversation_id: int) -> None:
+    """P1 -> C1, one message, as the superuser acting as P1."""
     with psycopg.connect(database.admin_url) as conn:
-        for n in range(count):
-            insert_message(conn, organisation_id, conversation_id, P1, C1, f"paced {n}")
+        insert_message(conn, organisation_id, conversation_id, P1, C1, "paced")
+
+
+def receiver(organisation_id: int) -> Identity:
+    return Identity(organisation_id=organisation_id, user_type=C1.user_type, user_id=C1.user_id)
 
 
 class CountingHub(Hub):
@@ -150,8 +154,7 @@ async def test_a_paced_hub_reads_at_most_once_per_pace_and_still_delivers_each_e
 ) -> None:
     organisation_id, conversation_id = conversation
     hub, pacer = hub_and_pacer
-    outbox = await hub.open(Identity(organisation_id=organisation_id, user_type=C1.user_type,
-                                     user_id=C1.user_id), None)
+    outbox = await hub.open(receiver(organisation_id), None)
     start = outbox.delivered
     assert json.loads(await outbox.queue.get())["type"] == "ready"
     pacer.delay = PACE_S if paced else 0.0
@@ -160,7 +163,7 @@ async def test_a_paced_hub_reads_at_most_once_per_pace_and_still_delivers_each_e
     rings = 6
     for _ in range(rings):  # a doorbell after each message, as the listener would ring it
         # In a thread: a blocked loop could not finish a hub transaction the insert waits for.
-        await asyncio.to_thread(send, migrated_database, organisation_id, conversation_id, 1)
+        await asyncio.to_thread(send, migrated_database, organisation_id, conversation_id)
         hub.mark_dirty(outbox.key)
         await asyncio.sleep(0.05)
     frames = await frames_until(outbox, rings)
@@ -229,8 +232,7 @@ async def test_the_hub_stops_when_a_socket_closed_just_before(
     task that went on renewing leases for ever."""
     organisation_id, _conversation_id = conversation
     hub, _pacer = hub_and_pacer
-    outbox = await hub.open(Identity(organisation_id=organisation_id, user_type=C1.user_type,
-                                     user_id=C1.user_id), None)
+    outbox = await hub.open(receiver(organisation_id), None)
     await asyncio.sleep(0.2)  # the lease is written; the lease task waits for the next change
     hub.close(outbox)
     began = time.monotonic()
