@@ -25,7 +25,6 @@ import os
 import re
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -38,11 +37,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from vechat_rls import registry
 from vechat_rls.cli import CliError
 
 DB_DIR_ENV = "VECHAT_DB_DIR"
 ADMIN_URL_ENV = "VECHAT_ADMIN_DATABASE_URL"
-REGISTRY_ENV = "VECHAT_REGISTRY"
+REGISTRY_ENV = registry.ENV
 OWNER_ROLE = "vechat_owner"
 ROLES_FILE = "00_roles.sql"
 # pg_try_advisory_lock key of every runner: "vechat" in ASCII, then 1. Advisory locks are scoped to
@@ -231,53 +231,31 @@ def target_for_url(
 
 
 def load_registry(path: Path) -> list[Target]:
-    """The `[[databases]]` of a registry file (see contract.md), as targets."""
+    """The `[[databases]]` of a registry file (vechat_rls.registry), as targets of the DBA."""
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise CliError(f"cannot read registry {path}: {exc.strerror}", 2) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CliError(f"registry {path}: {exc}", 2) from None
-    entries = data.get("databases")
-    if not isinstance(entries, list) or not entries:
-        raise CliError(f"registry {path}: no [[databases]] entries", 2)
-    targets: list[Target] = []
-    for index, entry in enumerate(entries):
-        where = f"registry {path}: databases[{index}]"
-        if not isinstance(entry, dict):
-            raise CliError(f"{where}: not a table", 2)
-        name, admin_url = entry.get("name"), entry.get("admin_url")
-        legacy = entry.get("legacy_organisation_id")
-        timezone = entry.get("legacy_timezone")
-        if not isinstance(name, str) or not name:
-            raise CliError(f"{where}: name missing", 2)
-        if not isinstance(admin_url, str) or not admin_url:
-            raise CliError(f"{where} ({name}): admin_url missing", 2)
-        if legacy is not None and (
-            not isinstance(legacy, int) or isinstance(legacy, bool) or legacy <= 0
-        ):
-            raise CliError(f"{where} ({name}): legacy_organisation_id must be an integer > 0", 2)
-        if timezone is not None and not isinstance(timezone, str):
-            raise CliError(f"{where} ({name}): legacy_timezone must be a string", 2)
-        if any(t.name == name for t in targets):
-            raise CliError(f"{where}: name {name!r} used twice", 2)
-        targets.append(Target(name, admin_url, legacy, timezone))
-    return targets
+        entries = registry.load(path).entries
+        return [
+            Target(e.name, e.require_admin_url(), e.legacy_owner, e.legacy_timezone)
+            for e in entries
+        ]
+    except registry.RegistryError as exc:
+        raise CliError(str(exc), 2) from None
 
 
 def targets_from_args(args: argparse.Namespace) -> list[Target]:
     """`--database-url`, `--all` (the registry) or `$VECHAT_ADMIN_DATABASE_URL`.
 
-    With `--all`, a database's own `legacy_organisation_id` / `legacy_timezone` in the registry
-    win over the command-line values, which are only the default for entries that have none.
+    With `--all`, a database's own legacy owner in the registry (`legacy_organisation_id`, else
+    its only organisation) and `legacy_timezone` win over the command-line values, which are
+    only the default for entries that have none.
     """
     legacy_org = getattr(args, "legacy_organisation_id", None)
     legacy_tz = getattr(args, "legacy_timezone", None)
     if getattr(args, "all", False):
-        registry = os.environ.get(REGISTRY_ENV)
-        if not registry:
+        path = os.environ.get(REGISTRY_ENV)
+        if not path:
             raise CliError(f"--all needs ${REGISTRY_ENV} (a TOML file of [[databases]])", 2)
-        targets = load_registry(Path(registry))
+        targets = load_registry(Path(path))
         return [
             Target(
                 t.name,
