@@ -176,7 +176,11 @@ def test_migrations_and_schema_files_build_the_same_catalog(fresh_database: Fres
     by_files = fresh_database()
     layout = migrate.load_layout(REPO_DB)
     target = migrate.target_for_url(by_files.admin_url)
-    files = sorted((REPO_DB / "schema").glob("*.sql")) + [p.path for p in layout.policies]
+    files = (
+        sorted((REPO_DB / "schema").glob("*.sql"))
+        + [f.path for f in layout.functions]
+        + [p.path for p in layout.policies]
+    )
     with psycopg.connect(by_files.admin_url, autocommit=True) as conn:
         migrate.bootstrap(conn, layout, target)
         with conn.transaction():
@@ -195,7 +199,8 @@ def test_every_vechat_object_but_the_ledger_is_owned_by_vechat_owner(
         "SELECT object, owner FROM vechat_audit.objects WHERE owner <> 'vechat_owner' ORDER BY 1",
     )
     assert others == [
-        ("table vechat.schema_migrations", "postgres"),  # the DBA's bookkeeping
+        ("table vechat.schema_function_files", "postgres"),  # the DBA's bookkeeping
+        ("table vechat.schema_migrations", "postgres"),
         ("table vechat.schema_policy_files", "postgres"),
     ]
 
@@ -539,6 +544,37 @@ def test_changed_policy_file_is_reapplied_alone(tiny: Tiny, cli: Cli) -> None:
     assert ledger(url) == migrations_before
     assert [r for r in policy_ledger(url) if r[0] == "vechat_things.sql"] == things_before
     assert cli("db", "migrate", "--database-url", url).out.startswith("nothing to do")
+
+
+def test_changed_function_file_is_reapplied_alone_and_before_the_policies(
+    tiny: Tiny, cli: Cli
+) -> None:
+    url = tiny.database.admin_url
+    (tiny.dir / "functions").mkdir()
+    body = "CREATE OR REPLACE FUNCTION vechat.answer() RETURNS integer LANGUAGE sql RETURN {};\n"
+    tiny.write("functions/10_answer.sql", body.format(1))
+    # A policy that calls the function: it can only be created once the function exists.
+    tiny.write(
+        "policies/vechat_uses_answer.sql",
+        "DROP POLICY IF EXISTS vechat_things_select_answer ON public.vechat_things;\n"
+        "CREATE POLICY vechat_things_select_answer ON public.vechat_things FOR SELECT\n"
+        "    USING (vechat.answer() > 0);\n",
+    )
+    first = cli("db", "migrate", "--database-url", url)
+    assert first.code == 0, first.err
+    assert "applied functions: 10_answer.sql" in first.out
+    policies_before = policy_ledger(url)
+
+    tiny.write("functions/10_answer.sql", body.format(42))
+    result = cli("db", "migrate", "--database-url", url)
+
+    assert result.code == 0, result.err
+    assert "applied functions: 10_answer.sql" in result.out
+    assert "applied policies" not in result.out
+    assert rows(url, "SELECT vechat.answer()") == [(42,)]
+    assert policy_ledger(url) == policies_before
+    assert cli("db", "migrate", "--database-url", url).out.startswith("nothing to do")
+    assert "functions: 1 of 1 applied as they are" in cli("db", "status", "--database-url", url).out
 
 
 def test_policies_wait_until_the_newest_migration(tiny: Tiny, cli: Cli) -> None:

@@ -1,4 +1,4 @@
-"""The migration runner: applies db/migrations and db/policies to each target, with a ledger.
+"""The migration runner: applies db/migrations, db/functions and db/policies to each target.
 
 Every target is handled on its own connection as the DBA (a superuser or the database owner):
 
@@ -9,8 +9,13 @@ Every target is handled on its own connection as the DBA (a superuser or the dat
 4. apply each pending migration in its own transaction under `SET LOCAL ROLE vechat_owner`, so that
    every object it creates is owned by vechat_owner, its verify step and ledger row in the same
    transaction;
-5. when the database is at the newest migration, re-apply the policy files whose checksum changed
-   (all of them after any migration) in one transaction, again as vechat_owner.
+5. when the database is at the newest migration, re-apply the repeatable files whose checksum
+   changed (all of them after any migration) in one transaction, again as vechat_owner: first
+   `db/functions/` (functions, triggers and views, all `CREATE OR REPLACE`), then `db/policies/`.
+
+Migrations hold what cannot be re-run (tables, columns, data); the two repeatable tiers hold what
+is re-created whole each time it changes, so a later change of a function or a policy is a diff of
+its file, not a copy of it in a new migration (docs/migrations.md).
 
 A migration may read `current_setting('vechat.legacy_organisation_id', true)` and
 `vechat.legacy_timezone`: the runner sets them (transaction-local) from the command line or the
@@ -91,7 +96,7 @@ class Migration:
 
 @dataclass(frozen=True)
 class PolicyFile:
-    """One idempotent file of `db/policies/`, re-applied when its checksum changes."""
+    """One idempotent file of `db/functions/` or `db/policies/`, re-applied when it changes."""
 
     path: Path
 
@@ -111,6 +116,7 @@ class Layout:
     migrations: tuple[Migration, ...]
     policies: tuple[PolicyFile, ...]  # without the roles file, in file-name order
     roles: Path | None
+    functions: tuple[PolicyFile, ...] = ()  # db/functions, in file-name order
 
     @property
     def head(self) -> int:
@@ -133,11 +139,13 @@ def load_layout(
     *,
     migrations_dir: Path | None = None,
     policies_dir: Path | None = None,
+    functions_dir: Path | None = None,
 ) -> Layout:
-    """Read `migrations/` and `policies/` under `db_dir` (each overridable); raise on a bad name."""
+    """Read `migrations/`, `functions/` and `policies/` under `db_dir` (each overridable)."""
     base = db_dir or default_db_dir()
     migrations_dir = migrations_dir or base / "migrations"
     policies_dir = policies_dir or base / "policies"
+    functions_dir = functions_dir or base / "functions"
     if not migrations_dir.is_dir():
         raise MigrationError(f"no migrations directory at {migrations_dir}")
     files: dict[int, dict[str, Path]] = {}
@@ -171,7 +179,10 @@ def load_layout(
                 roles = path
             else:
                 policies.append(PolicyFile(path))
-    return Layout(tuple(migrations), tuple(policies), roles)
+    functions: list[PolicyFile] = []
+    if functions_dir.is_dir():
+        functions = [PolicyFile(path) for path in sorted(functions_dir.glob("*.sql"))]
+    return Layout(tuple(migrations), tuple(policies), roles, tuple(functions))
 
 
 # --- where it goes -------------------------------------------------------------------------------
@@ -369,7 +380,16 @@ CREATE TABLE IF NOT EXISTS vechat.schema_policy_files (
 COMMENT ON TABLE vechat.schema_policy_files IS
     'Which db/policies files (sha256) vechat-rls db migrate last applied; '
     'changed files are re-applied. Not tenant data.';
-REVOKE ALL ON vechat.schema_migrations, vechat.schema_policy_files FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS vechat.schema_function_files (
+    file_name  text        PRIMARY KEY,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE vechat.schema_function_files IS
+    'Which db/functions files (sha256) vechat-rls db migrate last applied; '
+    'changed files are re-applied. Not tenant data.';
+REVOKE ALL ON vechat.schema_migrations, vechat.schema_policy_files, vechat.schema_function_files
+    FROM PUBLIC;
 """
 
 READ_MIGRATIONS_SQL = """
@@ -379,9 +399,13 @@ FROM vechat.schema_migrations ORDER BY version
 READ_POLICY_FILES_SQL = (
     "SELECT file_name, checksum FROM vechat.schema_policy_files ORDER BY file_name"
 )
+READ_FUNCTION_FILES_SQL = (
+    "SELECT file_name, checksum FROM vechat.schema_function_files ORDER BY file_name"
+)
 LEDGER_EXISTS_SQL = """
 SELECT to_regclass('vechat.schema_migrations') IS NOT NULL,
-       to_regclass('vechat.schema_policy_files') IS NOT NULL
+       to_regclass('vechat.schema_policy_files') IS NOT NULL,
+       to_regclass('vechat.schema_function_files') IS NOT NULL
 """
 
 
@@ -404,6 +428,7 @@ class Ledger:
 
     migrations: dict[int, Applied] = field(default_factory=dict)
     policies: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)
     exists: bool = False
 
     @property
@@ -419,6 +444,8 @@ def read_ledger(conn: psycopg.Connection[Any]) -> Ledger:
             ledger.migrations[version] = Applied(version, name, checksum, applied_at, applied_by)
     if row and row[1]:
         ledger.policies = dict(conn.execute(READ_POLICY_FILES_SQL).fetchall())
+    if row and row[2]:
+        ledger.functions = dict(conn.execute(READ_FUNCTION_FILES_SQL).fetchall())
     return ledger
 
 
@@ -479,6 +506,15 @@ def stale_policies(
     if all_of_them:
         return list(layout.policies)
     return [p for p in layout.policies if ledger.policies.get(p.name) != p.checksum]
+
+
+def stale_functions(
+    layout: Layout, ledger: Ledger, *, all_of_them: bool = False
+) -> list[PolicyFile]:
+    """Function files to (re-)apply: changed or new ones, or every one after a migration."""
+    if all_of_them:
+        return list(layout.functions)
+    return [f for f in layout.functions if ledger.functions.get(f.name) != f.checksum]
 
 
 # --- doing it ------------------------------------------------------------------------------------
@@ -572,29 +608,48 @@ def revert_migration(conn: psycopg.Connection[Any], migration: Migration, target
         conn.execute(
             "DELETE FROM vechat.schema_migrations WHERE version = %s", (migration.version,)
         )
-        # The policies of the remaining schema are re-applied by the next migrate.
+        # The functions and policies of the remaining schema are re-applied by the next migrate.
         conn.execute("DELETE FROM vechat.schema_policy_files")
+        conn.execute("DELETE FROM vechat.schema_function_files")
 
 
-def apply_policies(
-    conn: psycopg.Connection[Any], layout: Layout, files: Sequence[PolicyFile], target: Target
+def apply_repeatables(
+    conn: psycopg.Connection[Any],
+    layout: Layout,
+    functions: Sequence[PolicyFile],
+    policies: Sequence[PolicyFile],
+    target: Target,
 ) -> None:
+    """Functions, then policies, in one transaction as vechat_owner, and their ledger rows."""
     with conn.transaction():
         act_as_owner(conn, target)
-        for policy in files:
+        for function in functions:
+            _run_file(conn, function.path, target, f"functions/{function.name}")
+        for policy in policies:
             _run_file(conn, policy.path, target, f"policies/{policy.name}")
         _as_dba(conn)
-        for policy in files:
+        for table, files, known in (
+            ("schema_function_files", functions, layout.functions),
+            ("schema_policy_files", policies, layout.policies),
+        ):
+            for file in files:
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO vechat.{} (file_name, checksum) VALUES (%s, %s) "
+                        "ON CONFLICT (file_name) DO UPDATE "
+                        "SET checksum = excluded.checksum, applied_at = now()"
+                    ).format(sql.Identifier(table)),
+                    (file.name, file.checksum),
+                )
             conn.execute(
-                "INSERT INTO vechat.schema_policy_files (file_name, checksum) VALUES (%s, %s) "
-                "ON CONFLICT (file_name) DO UPDATE "
-                "SET checksum = excluded.checksum, applied_at = now()",
-                (policy.name, policy.checksum),
+                sql.SQL("DELETE FROM vechat.{} WHERE NOT file_name = ANY(%s)").format(
+                    sql.Identifier(table)
+                ),
+                ([f.name for f in known],),
             )
-        known = [p.name for p in layout.policies]
-        conn.execute(
-            "DELETE FROM vechat.schema_policy_files WHERE NOT file_name = ANY(%s)", (known,)
-        )
+
+
+UP_TO_DATE = "functions and policies up to date"
 
 
 def _names(files: Sequence[PolicyFile]) -> str:
@@ -604,7 +659,7 @@ def _names(files: Sequence[PolicyFile]) -> str:
 def migrate(
     target: Target, layout: Layout, say: Say, *, to: int | None = None, dry_run: bool = False
 ) -> None:
-    """Apply pending migrations (up to `to`) and then changed policy files."""
+    """Apply pending migrations (up to `to`), then changed function and policy files."""
     if to is not None and to not in {0, *layout.by_version()}:
         raise MigrationError(f"--to {to}: there is no migration {to:04d}")
     with admin_connection(target) as conn, _runner_lock(conn, target):
@@ -617,14 +672,17 @@ def migrate(
         todo = pending_migrations(layout, ledger, to)
         at_head = to is None or to >= layout.head
         policies = stale_policies(layout, ledger, all_of_them=bool(todo)) if at_head else []
+        functions = stale_functions(layout, ledger, all_of_them=bool(todo)) if at_head else []
         if dry_run:
             roles = f" after {ROLES_FILE}" if layout.roles else ""
             for migration in todo:
                 say(f"would apply {migration.label}{roles}")
+            if functions:
+                say(f"would apply functions: {_names(functions)}")
             if policies:
                 say(f"would apply policies: {_names(policies)}")
-            if not todo and not policies:
-                say(f"nothing to do: at {_at(layout, ledger.current)}, policies up to date")
+            if not todo and not policies and not functions:
+                say(f"nothing to do: at {_at(layout, ledger.current)}, {UP_TO_DATE}")
             return
         bootstrap(conn, layout, target)
         check_can_become_owner(conn)
@@ -632,12 +690,18 @@ def migrate(
             started = time.monotonic()
             apply_migration(conn, migration, target)
             say(f"applied {migration.label} ({time.monotonic() - started:.2f} s)")
-        if policies:
-            apply_policies(conn, layout, policies, target)
-            say(f"applied policies: {_names(policies)}")
+        if functions or policies:
+            started = time.monotonic()
+            apply_repeatables(conn, layout, functions, policies, target)
+            elapsed = f"({time.monotonic() - started:.2f} s)"
+            if functions:
+                say(f"applied functions: {_names(functions)}")
+            if policies:
+                say(f"applied policies: {_names(policies)}")
+            say(f"repeatable files applied {elapsed}")
         current = max(ledger.current, *(m.version for m in todo)) if todo else ledger.current
-        if not todo and not policies:
-            say(f"nothing to do: at {_at(layout, current)}, policies up to date")
+        if not todo and not policies and not functions:
+            say(f"nothing to do: at {_at(layout, current)}, {UP_TO_DATE}")
         else:
             say(f"now at {_at(layout, current)}")
 
@@ -695,12 +759,14 @@ def status(target: Target, layout: Layout, say: Say) -> bool:
             say(f"CHANGED  {applied.label}  applied {when}; the file differs from what was applied")
         else:
             say(f"applied  {applied.label}  {when}")
-    stale = stale_policies(layout, ledger)
-    fresh = len(layout.policies) - len(stale)
-    say(
-        f"policies: {fresh} of {len(layout.policies)} applied as they are"
-        + (f"; to apply: {_names(stale)}" if stale else "")
-    )
+    for tier, tier_files, stale in (
+        ("functions", layout.functions, stale_functions(layout, ledger)),
+        ("policies", layout.policies, stale_policies(layout, ledger)),
+    ):
+        say(
+            f"{tier}: {len(tier_files) - len(stale)} of {len(tier_files)} applied as they are"
+            + (f"; to apply: {_names(stale)}" if stale else "")
+        )
     pending = pending_migrations(layout, ledger)
     say(f"at {_at(layout, ledger.current)}; {len(pending)} pending")
     return not changed and not unknown_migrations(layout, ledger)
@@ -773,13 +839,15 @@ def verify(target: Target, layout: Layout, say: Say) -> bool:
             + [f"applied, unknown to this release: {a.label}" for a in unknown]
             + [f"pending: {m.label}" for m in pending],
         )
-        stale = stale_policies(layout, ledger)
-        checks.check(
-            not stale,
-            f"policies: {len(layout.policies) - len(stale)} of "
-            f"{len(layout.policies)} files applied as they are",
-            [f"not applied as it is: {p.name}" for p in stale],
-        )
+        for tier, files, stale in (
+            ("functions", layout.functions, stale_functions(layout, ledger)),
+            ("policies", layout.policies, stale_policies(layout, ledger)),
+        ):
+            checks.check(
+                not stale,
+                f"{tier}: {len(files) - len(stale)} of {len(files)} files applied as they are",
+                [f"not applied as it is: {p.name}" for p in stale],
+            )
 
         columns = conn.execute(ORGANISATION_COLUMNS_SQL).fetchall()
         checks.check(

@@ -1,4 +1,4 @@
--- db/schema/19_vechat_realtime.sql — what the realtime hub runs: batched event reads, connection leases, pruning
+-- db/functions/19_vechat_realtime.sql — what the realtime hub runs: batched event reads, connection leases, pruning
 --
 -- The hub of each server process serves many users of one organisation at once. Reading every
 -- user's events in their own transaction would cost a round trip per user per wake-up; these
@@ -23,7 +23,7 @@
 -- the message has no read_at, so there is nothing to show or hide). The caller
 -- maps those rows with the HTTP API's own mapping. Every setting is back as the caller had it on
 -- return: nothing after this call in the statement acts for anyone.
-CREATE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
+CREATE OR REPLACE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
     RETURNS TABLE (organisation_id bigint, recipient_type text, recipient_id bigint, seq bigint,
                    event_type text, conversation_id bigint, message_id bigint, data jsonb,
                    created_at timestamptz, message public.vechat_messages,
@@ -131,7 +131,7 @@ COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
 -- who had no live lease anywhere and now has one comes online; one whose last live lease goes
 -- comes offline (last_seen = now()). Either change rings vechat_presence with ids only, unless the
 -- user hides their presence (show_online_status = false): then there is nothing others may see.
-CREATE FUNCTION vechat.set_leases(p_server_id text, p_lease_s integer, p_users jsonb)
+CREATE OR REPLACE FUNCTION vechat.set_leases(p_server_id text, p_lease_s integer, p_users jsonb)
     RETURNS TABLE (user_type text, user_id bigint, change text)
     LANGUAGE plpgsql
     SET search_path = ''
@@ -213,7 +213,7 @@ COMMENT ON FUNCTION vechat.set_leases(text, integer, jsonb) IS
 -- Leases of dead processes: anyone of the organisation may delete expired ones (policy
 -- vechat_presence_connections_delete_self_or_expired). Users left without a live lease went
 -- offline when their process died; ring vechat_presence for them (ids only).
-CREATE FUNCTION vechat.sweep_leases()
+CREATE OR REPLACE FUNCTION vechat.sweep_leases()
     RETURNS TABLE (user_type text, user_id bigint)
     LANGUAGE plpgsql
     SET search_path = ''
@@ -254,7 +254,7 @@ COMMENT ON FUNCTION vechat.sweep_leases() IS
 -- one statement and advance pruned_seq. Writers are not blocked: the delete touches only old rows
 -- (writers append new ones), and the cursor row -- which writers lock to take the next seq -- is
 -- updated last, so it is locked only from that update to the commit that follows.
-CREATE FUNCTION vechat.prune_own_events(p_retention_s integer) RETURNS bigint
+CREATE OR REPLACE FUNCTION vechat.prune_own_events(p_retention_s integer) RETURNS bigint
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = ''
@@ -289,9 +289,10 @@ COMMENT ON FUNCTION vechat.prune_own_events(integer) IS
 
 -- Retention for users who never connect: the DBA runs, as a superuser (row-level security does
 -- not apply to it), e.g. nightly:  SELECT vechat.prune_events(604800);
+
 -- vechat_app cannot: it holds no DELETE on vechat_events, and this function runs with the
 -- caller's rights.
-CREATE FUNCTION vechat.prune_events(p_retention_s integer) RETURNS bigint
+CREATE OR REPLACE FUNCTION vechat.prune_events(p_retention_s integer) RETURNS bigint
     LANGUAGE sql
     SET search_path = ''
 BEGIN ATOMIC

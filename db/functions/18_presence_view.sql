@@ -1,12 +1,14 @@
--- db/schema/18_presence_view.sql — what others see of a user's presence, in one definition
+-- db/functions/18_presence_view.sql — what others see of a user's presence, in one definition
 
 -- Presence as shown to others (GET /presence, a conversation's peer, presence frames):
 -- * show_online_status = false: always offline, no last_seen;
+
 -- * a live WebSocket lease on any server process: online (or the away/busy the user chose);
+
 -- * otherwise a status set over HTTP counts for 60 s after it was last set (a heartbeat), then
 --   offline -- so a user whose last socket closed, or whose process died, is offline within 60 s.
 -- security_invoker: the caller's row-level security applies to both tables.
-CREATE VIEW vechat.presence_view WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW vechat.presence_view WITH (security_invoker = true) AS
 SELECT p.organisation_id,
        p.user_id,
        p.user_type,

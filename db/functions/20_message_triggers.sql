@@ -1,4 +1,4 @@
--- db/schema/20_message_triggers.sql — counters, last message, un-archiving and events, in the writing transaction
+-- db/functions/20_message_triggers.sql — counters, last message, un-archiving and events, in the writing transaction
 --
 -- One source of truth for every counter: these triggers. They add deltas under the conversation's
 -- row lock (UPDATE ... SET n = n + d), so concurrent senders and readers never lose an update the
@@ -13,7 +13,7 @@
 -- and cannot forge an event or rewrite history. Row-level security is forced, so the owner is
 -- still bound by every policy and by the transaction's tenant and user.
 
-CREATE FUNCTION vechat.messages_after_insert() RETURNS trigger
+CREATE OR REPLACE FUNCTION vechat.messages_after_insert() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = ''
@@ -58,11 +58,11 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER vechat_messages_after_insert
+CREATE OR REPLACE TRIGGER vechat_messages_after_insert
     AFTER INSERT ON public.vechat_messages
     FOR EACH ROW EXECUTE FUNCTION vechat.messages_after_insert();
 
-CREATE FUNCTION vechat.messages_after_update() RETURNS trigger
+CREATE OR REPLACE FUNCTION vechat.messages_after_update() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = ''
@@ -172,14 +172,14 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER vechat_messages_after_update
+CREATE OR REPLACE TRIGGER vechat_messages_after_update
     AFTER UPDATE ON public.vechat_messages
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION vechat.messages_after_update();
 
 -- Maintenance: recompute both unread counters of conversations from their messages (used by the
 -- legacy adoption, whose counters were double-counted, and by tests to prove the triggers exact).
-CREATE FUNCTION vechat.recount_unread(p_organisation_id bigint, p_conversation_id bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION vechat.recount_unread(p_organisation_id bigint, p_conversation_id bigint DEFAULT NULL)
     RETURNS integer
     LANGUAGE sql
     SET search_path = ''
