@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from vechat_rls import registry
+from vechat_rls import legacy, registry
 from vechat_rls.cli import CliError
 
 DB_DIR_ENV = "VECHAT_DB_DIR"
@@ -587,12 +587,23 @@ def check_can_become_owner(conn: psycopg.Connection[Any]) -> None:
         )
 
 
+def run_migration_files(
+    conn: psycopg.Connection[Any], migration: Migration, target: Target
+) -> None:
+    """The migration's up file and its verify step, in the caller's transaction and role."""
+    _run_file(conn, migration.up, target)
+    if migration.verify is not None:
+        _run_file(conn, migration.verify, target)
+
+
+def run_down_file(conn: psycopg.Connection[Any], migration: Migration, target: Target) -> None:
+    _run_file(conn, migration.down, target)
+
+
 def apply_migration(conn: psycopg.Connection[Any], migration: Migration, target: Target) -> None:
     with conn.transaction():
         act_as_owner(conn, target)
-        _run_file(conn, migration.up, target)
-        if migration.verify is not None:
-            _run_file(conn, migration.verify, target)
+        run_migration_files(conn, migration, target)
         _as_dba(conn)
         conn.execute(
             "INSERT INTO vechat.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
@@ -603,7 +614,7 @@ def apply_migration(conn: psycopg.Connection[Any], migration: Migration, target:
 def revert_migration(conn: psycopg.Connection[Any], migration: Migration, target: Target) -> None:
     with conn.transaction():
         act_as_owner(conn, target)
-        _run_file(conn, migration.down, target)
+        run_down_file(conn, migration, target)
         _as_dba(conn)
         conn.execute(
             "DELETE FROM vechat.schema_migrations WHERE version = %s", (migration.version,)
@@ -673,9 +684,19 @@ def migrate(
         at_head = to is None or to >= layout.head
         policies = stale_policies(layout, ledger, all_of_them=bool(todo)) if at_head else []
         functions = stale_functions(layout, ledger, all_of_them=bool(todo)) if at_head else []
+        # A database with the legacy VeChat tables and no 0001 is adopted in place (legacy.py).
+        shape = legacy.detect(conn) if todo and todo[0].version == 1 else None
         if dry_run:
             roles = f" after {ROLES_FILE}" if layout.roles else ""
             for migration in todo:
+                if shape is not None and migration is todo[0]:
+                    found = legacy.plan(conn, shape, migration, target, say)
+                    if found:
+                        raise MigrationError(
+                            f"dry run: adoption would be refused ({len(found)} problem(s) above); "
+                            "nothing was changed"
+                        )
+                    continue
                 say(f"would apply {migration.label}{roles}")
             if functions:
                 say(f"would apply functions: {_names(functions)}")
@@ -688,7 +709,10 @@ def migrate(
         check_can_become_owner(conn)
         for migration in todo:
             started = time.monotonic()
-            apply_migration(conn, migration, target)
+            if shape is not None and migration is todo[0]:
+                legacy.adopt(conn, shape, migration, target, say)
+            else:
+                apply_migration(conn, migration, target)
             say(f"applied {migration.label} ({time.monotonic() - started:.2f} s)")
         if functions or policies:
             started = time.monotonic()
@@ -723,12 +747,20 @@ def rollback(target: Target, layout: Layout, say: Say, *, to: int, dry_run: bool
         if not todo:
             say(f"nothing to roll back: at {_at(layout, ledger.current)}")
             return
+        adoption = legacy.read_adoption(conn) if 1 in ledger.migrations else None
         for migration in todo:
+            adopted = adoption is not None and migration.version == 1
             if dry_run:
-                say(f"would roll back {migration.label}")
+                if adopted and adoption is not None:
+                    legacy.restore_plan(conn, adoption, migration, say)
+                else:
+                    say(f"would roll back {migration.label}")
                 continue
             started = time.monotonic()
-            revert_migration(conn, migration, target)
+            if adopted and adoption is not None:
+                legacy.restore(conn, adoption, migration, target, say)
+            else:
+                revert_migration(conn, migration, target)
             say(f"rolled back {migration.label} ({time.monotonic() - started:.2f} s)")
         if not dry_run:
             say(f"now at {_at(layout, to)}")

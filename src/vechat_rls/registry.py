@@ -89,7 +89,7 @@ class Registry:
         for entry in self.entries:
             entry.require_url()
             if not entry.organisations and not entry.shared:
-                raise RegistryError(f"{entry.where}: organisations missing (a list, or [\"*\"])")
+                raise RegistryError(f'{entry.where}: organisations missing (a list, or ["*"])')
 
 
 def load(path: Path | str) -> Registry:
@@ -132,7 +132,7 @@ def parse(text: str, path: Path) -> Registry:
         if entry.shared:
             if shared_by is not None:
                 raise RegistryError(
-                    f"{entry.where}: organisations [\"*\"] is also in {shared_by!r} "
+                    f'{entry.where}: organisations ["*"] is also in {shared_by!r} '
                     "(one shared database at most)"
                 )
             shared_by = entry.name
@@ -160,7 +160,7 @@ def _entry(raw: Any, where: str) -> Entry:
     shared = False
     listed = raw.get("organisations", [])
     if not isinstance(listed, list):
-        raise RegistryError(f"{where}: organisations must be a list of ids > 0, or [\"*\"]")
+        raise RegistryError(f'{where}: organisations must be a list of ids > 0, or ["*"]')
     for item in listed:
         if item == SHARED:
             shared = True
@@ -170,7 +170,7 @@ def _entry(raw: Any, where: str) -> Entry:
             organisations.append(item)
         else:
             raise RegistryError(
-                f"{where}: organisations must be a list of ids > 0, or [\"*\"] (got {item!r})"
+                f'{where}: organisations must be a list of ids > 0, or ["*"] (got {item!r})'
             )
     legacy = raw.get("legacy_organisation_id")
     if legacy is not None:
@@ -184,9 +184,7 @@ def _entry(raw: Any, where: str) -> Entry:
     timezone = raw.get("legacy_timezone")
     if timezone is not None and (not isinstance(timezone, str) or not timezone):
         raise RegistryError(f"{where}: legacy_timezone must be a string")
-    return Entry(
-        where, name, url, admin_url, tuple(organisations), shared, legacy, timezone
-    )
+    return Entry(where, name, url, admin_url, tuple(organisations), shared, legacy, timezone)
 
 
 def _positive_int(value: Any) -> bool:
