@@ -306,7 +306,7 @@ def test_audit_of_a_database_that_is_not_migrated_is_a_one_line_error(
 ) -> None:
     db = fresh_database()
     code, out, err = audit(capsys, db.admin_url)
-    assert (code, out) == (1, "")
+    assert (code, out) == (3, "")
     assert err == (
         "vechat-rls: schema vechat_audit is missing: this database is not migrated "
         "(vechat-rls db migrate)\n"

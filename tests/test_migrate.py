@@ -285,9 +285,9 @@ legacy_organisation_id = 3
 
     result = cli("db", "migrate", "--all")
 
-    assert result.code == 1
+    assert result.code == 3
     assert "[one] " in result.out and "[two] " in result.out
-    assert "2 of 3 databases ok; failed: broken" in result.out
+    assert "2 of 3 databases ok; could not be done: broken" in result.out
     assert result.err.startswith("vechat-rls: broken: cannot connect to postgresql://postgres:***@")
     assert "s3cret" not in result.out + result.err
     head = migrate.load_layout(REPO_DB).head
@@ -363,7 +363,7 @@ def test_edited_applied_migration_is_an_error_and_changes_nothing(tiny: Tiny, cl
 
     result = cli("db", "migrate", "--database-url", url)
 
-    assert result.code == 1
+    assert result.code == 3
     assert result.err.count("\n") == 1
     assert "migration 0001_things was applied with checksum" in result.err
     assert "never edit an applied migration" in result.err
@@ -403,7 +403,7 @@ def test_second_runner_on_the_same_database_gets_a_one_line_error(tiny: Tiny, cl
         thread.join()
 
     assert first == []
-    assert second.code == 1
+    assert second.code == 3
     assert second.err == (f"vechat-rls: another migration is running on {migrate.mask_url(url)}\n")
     assert [v for v, *_ in ledger(url)] == [1, 2]  # the first runner finished its work
 
@@ -414,7 +414,7 @@ def test_runner_lock_does_not_block_other_databases(
     other = fresh_database(prefix="tiny")
     with psycopg.connect(tiny.database.admin_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (migrate.LOCK_KEY,))
-        assert cli("db", "migrate", "--database-url", tiny.database.admin_url).code == 1
+        assert cli("db", "migrate", "--database-url", tiny.database.admin_url).code == 3
         assert cli("db", "migrate", "--database-url", other.admin_url).code == 0
 
 
@@ -428,7 +428,7 @@ def test_unreachable_database_gives_one_line_without_traceback_or_password(tmp_p
         check=False,
         cwd=tmp_path,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(
@@ -444,7 +444,7 @@ def test_wrong_password_is_one_line_without_the_password(
     url = migrated_database.admin_url.replace("postgres:", "postgres:Wr0ng-pw-", 1)
     for command in (["db", "migrate"], ["db", "status"], ["db", "verify"], ["audit"]):
         result = cli(*command, "--database-url", url)
-        assert result.code == 1
+        assert result.code == 3
         assert result.err.count("\n") == 1 and "password authentication failed" in result.err
         assert "Wr0ng-pw" not in result.out + result.err
 
@@ -487,7 +487,7 @@ def test_verify_step_that_raises_rolls_its_migration_back(tiny: Tiny, cli: Cli) 
 
     result = cli("db", "migrate", "--database-url", url)
 
-    assert result.code == 1
+    assert result.code == 3
     assert result.err.startswith("vechat-rls: 0003_more.verify.sql")
     assert "vechat_more has no organisation_id" in result.err and result.err.count("\n") == 1
     assert state(url) == before
@@ -503,7 +503,7 @@ def test_failing_migration_names_file_and_line_and_keeps_earlier_ones(tiny: Tiny
 
     result = cli("db", "migrate", "--database-url", url)
 
-    assert result.code == 1
+    assert result.code == 3
     assert result.out.splitlines()[0].startswith("applied 0001_things")
     assert result.err.startswith('vechat-rls: 0002_note.up.sql line 3: column "no_such_column"')
     assert "[42703]" in result.err
@@ -523,7 +523,7 @@ def test_transaction_control_in_a_migration_is_refused(tiny: Tiny, cli: Cli) -> 
         "BEGIN;\n" + TINY_MIGRATIONS["0001_things.up.sql"] + "COMMIT;\n",
     )
     result = cli("db", "migrate", "--database-url", url)
-    assert result.code == 1
+    assert result.code == 3
     assert "0001_things.up.sql: remove BEGIN" in result.err
     assert rows(url, "SELECT to_regclass('public.vechat_things')") == [(None,)]
 
@@ -628,7 +628,7 @@ def test_migrate_to_a_version_below_the_current_one_is_refused(tiny: Tiny, cli: 
     url = tiny.database.admin_url
     assert cli("db", "migrate", "--database-url", url).code == 0
     result = cli("db", "migrate", "--database-url", url, "--to", "1")
-    assert result.code == 1 and "use db rollback" in result.err
+    assert result.code == 3 and "use db rollback" in result.err
 
 
 def test_legacy_settings_reach_the_migration(tiny: Tiny, cli: Cli) -> None:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vechat_rls.migrate import (
+    EXIT_FAILED,
+    EXIT_FINDING,
+    EXIT_OK,
     MigrationError,
     Target,
     TargetReport,
@@ -100,7 +103,8 @@ def print_text(result: AuditResult, report: TargetReport) -> None:
 
 
 def run(targets: Sequence[Target], *, as_json: bool) -> int:
-    """Audit every target; exit status 1 if any has a finding or could not be audited."""
+    """Audit every target. Exit status: 3 if any could not be audited, else 1 if any has a
+    finding, else 0."""
     results = []
     many = len(targets) > 1
     for target in targets:
@@ -121,12 +125,16 @@ def run(targets: Sequence[Target], *, as_json: bool) -> int:
         json.dump(document, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     elif many:
-        dirty = [r.target.name for r in results if not r.clean]
+        dirty = [r.target.name for r in results if not r.clean and r.error is None]
+        failed = [r.target.name for r in results if r.error is not None]
         print(
-            f"{len(results) - len(dirty)} of {len(results)} databases clean"
-            + (f"; not clean: {', '.join(dirty)}" if dirty else "")
+            f"{len(results) - len(dirty) - len(failed)} of {len(results)} databases clean"
+            + (f"; findings: {', '.join(dirty)}" if dirty else "")
+            + (f"; could not be audited: {', '.join(failed)}" if failed else "")
         )
-    return 0 if all(r.clean for r in results) else 1
+    if any(r.error is not None for r in results):
+        return EXIT_FAILED
+    return EXIT_OK if all(r.clean for r in results) else EXIT_FINDING
 
 
 def run_cli(args: argparse.Namespace) -> int:

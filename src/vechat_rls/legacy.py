@@ -1479,3 +1479,54 @@ def _guide_unique_key(conn: psycopg.Connection[Any], table: str) -> str | None:
         )
     )
     return f"index {name}"
+
+
+# --- what db verify and db status say about an adoption -----------------------------------------
+
+
+def verify_report(conn: psycopg.Connection[Any]) -> tuple[bool, str, list[str]] | None:
+    """`db verify`'s check of an adopted database: counts before and after (from the ledger),
+    what adoption created, and the emptied legacy tables; None if the database was not adopted."""
+    adoption = read_adoption(conn)
+    if adoption is None:
+        return None
+    ok = True
+    details = []
+    created = {
+        "vechat_conversations": (adoption.conversations_created, "conversations for orphan pairs"),
+        "vechat_presence": (adoption.presence_created, "presence rows carrying privacy settings"),
+    }
+    for name in TABLES:
+        entry = adoption.tables.get(name, {})
+        added, why = created.get(name, (0, ""))
+        before = entry.get("rows_before", 0) if entry.get("present") else None
+        after = entry.get("rows_after", 0)
+        expected = (before or 0) + added
+        ok = ok and after == expected
+        shown = "absent" if before is None else f"{before} rows"
+        extra = f" (+{added} {why})" if added else ""
+        mark = "" if after == expected else f"  MISMATCH: expected {expected}"
+        details.append(f"{name}: {shown} before adoption, {after} after{extra}{mark}")
+    details.append(f"unread counters corrected: {adoption.counters_corrected} conversations")
+    for trigger in adoption.triggers:
+        details.append(f"legacy trigger dropped (db rollback restores it): {trigger['name']}")
+    shells = inspect(conn, HOLDING)
+    full = [f"{t.name} ({t.rows} rows)" for t in shells.tables.values() if t.rows]
+    ok = ok and not full
+    details.append(
+        f"schema {HOLDING}: {len(shells.tables)} legacy tables kept for db rollback, "
+        + (f"NOT EMPTY: {', '.join(full)}" if full else "all empty")
+    )
+    title = (
+        f"legacy adoption: {adoption.adopted_at:%Y-%m-%d %H:%M:%S%z} by {adoption.adopted_by} as "
+        f"organisation {adoption.organisation_id} (naive timestamps read as "
+        f"{adoption.legacy_timezone}), {adoption.seconds:.2f} s"
+    )
+    return ok, title, details
+
+
+def status_note(conn: psycopg.Connection[Any]) -> str | None:
+    adoption = read_adoption(conn)
+    if adoption is None:
+        return None
+    return f"adopted from the legacy VeChat tables as organisation {adoption.organisation_id}"

@@ -777,6 +777,7 @@ def status(target: Target, layout: Layout, say: Say) -> bool:
     """List applied, changed, unknown and pending migrations and policies; False if any is off."""
     with admin_connection(target) as conn:
         ledger = read_ledger(conn)
+        adopted = legacy.status_note(conn) if 1 in ledger.migrations else None
     files = layout.by_version()
     changed = {m.version for m in changed_migrations(layout, ledger)}
     for version in sorted(set(files) | set(ledger.migrations)):
@@ -790,7 +791,8 @@ def status(target: Target, layout: Layout, say: Say) -> bool:
         elif version in changed:
             say(f"CHANGED  {applied.label}  applied {when}; the file differs from what was applied")
         else:
-            say(f"applied  {applied.label}  {when}")
+            note = f"; {adopted}" if adopted and version == 1 else ""
+            say(f"applied  {applied.label}  {when}{note}")
     for tier, tier_files, stale in (
         ("functions", layout.functions, stale_functions(layout, ledger)),
         ("policies", layout.policies, stale_policies(layout, ledger)),
@@ -881,6 +883,11 @@ def verify(target: Target, layout: Layout, say: Say) -> bool:
                 [f"not applied as it is: {p.name}" for p in stale],
             )
 
+        adoption = legacy.verify_report(conn) if ledger.exists else None
+        if adoption is not None:
+            checks.check(*adoption)
+
+        # The old deployment guide's own queries, as it printed them.
         columns = conn.execute(ORGANISATION_COLUMNS_SQL).fetchall()
         checks.check(
             len(columns) == len(ORIGINAL_TABLES),
@@ -973,9 +980,18 @@ class TargetReport:
 Action = Callable[[Target, Say], bool | None]
 
 
+# Exit codes of `db …` and `audit` (contract): with several databases, the highest of them.
+EXIT_OK = 0
+EXIT_FINDING = 1  # a check failed: an isolation finding, a changed or pending migration
+EXIT_USAGE = 2  # bad usage or input (CliError's default)
+EXIT_FAILED = 3  # a database could not be reached, or a step failed (and was rolled back)
+
+
 def run_each(targets: Sequence[Target], action: Action) -> int:
-    """Run `action` on every target; one failing target does not stop the others. Exit status."""
+    """Run `action` on every target; one failing target does not stop the others. Exit status:
+    EXIT_FAILED if any target failed, else EXIT_FINDING if any check failed, else EXIT_OK."""
     failed: list[str] = []
+    findings: list[str] = []
     many = len(targets) > 1
     for target in targets:
         report = TargetReport(target, many)
@@ -984,19 +1000,29 @@ def run_each(targets: Sequence[Target], action: Action) -> int:
             ok = action(target, report.say)
         except MigrationError as exc:
             report.fail(str(exc))
-            ok = False
+            failed.append(target.name)
+            continue
         except psycopg.Error as exc:  # a query of ours failed: still one line, never a traceback
             report.fail(_one_line(exc, target))
-            ok = False
+            failed.append(target.name)
+            continue
         except OSError as exc:
             report.fail(f"{exc.filename or ''}: {exc.strerror or exc}")
-            ok = False
-        if ok is False:
             failed.append(target.name)
+            continue
+        if ok is False:
+            findings.append(target.name)
     if many:
-        summary = f"{len(targets) - len(failed)} of {len(targets)} databases ok"
-        print(summary + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
-    return 1 if failed else 0
+        good = len(targets) - len(failed) - len(findings)
+        summary = f"{good} of {len(targets)} databases ok"
+        if findings:
+            summary += f"; checks failed: {', '.join(findings)}"
+        if failed:
+            summary += f"; could not be done: {', '.join(failed)}"
+        print(summary, flush=True)
+    if failed:
+        return EXIT_FAILED
+    return EXIT_FINDING if findings else EXIT_OK
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -1005,7 +1031,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         layout = load_layout()
     except MigrationError as exc:
-        raise CliError(str(exc), 1) from None
+        raise CliError(str(exc), EXIT_FAILED) from None
     command = args.db_command
     if command == "migrate":
         return run_each(
