@@ -72,8 +72,8 @@ ALTER TABLE vechat_conversations ADD CONSTRAINT unique_conversation
     UNIQUE (participant1_id, participant1_type, participant2_id, participant2_type);
 """
 UNIQUE_INDEX_SQL = """
-CREATE UNIQUE INDEX "IDX_vechat_conversations_participants"
-    ON vechat_conversations (participant1_id, participant1_type, participant2_id, participant2_type);
+CREATE UNIQUE INDEX "IDX_vechat_conversations_participants" ON vechat_conversations
+    (participant1_id, participant1_type, participant2_id, participant2_type);
 """
 MESSAGES_SQL = """
 CREATE TABLE vechat_messages (
@@ -266,8 +266,9 @@ def build(url: str, variant: Variant = PLAIN) -> None:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         conn.execute(CONVERSATIONS_SQL.encode())
         conn.execute(
-            (UNIQUE_CONSTRAINT_SQL if variant.unique_key == "constraint" else UNIQUE_INDEX_SQL)
-            .encode()
+            (
+                UNIQUE_CONSTRAINT_SQL if variant.unique_key == "constraint" else UNIQUE_INDEX_SQL
+            ).encode()
         )
         conn.execute(MESSAGES_SQL.encode())
         conn.execute(TRIGGERS_SQL.encode())
@@ -287,11 +288,12 @@ def apply_guide(url: str, variant: Variant) -> None:
                 continue
             conn.execute(GUIDE_SQL[table].encode())
             # The DBA backfilled most rows; a few were written by the old app afterwards without it.
+            key = "user_id" if table == "vechat_presence" else "id"
             conn.execute(
-                f"UPDATE {table} SET organisation_id = %s WHERE id % 4 <> 0",
+                f"UPDATE {table} SET organisation_id = %s WHERE mod({key}, 4) <> 0",
                 (variant.guide_value,),
             )
-            conn.execute(f"UPDATE {table} SET organisation_id = NULL WHERE id % 4 = 0")
+            conn.execute(f"UPDATE {table} SET organisation_id = NULL WHERE mod({key}, 4) = 0")
             if table in variant.guide_not_null:
                 conn.execute(
                     f"UPDATE {table} SET organisation_id = %s WHERE organisation_id IS NULL",
@@ -367,7 +369,7 @@ INSERT INTO vechat_presence (user_id, user_type, status, last_seen, connected_at
  (5, 'personnel', 'online', '2025-03-05 16:01:00', '2025-03-05 15:00:00', '{"ua": "Firefox"}',
   '2025-01-01 00:00:00', '2025-03-05 16:01:00'),
  (5, 'client', 'offline', '2025-03-01 10:07:00', NULL, NULL, '2025-01-01 00:00:00', NULL),
- (7, 'personnel', 'busy', NULL, NULL, 'legacy free text', '2025-01-01 00:00:00', NULL);
+ (7, 'personnel', 'busy', NULL, NULL, {free_text}, '2025-01-01 00:00:00', NULL);
 """
 SEED_SETTINGS_SQL = """
 INSERT INTO vechat_user_settings (user_id, user_type, email_notifications, theme, font_size,
@@ -389,7 +391,9 @@ def seed(url: str, variant: Variant = PLAIN) -> None:
         conn.execute("DELETE FROM vechat_messages WHERE id = 11")
         conn.execute("SET LOCAL session_replication_role = replica")
         if variant.presence != "none":
-            conn.execute(SEED_PRESENCE_SQL.encode())
+            # Free text where the column is text; where it is json, the old module stored JSON.
+            free_text = "'legacy free text'" if variant.presence == "id" else "'[1, 2]'"
+            conn.execute(SEED_PRESENCE_SQL.replace("{free_text}", free_text).encode())
             if variant.presence == "composite":
                 conn.execute(
                     "UPDATE vechat_presence SET socket_id = 'sock-' || user_id, "
@@ -411,27 +415,74 @@ def create(url: str, variant: Variant = PLAIN) -> None:
 
 LEGACY_COLUMNS: dict[str, tuple[str, ...]] = {
     "vechat_conversations": (
-        "id", "participant1_id", "participant1_type", "participant2_id", "participant2_type",
-        "last_message_id", "last_message_at", "is_archived_by_participant1",
-        "is_archived_by_participant2", "is_muted_by_participant1", "is_muted_by_participant2",
-        "created_at", "updated_at",
+        "id",
+        "participant1_id",
+        "participant1_type",
+        "participant2_id",
+        "participant2_type",
+        "last_message_id",
+        "last_message_at",
+        "is_archived_by_participant1",
+        "is_archived_by_participant2",
+        "is_muted_by_participant1",
+        "is_muted_by_participant2",
+        "created_at",
+        "updated_at",
     ),
     "vechat_messages": (
-        "id", "sender_id", "sender_type", "receiver_id", "receiver_type", "message",
-        "message_type", "file_url", "file_name", "file_size", "file_type", "reply_to_message_id",
-        "is_read", "read_at", "is_delivered", "delivered_at", "is_deleted_by_sender",
-        "is_deleted_by_receiver", "is_edited", "edited_at", "original_message",
-        "location_latitude", "location_longitude", "location_accuracy", "audio_duration",
-        "audio_waveform", "created_at", "updated_at",
+        "id",
+        "sender_id",
+        "sender_type",
+        "receiver_id",
+        "receiver_type",
+        "message",
+        "message_type",
+        "file_url",
+        "file_name",
+        "file_size",
+        "file_type",
+        "reply_to_message_id",
+        "is_read",
+        "read_at",
+        "is_delivered",
+        "delivered_at",
+        "is_deleted_by_sender",
+        "is_deleted_by_receiver",
+        "is_edited",
+        "edited_at",
+        "original_message",
+        "location_latitude",
+        "location_longitude",
+        "location_accuracy",
+        "audio_duration",
+        "audio_waveform",
+        "created_at",
+        "updated_at",
     ),
     "vechat_presence": (
-        "user_id", "user_type", "status", "last_seen", "connected_at", "connection_info",
-        "created_at", "updated_at",
+        "user_id",
+        "user_type",
+        "status",
+        "last_seen",
+        "connected_at",
+        "connection_info",
+        "created_at",
+        "updated_at",
     ),
     "vechat_user_settings": (
-        "id", "user_id", "user_type", "email_notifications", "push_notifications",
-        "sound_notifications", "theme", "font_size", "show_online_status", "show_read_receipts",
-        "custom_settings", "created_at", "updated_at",
+        "id",
+        "user_id",
+        "user_type",
+        "email_notifications",
+        "push_notifications",
+        "sound_notifications",
+        "theme",
+        "font_size",
+        "show_online_status",
+        "show_read_receipts",
+        "custom_settings",
+        "created_at",
+        "updated_at",
     ),
 }
 """The columns every legacy database has (unread counters left out: adoption recounts them)."""
@@ -451,8 +502,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def rows(url: str, schema: str = "public", extra: dict[str, tuple[str, ...]] | None = None
-         ) -> dict[str, dict[Any, dict[str, Any]]]:
+def rows(
+    url: str, schema: str = "public", extra: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, dict[Any, dict[str, Any]]]:
     """Every row of every legacy table present, keyed by id (presence by user), as plain values.
 
     Read as the superuser the tests connect as, so row-level security hides nothing.
@@ -462,17 +514,17 @@ def rows(url: str, schema: str = "public", extra: dict[str, tuple[str, ...]] | N
         conn.execute("SET TimeZone = 'UTC'")
         for table, columns in LEGACY_COLUMNS.items():
             columns = columns + (extra or {}).get(table, ())
-            present = conn.execute(
-                "SELECT to_regclass(%s)", (f"{schema}.{table}",)
-            ).fetchone()
+            present = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
             if present == (None,):
                 continue
             listed = ", ".join(columns)
             found[table] = {}
             for record in conn.execute(f"SELECT {listed} FROM {schema}.{table}").fetchall():
                 values = {c: _plain(v) for c, v in zip(columns, record, strict=True)}
-                key = values.get("id") if table != "vechat_presence" else (
-                    values["user_type"], values["user_id"]
+                key = (
+                    values.get("id")
+                    if table != "vechat_presence"
+                    else (values["user_type"], values["user_id"])
                 )
                 found[table][key] = values
     return found

@@ -868,10 +868,14 @@ def adopt(
     conn: psycopg.Connection[Any],
     shape: Shape,
     migration: migrate.Migration,
+    layout: migrate.Layout,
     target: migrate.Target,
     say: Say,
 ) -> None:
-    """Adopt the legacy tables in one transaction (module doc); raise, changing nothing, if not."""
+    """Adopt the legacy tables in one transaction (module doc); raise, changing nothing, if not.
+
+    The runner's roles and ledger (`migrate.bootstrap`) are set up in the same transaction.
+    """
     organisation, given, timezone = _operator(target)
     steps = Steps(say)
     names = shape.names
@@ -901,6 +905,8 @@ def adopt(
                 "nothing was changed"
             )
         orphans_expected = orphan_pairs(conn, shape)
+        migrate.bootstrap(conn, layout, target)
+        migrate.check_can_become_owner(conn)
         with steps.step(f"moved the legacy tables to schema {HOLDING}") as notes:
             _set_aside(conn, shape)
             notes.append(f"{len(shape.triggers)} triggers dropped")
@@ -958,43 +964,29 @@ def _set_aside(conn: psycopg.Connection[Any], shape: Shape) -> None:
 
 
 @contextmanager
-def _moving_rows(
-    conn: psycopg.Connection[Any], new_tables: Sequence[str], shells: Sequence[str]
-) -> Iterator[None]:
-    """vechat_owner may read and write the legacy tables, and is not held by its own policies
-    or triggers on the new ones, for the length of the block (all inside the transaction)."""
-    owner = sql.Identifier(migrate.OWNER_ROLE)
-    holding = sql.Identifier(HOLDING)
-    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(holding, owner))
-    for shell in shells:
-        conn.execute(
-            sql.SQL("GRANT SELECT, INSERT, UPDATE, TRUNCATE ON {} TO {}").format(
-                _qualified(HOLDING, shell), owner
-            )
-        )
+def _moving_rows(conn: psycopg.Connection[Any], new_tables: Sequence[str]) -> Iterator[None]:
+    """For the block, the new tables' owner switches their row-level security and user triggers
+    off, so that the DBA moves rows between them and the legacy tables (which only the DBA may
+    read: their privileges are never touched). Inside the transaction only, like everything:
+    no other session ever sees the tables in between."""
     _as_owner(conn)
     for table in new_tables:
         conn.execute(
-            sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY, DISABLE TRIGGER USER").format(
-                _qualified("public", table)
-            )
-        )
-    yield
-    _as_owner(conn)
-    for table in new_tables:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY, ENABLE TRIGGER USER").format(
+            sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY, DISABLE TRIGGER USER").format(
                 _qualified("public", table)
             )
         )
     _as_dba(conn)
-    for shell in shells:
+    yield
+    _as_owner(conn)
+    for table in new_tables:
         conn.execute(
-            sql.SQL("REVOKE SELECT, INSERT, UPDATE, TRUNCATE ON {} FROM {}").format(
-                _qualified(HOLDING, shell), owner
-            )
+            sql.SQL(
+                "ALTER TABLE {} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY, "
+                "ENABLE TRIGGER USER"
+            ).format(_qualified("public", table))
         )
-    conn.execute(sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(holding, owner))
+    _as_dba(conn)
 
 
 def _legacy_only(conn: psycopg.Connection[Any], table: Table) -> list[Column]:
@@ -1031,7 +1023,7 @@ def _copy_in(
                     )
                     notes.append(f"{name}.{column.name} {column.type}")
             _as_dba(conn)
-    with _moving_rows(conn, TABLES, shape.names):
+    with _moving_rows(conn, TABLES):
         _jsonb_helper(conn)
         conversations = shape.tables.get("vechat_conversations")
         if conversations is not None:
@@ -1140,8 +1132,10 @@ def _copy_in(
             counts[f"rows:{name}"] = _count(conn, "public", name)
         # Plans made from an empty table's statistics would last until autovacuum's first ANALYZE.
         with steps.step("analyzed the new tables"):
+            _as_owner(conn)  # ANALYZE is the owner's (or a superuser's)
             for name in TABLES:
                 conn.execute(sql.SQL("ANALYZE {}").format(_qualified("public", name)))
+            _as_dba(conn)
     return counts
 
 
@@ -1251,17 +1245,20 @@ ORDER BY 1
 
 
 def _organisations_held(conn: psycopg.Connection[Any]) -> dict[int, list[str]]:
-    """Every organisation with rows in a public.vechat_* table, and those tables (as the owner,
-    with row-level security not forced: inside the caller's transaction only)."""
+    """Every organisation with rows in a public.vechat_* table, and those tables. Row-level
+    security is switched off on them for the rest of the caller's transaction (which either
+    drops them or is rolled back), so that a DBA who is not a superuser counts every row."""
     tables = [r[0] for r in conn.execute(_TENANT_TABLES_SQL).fetchall()]
     _as_owner(conn)
-    held: dict[int, list[str]] = {}
     for table in tables:
         conn.execute(
-            sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(
+            sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(
                 _qualified("public", table)
             )
         )
+    _as_dba(conn)
+    held: dict[int, list[str]] = {}
+    for table in tables:
         for (organisation,) in conn.execute(
             sql.SQL("SELECT DISTINCT organisation_id FROM {}").format(_qualified("public", table))
         ).fetchall():
@@ -1286,10 +1283,10 @@ def _refuse_many(held: dict[int, list[str]]) -> None:
 # participant deleted the whole conversation "for me", becomes hidden for that participant with
 # the legacy flags (which mean exactly "delete for me").
 _HIDDEN_FOR_SENDER = """(n.is_deleted_by_sender OR n.deleted_at IS NOT NULL
-    OR (c.participant1_id, c.participant1_type) = (n.sender_id, n.sender_type)
-       AND n.id <= c.hidden_through_message_id_participant1
-    OR (c.participant2_id, c.participant2_type) = (n.sender_id, n.sender_type)
-       AND n.id <= c.hidden_through_message_id_participant2)"""
+    OR coalesce((c.participant1_id, c.participant1_type) = (n.sender_id, n.sender_type)
+                AND n.id <= c.hidden_through_message_id_participant1, false)
+    OR coalesce((c.participant2_id, c.participant2_type) = (n.sender_id, n.sender_type)
+                AND n.id <= c.hidden_through_message_id_participant2, false))"""
 _HIDDEN_FOR_RECEIVER = _HIDDEN_FOR_SENDER.replace(
     "is_deleted_by_sender", "is_deleted_by_receiver"
 ).replace("(n.sender_id, n.sender_type)", "(n.receiver_id, n.receiver_type)")
@@ -1411,7 +1408,7 @@ def restore(
                     )
                     notes.append(shell.name)
         shells = inspect(conn, HOLDING)
-        with _moving_rows(conn, (), shells.names):
+        with _moving_rows(conn, ()):
             # Messages first: the legacy conversations' last_message_id references them.
             for name in (
                 "vechat_messages",
@@ -1468,7 +1465,13 @@ def _guide_unique_key(conn: psycopg.Connection[Any], table: str) -> str | None:
         return None
     name, columns = guide
     wanted = f"({', '.join(columns)})"
-    keys = [r[0] for r in conn.execute(_UNIQUE_KEYS_SQL, (f"public.{table}",)).fetchall()]
+    # The primary key counts too: the older presence table is keyed by (user_id, user_type).
+    keys = [
+        r[0]
+        for r in conn.execute(
+            _UNIQUE_KEYS_SQL.replace("AND NOT x.indisprimary", ""), (f"public.{table}",)
+        ).fetchall()
+    ]
     if any(k.endswith(f" {wanted}") for k in keys):
         return None
     conn.execute(

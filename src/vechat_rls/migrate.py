@@ -705,12 +705,14 @@ def migrate(
             if not todo and not policies and not functions:
                 say(f"nothing to do: at {_at(layout, ledger.current)}, {UP_TO_DATE}")
             return
-        bootstrap(conn, layout, target)
-        check_can_become_owner(conn)
+        if shape is None:
+            bootstrap(conn, layout, target)
+            check_can_become_owner(conn)
         for migration in todo:
             started = time.monotonic()
             if shape is not None and migration is todo[0]:
-                legacy.adopt(conn, shape, migration, target, say)
+                # Roles and ledger inside the adoption's transaction: a refusal leaves nothing.
+                legacy.adopt(conn, shape, migration, layout, target, say)
             else:
                 apply_migration(conn, migration, target)
             say(f"applied {migration.label} ({time.monotonic() - started:.2f} s)")
