@@ -63,3 +63,12 @@ def test_ws_send_bench_measures_every_variant_against_plain() -> None:
     assert float(rows["plain"][1]) == 1.0, out
     for us_per_frame, _ratio in rows.values():
         assert float(us_per_frame) > 0, out
+
+
+def test_adopt_bench_adopts_and_rolls_back_a_small_legacy_database() -> None:
+    out = run_bench("adopt.py", "--messages", "2000", "--conversations", "100", "--orphans", "5")
+    assert "copied vechat_messages: 2000 rows" in out, out
+    assert "created conversations for message pairs that had none: 5 rows" in out, out
+    assert "copied public.vechat_messages back: 2000 rows" in out, out
+    assert "verify: " in out and " 0 failed" in out, out
+    assert re.search(r"adoption / baseline copy: \d+\.\d\d", out), out
