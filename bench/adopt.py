@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/legacy.py: the legacy schema, as the tests build it
 
 from tests import legacy  # noqa: E402
+
 from vechat_rls.pgserver import temporary_server  # noqa: E402
 
 PERSONNEL = 200  # personnel ids 1..200; clients from 1000 on: every pair is (personnel, client)
