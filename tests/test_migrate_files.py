@@ -112,3 +112,66 @@ def test_default_target_is_named_after_its_database(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(migrate.ADMIN_URL_ENV, "postgresql://postgres:pw@h:5432/velosi")
     [target] = migrate.targets_from_args(_args(legacy_organisation_id=4))
     assert (target.name, target.legacy_organisation_id) == ("velosi", 4)
+
+
+def test_a_legacy_organisation_id_below_one_is_a_usage_error() -> None:
+    with pytest.raises(CliError) as caught:
+        migrate.targets_from_args(_args(database_url="postgresql://x/y", legacy_organisation_id=0))
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == "--legacy-organisation-id must be an integer > 0, not 0"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[[databases]]\nname = 'a'\nadmin_url = 'u'\norganisations = [1]\n"
+            "[[databases]]\nname = 'b'\nadmin_url = 'v'\norganisations = [2, 1]\n",
+            "databases[1] (b): organisation 1 is also in 'a'",
+        ),
+        (
+            "[[databases]]\nname = 'a'\nadmin_url = 'u'\norganisations = ['*']\n"
+            "[[databases]]\nname = 'b'\nadmin_url = 'v'\norganisations = ['*']\n",
+            "databases[1] (b): organisations [\"*\"] is also in 'a'",
+        ),
+        (
+            "[[databases]]\nname = 'a'\nadmin-url = 'u'\n",
+            "databases[0] (a): unknown key 'admin-url'",
+        ),
+        (
+            "[[databases]]\nname = 'a'\nadmin_url = 'u'\norganisations = [0]\n",
+            "databases[0] (a): organisations must be a list of ids > 0",
+        ),
+        (
+            "[[databases]]\nname = 'a'\nadmin_url = 'u'\norganisations = [1]\n"
+            "legacy_organisation_id = 2\n",
+            "databases[0] (a): legacy_organisation_id 2 is not one of its organisations [1]",
+        ),
+    ],
+)
+def test_registry_inconsistencies_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    registry = tmp_path / "registry.toml"
+    registry.write_text(text)
+    monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
+    with pytest.raises(CliError) as caught:
+        migrate.targets_from_args(_args(all=True))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_a_database_of_one_organisation_owns_its_legacy_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = tmp_path / "registry.toml"
+    registry.write_text(
+        "[[databases]]\nname = 'org2'\nadmin_url = 'postgresql://h/org2'\norganisations = [2]\n"
+        "[[databases]]\nname = 'shared'\nadmin_url = 'postgresql://h/s'\norganisations = ['*']\n"
+        "[[databases]]\nname = 'pair'\nadmin_url = 'postgresql://h/p'\norganisations = [3, 4]\n"
+    )
+    monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
+    targets = migrate.targets_from_args(_args(all=True, legacy_organisation_id=9))
+    assert [(t.name, t.legacy_organisation_id) for t in targets] == [
+        ("org2", 2), ("shared", 9), ("pair", 9)
+    ]

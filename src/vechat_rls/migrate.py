@@ -262,6 +262,8 @@ def targets_from_args(args: argparse.Namespace) -> list[Target]:
     """
     legacy_org = getattr(args, "legacy_organisation_id", None)
     legacy_tz = getattr(args, "legacy_timezone", None)
+    if legacy_org is not None and legacy_org <= 0:
+        raise CliError(f"--legacy-organisation-id must be an integer > 0, not {legacy_org}", 2)
     if getattr(args, "all", False):
         path = os.environ.get(REGISTRY_ENV)
         if not path:
