@@ -488,6 +488,10 @@ async def test_users_see_their_legacy_history_through_the_api_and_others_see_not
         assert voice["reply_to"]["id"] == 2 and location["reply_to"]["id"] == 3
         assert location["location"]["latitude"] == 0 and location["location"]["longitude"] == 0
         assert image["message_type"] == "image"
+        edits = (await api.get("/api/v1/messages/2/edits", headers=client5.headers)).json()
+        assert [(e["body"], e["edited_at"]) for e in edits["items"]] == [
+            ("Elle part aujourd'hui", "2025-03-01T10:03:00Z")
+        ]
         # What each participant hid for themselves stays hidden for them alone.
         mine = (
             await api.get("/api/v1/conversations/1/messages", headers=personnel5.headers)
@@ -652,7 +656,8 @@ def test_rollback_refuses_when_the_database_holds_two_organisations(
     assert (dry.code, result.code) == (3, 3)
     assert (
         "the database holds rows of 2 organisations (organisation 1: vechat_conversations, "
-        "vechat_messages, vechat_presence, vechat_user_settings; organisation 2: vechat_contacts)"
+        "vechat_message_edits, vechat_messages, vechat_presence, vechat_user_settings; "
+        "organisation 2: vechat_contacts)"
     ) in result.err
     assert fingerprint(db.admin_url) == before
 

@@ -435,6 +435,7 @@ END
 $$
 """
 
+
 def _jsonb_helper(conn: psycopg.Connection[Any]) -> None:
     """pg_temp.vechat_jsonb, once per session (whoever created it owns it)."""
     row = conn.execute("SELECT to_regprocedure('pg_temp.vechat_jsonb(text)')").fetchone()
@@ -825,6 +826,16 @@ JOIN public.vechat_conversations c
          THEN s.receiver_type ELSE s.sender_type END)
 """
 
+# The old module kept the text before the first edit in original_message; GET /messages/{id}/edits
+# reads the history from vechat_message_edits, so that text becomes the message's first version.
+EDIT_HISTORY_SQL = """
+INSERT INTO public.vechat_message_edits (organisation_id, message_id, previous_message, edited_at)
+SELECT organisation_id, id, original_message, coalesce(edited_at, updated_at, created_at)
+FROM public.vechat_messages
+WHERE original_message IS NOT NULL
+ORDER BY id
+"""
+
 # The legacy conversations keep their last message as it was (NULL where the old module lost it
 # to ON DELETE SET NULL); conversations adoption created get their newest message.
 LAST_MESSAGES_SQL = """
@@ -1081,6 +1092,10 @@ def _copy_in(
                         f"copied {copied} of {messages.rows} messages: some found no conversation"
                     )
             _sync_identity(conn, "vechat_messages")
+            with steps.step(
+                "kept each edited message's original text as its edit history"
+            ) as notes:
+                notes.append(f"{_rowcount(conn.execute(EDIT_HISTORY_SQL))} rows")
             with steps.step("set the last message of each conversation") as notes:
                 touched = 0
                 if conversations is not None and "last_message_id" in conversations.columns:
@@ -1252,9 +1267,7 @@ def _organisations_held(conn: psycopg.Connection[Any]) -> dict[int, list[str]]:
     _as_owner(conn)
     for table in tables:
         conn.execute(
-            sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(
-                _qualified("public", table)
-            )
+            sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(_qualified("public", table))
         )
     _as_dba(conn)
     held: dict[int, list[str]] = {}
