@@ -30,8 +30,9 @@ their triggers and sequences. The old deployment guide's rollback semantics hold
 that had `organisation_id` added by hand: the column goes, and the pair or user unique key comes
 back under the guide's name.
 
-Rows move as vechat_owner (the new tables' owner, with row-level security not forced for the
-length of the transaction), which the DBA grants read/write on the legacy tables for that long.
+Rows move as the DBA, who alone may read the legacy tables (their privileges are never touched):
+for that, the new tables' owner switches their row-level security and user triggers off inside
+the transaction and on again before it commits, so no other session ever sees them without.
 """
 
 from __future__ import annotations
@@ -264,7 +265,7 @@ class Check:
     table: str
     columns: tuple[str, ...]  # the check applies only when the table has all of them
     problem: str  # what is wrong with the rows found, and what to do
-    where: str  # a condition over alias s (the legacy row); {tz} is the timezone literal
+    where: str  # a condition over alias s (the legacy row); {holding} is the tables' schema
 
 
 _PAIR_IN_ORDER = (
