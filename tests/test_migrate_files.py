@@ -9,6 +9,7 @@ import pytest
 
 from vechat_rls import migrate
 from vechat_rls.cli import CliError
+from vechat_rls.cli.db import targets_from_args
 
 REPO_DB = Path(__file__).resolve().parents[1] / "db"
 
@@ -74,7 +75,7 @@ admin_url = "postgresql://postgres@db2/shared"
 organisations = ["*"]
 """)
     monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
-    targets = migrate.targets_from_args(
+    targets = targets_from_args(
         _args(all=True, legacy_organisation_id=9, legacy_timezone="Africa/Tunis")
     )
     assert targets == [
@@ -104,19 +105,19 @@ def test_bad_registry_is_a_one_line_error(
     registry.write_text(text)
     monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
     with pytest.raises(CliError) as caught:
-        migrate.targets_from_args(_args(all=True))
+        targets_from_args(_args(all=True))
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_default_target_is_named_after_its_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(migrate.ADMIN_URL_ENV, "postgresql://postgres:pw@h:5432/velosi")
-    [target] = migrate.targets_from_args(_args(legacy_organisation_id=4))
+    [target] = targets_from_args(_args(legacy_organisation_id=4))
     assert (target.name, target.legacy_organisation_id) == ("velosi", 4)
 
 
 def test_a_legacy_organisation_id_below_one_is_a_usage_error() -> None:
     with pytest.raises(CliError) as caught:
-        migrate.targets_from_args(_args(database_url="postgresql://x/y", legacy_organisation_id=0))
+        targets_from_args(_args(database_url="postgresql://x/y", legacy_organisation_id=0))
     assert caught.value.exit_code == 2
     assert str(caught.value) == "--legacy-organisation-id must be an integer > 0, not 0"
 
@@ -156,7 +157,7 @@ def test_registry_inconsistencies_are_one_line_errors(
     registry.write_text(text)
     monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
     with pytest.raises(CliError) as caught:
-        migrate.targets_from_args(_args(all=True))
+        targets_from_args(_args(all=True))
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert caught.value.exit_code == 2
 
@@ -171,7 +172,7 @@ def test_a_database_of_one_organisation_owns_its_legacy_rows(
         "[[databases]]\nname = 'pair'\nadmin_url = 'postgresql://h/p'\norganisations = [3, 4]\n"
     )
     monkeypatch.setenv(migrate.REGISTRY_ENV, str(registry))
-    targets = migrate.targets_from_args(_args(all=True, legacy_organisation_id=9))
+    targets = targets_from_args(_args(all=True, legacy_organisation_id=9))
     assert [(t.name, t.legacy_organisation_id) for t in targets] == [
         ("org2", 2), ("shared", 9), ("pair", 9)
     ]

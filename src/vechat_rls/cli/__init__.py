@@ -1,7 +1,8 @@
 """The `vechat-rls` command line: serve, demo, db, audit, token.
 
-Each command's work lives in its own module; this one only parses arguments, so that a user gets a
-one-line message and a non-zero exit for bad input, never a traceback.
+This package owns the command line: argument parsing, one-line messages and exit codes. Each
+command's work lives in a library module that raises its own errors; `cli.db` and `cli.audit` turn
+them into lines and codes, so that a user never sees a traceback.
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+# Exit codes of `db …` and `audit` (contract); with several databases, the highest of them.
+EXIT_OK = 0
+EXIT_FINDING = 1  # a check failed: an isolation finding, a changed or pending migration
+EXIT_USAGE = 2  # bad usage or input
+EXIT_FAILED = 3  # a database could not be reached, or a step failed (and was rolled back)
+
 
 class CliError(Exception):
     """A one-line, user-facing failure; `main` prints it and exits non-zero."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -80,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "db":
-        from vechat_rls import migrate
+        from vechat_rls.cli import db
 
-        return int(migrate.run_cli(args))
+        return db.run(args)
     if args.command == "audit":
-        from vechat_rls import audit
+        from vechat_rls.cli import audit
 
-        return audit.run_cli(args)
+        return audit.run(args)
     if args.command == "token":
         from vechat_rls import auth
 
@@ -111,7 +118,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
