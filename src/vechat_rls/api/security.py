@@ -1,7 +1,8 @@
-"""Bearer token → `Identity` for every `/api/v1` route, and the per-request tenant connection."""
+"""Bearer token → `Identity` for every `/api/v1` route, its database, and the tenant connection."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -14,6 +15,9 @@ from litestar.handlers.base import BaseRouteHandler
 from vechat_rls import db
 from vechat_rls.auth import AuthError, Identity, TokenVerifier, http_token, websocket_token
 from vechat_rls.config import Settings
+from vechat_rls.fleet import Fleet
+
+log = logging.getLogger(__name__)
 
 # Handler parameter types; the parameter *name* selects the dependency (Litestar's named DI):
 #   identity: IdentityDep, conn: ConnDep, database: DatabaseDep, settings: SettingsDep
@@ -33,7 +37,8 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
     """The caller's identity, verified once per connection and kept in `scope["user"]`.
 
     HTTP reads `Authorization: Bearer` only; a WebSocket handshake also `?access_token=` and the
-    cookie `access_token`. Raises `AuthError` (→ 401, or close 4401 on a WebSocket).
+    cookie `access_token`. Raises `AuthError` (→ 401, or close 4401 on a WebSocket), also for a
+    valid token of an organisation the registry does not place (registry mode).
     """
     cached = connection.scope.get("user")
     if isinstance(cached, Identity):
@@ -44,6 +49,14 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
     else:
         token = http_token(connection)
     identity = verifier.verify(token)
+    fleet: Fleet | None = connection.app.state.fleet
+    if fleet is not None and not fleet.serves(identity.organisation_id):
+        # Registry mode: no entry lists the organisation and there is no ["*"] entry.
+        log.warning(
+            "refused organisation %s: not served here (no registry entry places it)",
+            identity.organisation_id,
+        )
+        raise AuthError(f"organisation {identity.organisation_id} is not served here")
     connection.scope["user"] = identity
     return identity
 
@@ -79,6 +92,19 @@ async def provide_database(request: ASGIConnection[Any, Any, Any, Any]) -> db.Da
     """Dependency `database`: for handlers that open their own tenant transactions."""
     database: db.Database = request.app.state.database
     return database
+
+
+async def provide_fleet_database(
+    request: ASGIConnection[Any, Any, Any, Any], identity: IdentityDep
+) -> AsyncIterator[db.Database]:
+    """Dependency `database` in registry mode: the caller's organisation's database.
+
+    The organisation is the verified token's (fleet.py routes it); the database is held open
+    until the request is done.
+    """
+    fleet: Fleet = request.app.state.fleet
+    async with fleet.lease(identity.organisation_id) as database:
+        yield database
 
 
 async def provide_conn(
