@@ -92,6 +92,7 @@ async def database_of(fleet: Fleet, organisation_id: int) -> str:
 # --- routing ----------------------------------------------------------------------------------
 
 
+@pytest.mark.db
 async def test_each_organisation_goes_to_its_database_and_the_others_to_the_shared_one(
     databases: list[Database], tmp_path: Path
 ) -> None:
@@ -108,6 +109,7 @@ async def test_each_organisation_goes_to_its_database_and_the_others_to_the_shar
         assert fleet.serves(999_999)
 
 
+@pytest.mark.db
 async def test_an_organisation_no_entry_places_is_not_served(
     databases: list[Database], tmp_path: Path
 ) -> None:
@@ -125,6 +127,7 @@ async def test_an_organisation_no_entry_places_is_not_served(
 # --- pools ------------------------------------------------------------------------------------
 
 
+@pytest.mark.db
 async def test_a_pool_opens_on_first_use_and_closes_once_idle(
     databases: list[Database], tmp_path: Path, admin: asyncpg.Connection[asyncpg.Record]
 ) -> None:
@@ -147,6 +150,7 @@ async def test_a_pool_opens_on_first_use_and_closes_once_idle(
         assert await database_of(fleet, ORG_A) == a.name, "and it opens again on the next use"
 
 
+@pytest.mark.db
 async def test_a_pool_whose_role_could_bypass_rls_is_refused_when_it_opens(
     databases: list[Database], tmp_path: Path
 ) -> None:
@@ -163,6 +167,7 @@ async def test_a_pool_whose_role_could_bypass_rls_is_refused_when_it_opens(
         assert await database_of(fleet, ORG_A) == databases[0].name
 
 
+@pytest.mark.db
 async def test_the_connection_cap_holds_across_many_databases(
     databases: list[Database], tmp_path: Path, admin: asyncpg.Connection[asyncpg.Record]
 ) -> None:
@@ -224,6 +229,7 @@ async def test_the_connection_cap_holds_across_many_databases(
     assert fleet.budget.opened > cap, "connections were closed to make room and opened again"
 
 
+@pytest.mark.db
 async def test_at_the_cap_with_nothing_idle_a_request_waits_then_gets_503(
     databases: list[Database], tmp_path: Path
 ) -> None:
@@ -252,6 +258,7 @@ def test_pool_settings_are_validated() -> None:
 # --- realtime ---------------------------------------------------------------------------------
 
 
+@pytest.mark.db
 async def test_a_listener_runs_per_database_with_sockets_and_stops_after_they_leave(
     databases: list[Database], tmp_path: Path, admin: asyncpg.Connection[asyncpg.Record]
 ) -> None:
