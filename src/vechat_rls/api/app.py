@@ -44,6 +44,7 @@ from vechat_rls.api.me import MeController
 from vechat_rls.api.messages import MessagesController
 from vechat_rls.api.presence import PresenceController
 from vechat_rls.api.security import (
+    PlacedVerifier,
     provide_conn,
     provide_database,
     provide_fleet_database,
@@ -204,7 +205,7 @@ def _state(settings: Settings, verifier: TokenVerifier, fleet: Fleet | None) -> 
     return State(
         {
             "settings": settings,
-            "verifier": verifier,
+            "verifier": verifier if fleet is None else PlacedVerifier(verifier, fleet),
             "database": db.Database(settings) if fleet is None else None,
             "fleet": fleet,  # registry mode
             "readiness": {},

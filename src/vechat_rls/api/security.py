@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
@@ -43,22 +43,39 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
     cached = connection.scope.get("user")
     if isinstance(cached, Identity):
         return cached
-    verifier: TokenVerifier = connection.app.state.verifier
+    verifier: Verifier = connection.app.state.verifier
     if connection.scope["type"] == ScopeType.WEBSOCKET:
         token = websocket_token(connection)
     else:
         token = http_token(connection)
     identity = verifier.verify(token)
-    fleet: Fleet | None = connection.app.state.fleet
-    if fleet is not None and not fleet.serves(identity.organisation_id):
-        # Registry mode: no entry lists the organisation and there is no ["*"] entry.
-        log.warning(
-            "refused organisation %s: not served here (no registry entry places it)",
-            identity.organisation_id,
-        )
-        raise AuthError(f"organisation {identity.organisation_id} is not served here")
     connection.scope["user"] = identity
     return identity
+
+
+class Verifier(Protocol):
+    def verify(self, token: str) -> Identity: ...
+
+
+class PlacedVerifier:
+    """Registry mode's verifier: a valid token counts only if the registry places its
+    organisation (an entry lists it, or there is a `["*"]` entry); otherwise `AuthError` (401,
+    or 4401 on a socket), logged with the organisation id and never the token. With one
+    database the app keeps the plain `TokenVerifier`, so that path does no more than before."""
+
+    def __init__(self, verifier: TokenVerifier, fleet: Fleet) -> None:
+        self.verifier = verifier
+        self.fleet = fleet
+
+    def verify(self, token: str) -> Identity:
+        identity = self.verifier.verify(token)
+        if not self.fleet.serves(identity.organisation_id):
+            log.warning(
+                "refused organisation %s: not served here (no registry entry places it)",
+                identity.organisation_id,
+            )
+            raise AuthError(f"organisation {identity.organisation_id} is not served here")
+        return identity
 
 
 async def require_identity(
