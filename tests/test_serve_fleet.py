@@ -6,6 +6,9 @@ two workers serves them all: each request and each WebSocket goes to its organis
 database, isolation holds across all of them, realtime delivery works in each, an organisation
 the registry does not place is refused like a bad token, and A's server going down leaves B, C
 and D served while A answers 503 until it is back.
+
+Realtime is checked in every database: delivery of a message sent over HTTP, presence, typing,
+and (in the shared one) resuming with `since`.
 """
 
 from __future__ import annotations
@@ -266,6 +269,34 @@ async def test_one_serve_process_routes_isolates_and_survives_a_database_going_d
             for name, receiver in receivers.items():
                 created = [f for f in receiver.events() if f["type"] == "message.created"]
                 assert [f["data"]["body"] for f in created] == [f"live {name}"], "own only"
+
+            # Presence and typing ride on their database's NOTIFY too: the staff's socket comes
+            # online for its client, and its typing reaches the client.
+            for name, tenant in tenants.items():
+                staff = tenant.org.staff
+                async with socket_of(serve, staff) as typist:
+                    await receivers[name].frame(
+                        "presence", timeout=15, user_id=staff.user_id, status="online"
+                    )
+                    await typist.send(
+                        {"type": "typing", "conversation_id": tenant.conversation_id,
+                         "is_typing": True}
+                    )
+                    typing = await receivers[name].frame("typing", timeout=15, is_typing=True)
+                    assert typing["data"]["conversation_id"] == tenant.conversation_id
+
+            # Resume with since, in the shared database: exactly what was missed, replayed.
+            live = next(
+                f for f in receivers["C"].events() if f["data"].get("body") == "live C"
+            )
+            resume_url = serve.ws_url(tenants["C"].org.client) + f"&since={live['seq'] - 1}"
+            async with connect(resume_url, open_timeout=10) as ws:
+                resumed = Client(ws)
+                await resumed.ready()
+                assert resumed.events()[0]["seq"] == live["seq"]
+                assert resumed.events()[0]["data"]["id"] == live["data"]["id"]
+                assert resumed.seqs() == receivers["C"].seqs()[-len(resumed.seqs()):]
+                await resumed.close()
 
             # An organisation the registry does not place: 401 problem, and 4401 on a socket.
             refused = await http.get(f"{API}/me", headers=world.unknown.staff.headers)
