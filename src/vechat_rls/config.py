@@ -47,6 +47,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     statement_timeout_ms: int = 5000
     pool_min: int = 2
     pool_max: int = 10
+    # Registry mode (fleet.py, docs/serving.md): a database unused this long closes its pool (its
+    # realtime engine stops that long after its last socket); every pool, listener and ringer of
+    # the process together hold at most pool_total_max connections.
+    pool_idle_s: int = 60
+    pool_total_max: int = 40
     host: str = "127.0.0.1"
     port: int = 8000
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin browser client)
@@ -112,6 +117,7 @@ _POSITIVE = {
     "realtime_poll_s",
     "statement_timeout_ms",
     "pool_max",
+    "pool_idle_s",
     "port",
 }
 
@@ -153,6 +159,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"VECHAT_POOL_MIN must be in 0..VECHAT_POOL_MAX ({s.pool_max}), got {s.pool_min}"
         )
+    if s.pool_total_max < 2:
+        # A database with sockets needs its listener and one pooled connection at least.
+        raise ConfigError(f"VECHAT_POOL_TOTAL_MAX must be at least 2, got {s.pool_total_max}")
     if s.presence_lease_s > 45:
         # presence_view promises offline within 60 s of a process dying: lease + one sweep.
         raise ConfigError(f"VECHAT_PRESENCE_LEASE_S must be at most 45, got {s.presence_lease_s}")

@@ -14,6 +14,9 @@ flush, serialising every writer (architecture.md: "never ring one NOTIFY per mes
 transaction that knows whom its events are for says so (`name_recipients`), so that only those
 users are read back; otherwise its ring names the organisation only.
 
+Registry mode (fleet.py) opens one `Database` per registry database and counts every connection
+the process opens to any of them against one `ConnectionBudget` (`VECHAT_POOL_TOTAL_MAX`).
+
 This module (with migrate.py and the realtime listener) is the only one that imports the driver;
 the API uses `Connection`, `PostgresError`, `DatabaseUnavailable` from here.
 """
@@ -23,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -100,6 +104,28 @@ class DatabaseUnavailable(Exception):
 
 class RoleSafetyError(Exception):
     """The application's role could switch row-level security off; `serve` refuses to start."""
+
+
+class ConnectionBudgetExhausted(TimeoutError):
+    """No connection could be opened within the process's cap (`VECHAT_POOL_TOTAL_MAX`) in time.
+
+    A `TimeoutError`, so everything that maps an unreachable database to 503 maps this too.
+    """
+
+
+# Refusals that no waiting will cure: the URL names a role or database that is not there, or the
+# password is wrong. Anything else that stops a connection is an outage.
+_CONFIGURATION_FAILURES: tuple[type[Exception], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidCatalogNameError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """`exc` (a `DatabaseUnavailable`) means the database is away, not misconfigured."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+    return not isinstance(cause, _CONFIGURATION_FAILURES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,10 +338,15 @@ async def create_pool(url: str, *, min_size: int = 0, max_size: int = 10, **kwar
     )
     await pool
     if min_size:
-        task = asyncio.get_running_loop().create_task(_warm_up(pool, min_size))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        start_warm_up(pool, min_size)
     return pool
+
+
+def start_warm_up(pool: Pool, count: int) -> None:
+    """Open `count` connections of `pool` in the background (failures are ignored)."""
+    task = asyncio.get_running_loop().create_task(_warm_up(pool, count))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -329,11 +360,18 @@ async def _warm_up(pool: Pool, count: int) -> None:
 
 
 class Database:
-    """One database's pool plus the settings its transactions need."""
+    """One database's pool plus the settings its transactions need.
 
-    def __init__(self, settings: Settings, url: str | None = None) -> None:
+    Registry mode gives each database the process's `budget`: its pool then opens connections
+    through the budget and lets one go after `VECHAT_POOL_IDLE_S` unused.
+    """
+
+    def __init__(
+        self, settings: Settings, url: str | None = None, *, budget: ConnectionBudget | None = None
+    ) -> None:
         self.settings = settings
         self.url = url or settings.database_url
+        self.budget = budget
         self._pool: Pool | None = None
         # Set by the realtime lifespan in coalesced doorbell mode (realtime/doorbell.py).
         self.ring: Ring | None = None
@@ -345,15 +383,34 @@ class Database:
         return self._pool
 
     @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    @property
     def label(self) -> str:
         """host:port/database, for messages (never the password)."""
         parts = urlsplit(self.url)
         return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
 
-    async def open(self) -> None:
+    async def open(self, *, warm_up: bool = True) -> None:
+        """Create the pool; `VECHAT_POOL_MIN` connections open in the background unless not
+        `warm_up` (then `warm_up()` later)."""
+        options: dict[str, Any] = {}
+        if self.budget is not None:
+            options = {
+                "connect": self.budget.connect,
+                "max_inactive_connection_lifetime": float(self.settings.pool_idle_s),
+            }
         self._pool = await create_pool(
-            self.url, min_size=self.settings.pool_min, max_size=self.settings.pool_max
+            self.url,
+            min_size=self.settings.pool_min if warm_up else 0,
+            max_size=self.settings.pool_max,
+            **options,
         )
+
+    def warm_up(self) -> None:
+        if self.settings.pool_min:
+            start_warm_up(self.pool, self.settings.pool_min)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -375,6 +432,121 @@ class Database:
                     await conn.fetchval("SELECT 1")
         except _PING_FAILURES as exc:
             raise DatabaseUnavailable(f"database {self.label} unreachable") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# The connection budget (registry mode)
+
+BUDGET_POLL_S = 0.05
+ABORT_GRACE_S = 0.1  # an aborted connection keeps its slot this long: its backend is exiting
+CLOSED_UNSEEN_S = 5.0  # a connection closed without telling us leaves the count after this long
+
+
+class ConnectionBudget:
+    """At most `limit` connections open at once, whoever opens them: pools, listeners, ringers.
+
+    Every connection of registry mode is opened by `connect` (asyncpg's `connect`, with the
+    same arguments), which waits while the process is at its limit. Waiting, it first asks
+    `evict` (set by the fleet) to close one idle connection somewhere — a pooled connection no
+    request holds, a ringer's between rings — and tries again; when nothing can be closed it
+    looks again every 50 ms, until `timeout`, then raises `ConnectionBudgetExhausted` (the API
+    answers 503).
+
+    A connection counts from the moment it is being opened until PostgreSQL has let it go: a
+    graceful close returns once the server has closed the socket, which a backend keeps until it
+    has exited (so `pg_stat_activity` never shows more than `limit`); a connection aborted from
+    this side (asyncpg's own idle timeout, a broken one) keeps its slot `ABORT_GRACE_S` longer,
+    the time its backend takes to notice and exit.
+    """
+
+    def __init__(self, limit: int, *, timeout: float = ACQUIRE_TIMEOUT_S) -> None:
+        self.limit = limit
+        self.timeout = timeout
+        self.evict: Callable[[], Awaitable[bool]] = _nothing_to_evict
+        self.opened = 0  # connections opened through the budget, ever (tests, metrics)
+        self._live: set[asyncpg.Connection[Record]] = set()
+        self._closed_unseen: dict[asyncpg.Connection[Record], float] = {}
+        self._opening = 0
+        self._freed: asyncio.Event | None = None
+
+    def in_use(self) -> int:
+        """Connections open, being opened, or closing, now."""
+        now = time.monotonic()
+        for conn in [c for c in self._live if c.is_closed()]:
+            # Closed without its termination callback (asyncpg runs one on every close path it
+            # knows of): a safety net, so that the count cannot leak.
+            if now - self._closed_unseen.setdefault(conn, now) >= CLOSED_UNSEEN_S:
+                self._free(conn)
+        return len(self._live) + self._opening
+
+    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection[Record]:
+        await self._take()
+        try:
+            conn: asyncpg.Connection[Record] = await asyncpg.connect(*args, **kwargs)
+        finally:
+            self._opening -= 1
+        self._live.add(conn)
+        self.opened += 1
+        # The callback gets the pool's proxy while the connection is acquired: keep our own.
+        conn.add_termination_listener(lambda _ref: self._closed(conn))
+        return conn
+
+    async def _take(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while self.in_use() >= self.limit:
+            if await self.evict():
+                await asyncio.sleep(0)  # let the closed connection's callback free its slot
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionBudgetExhausted(
+                    f"all {self.limit} connections of VECHAT_POOL_TOTAL_MAX are in use"
+                )
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, BUDGET_POLL_S)):
+                    await self._freed.wait()
+        self._opening += 1
+
+    def _closed(self, conn: asyncpg.Connection[Record]) -> None:
+        # asyncpg marks a connection it aborted (rather than closed with the server) `_aborted`;
+        # unknown counts as aborted.
+        if getattr(conn, "_aborted", True):
+            asyncio.get_running_loop().call_later(ABORT_GRACE_S, self._free, conn)
+        else:
+            self._free(conn)
+
+    def _free(self, conn: asyncpg.Connection[Record]) -> None:
+        self._live.discard(conn)
+        self._closed_unseen.pop(conn, None)
+        if self._freed is not None:
+            self._freed.set()
+
+
+async def _nothing_to_evict() -> bool:
+    return False
+
+
+async def close_idle_connection(pool: Pool) -> bool:
+    """Close one connection of `pool` that no one holds, gracefully; False when there is none.
+
+    asyncpg has no public call for this; it is what the pool itself does to a connection idle
+    for `max_inactive_connection_lifetime` (an idle `PoolConnectionHolder` closed), except that
+    the close waits for the server: the holder stays in the pool and connects again when it is
+    next acquired (a closing connection already counts as closed to it).
+    """
+    for holder in getattr(pool, "_holders", ()):
+        if holder.is_connected() and holder.is_idle():
+            # Inline, not `asyncio.wait_for` (a task started on the next turn of the loop, by
+            # when a request may have taken the connection): the close marks the connection
+            # closed before it first waits, so whoever acquires the holder next reconnects.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await holder.close()
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,11 +646,15 @@ async def check_role_safety(
     return problems
 
 
-async def connect(url: str, **server_settings: str) -> Connection:
-    """A connection of its own, outside any pool (the doorbell's ringer); the caller closes it."""
-    conn: Connection = await asyncpg.connect(
-        url, timeout=CONNECT_TIMEOUT_S, server_settings=server_settings
-    )
+async def connect(
+    url: str, *, budget: ConnectionBudget | None = None, **server_settings: str
+) -> Connection:
+    """A connection of its own, outside any pool (the doorbell's ringer); the caller closes it.
+
+    With a `budget` (registry mode) it counts against the process's connection cap.
+    """
+    opener = budget.connect if budget is not None else asyncpg.connect
+    conn: Connection = await opener(url, timeout=CONNECT_TIMEOUT_S, server_settings=server_settings)
     return conn
 
 

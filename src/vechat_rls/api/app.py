@@ -44,8 +44,10 @@ from vechat_rls.api.me import MeController
 from vechat_rls.api.messages import MessagesController
 from vechat_rls.api.presence import PresenceController
 from vechat_rls.api.security import (
+    PlacedVerifier,
     provide_conn,
     provide_database,
+    provide_fleet_database,
     provide_identity,
     require_identity,
 )
@@ -54,7 +56,9 @@ from vechat_rls.api.stats import StatsController
 from vechat_rls.api.web import WebController
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import Settings
+from vechat_rls.fleet import Fleet
 from vechat_rls.realtime.ws import realtime_lifespan, realtime_socket
+from vechat_rls.registry import load as load_registry
 
 API_PREFIX = "/api/v1"
 
@@ -76,10 +80,23 @@ Lifespan = Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]
 
 @contextlib.asynccontextmanager
 async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """The pool for the life of the process; the app starts even while the database is down."""
+    """The pool for the life of the process; the app starts even while the database is down.
+
+    Registry mode: the fleet's pools open on first use and close when idle (fleet.py).
+    """
+    readiness: dict[str, ReadinessCheck] = app.state.readiness
+    fleet: Fleet | None = app.state.fleet
+    if fleet is not None:
+        await fleet.start()
+        readiness["databases"] = fleet.readiness
+        try:
+            yield
+        finally:
+            readiness.pop("databases", None)
+            await fleet.close()
+        return
     database: db.Database = app.state.database
     await database.open()
-    readiness: dict[str, ReadinessCheck] = app.state.readiness
     readiness["database"] = database.ping
     try:
         yield
@@ -102,9 +119,20 @@ def create_app(
     *,
     controllers: Sequence[ControllerRouterHandler] | None = None,
     debug: bool = False,
+    allow_privileged_role: bool = False,
 ) -> Litestar:
-    """The ASGI app for `settings`; `controllers` replaces `CONTROLLERS` (tests)."""
+    """The ASGI app for `settings`; `controllers` replaces `CONTROLLERS` (tests).
+
+    With `settings.registry` it serves every database of the registry (fleet.py), routing each
+    request by its organisation; otherwise the one `settings.database_url`. A registry that
+    cannot be used raises `RegistryError`. `allow_privileged_role` (registry mode, benchmarks
+    only) downgrades the role check of each pool's first connection to a warning.
+    """
     verifier = TokenVerifier(settings)  # a bad key fails here, before serving anything
+    fleet: Fleet | None = None
+    if settings.registry:
+        registry = load_registry(settings.registry)
+        fleet = Fleet(registry, settings, allow_privileged_role=allow_privileged_role)
     api = Router(
         path=API_PREFIX,
         route_handlers=[
@@ -114,7 +142,7 @@ def create_app(
         guards=[require_identity],
         dependencies={
             "identity": Provide(provide_identity),
-            "database": Provide(provide_database),
+            "database": Provide(provide_fleet_database if fleet else provide_database),
             "conn": Provide(provide_conn),
         },
         security=[{BEARER_SCHEME: []}],
@@ -139,7 +167,7 @@ def create_app(
         ),
         dependencies={"settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False)},
         openapi_config=_openapi(),
-        state=_state(settings, verifier),
+        state=_state(settings, verifier, fleet),
         debug=debug,
     )
 
@@ -171,14 +199,15 @@ def _with_body_limit(
     return type(controller.__name__, (controller,), {"request_max_body_size": limit})
 
 
-def _state(settings: Settings, verifier: TokenVerifier) -> Any:
+def _state(settings: Settings, verifier: TokenVerifier, fleet: Fleet | None) -> Any:
     from litestar.datastructures import State
 
     return State(
         {
             "settings": settings,
-            "verifier": verifier,
-            "database": db.Database(settings),
+            "verifier": verifier if fleet is None else PlacedVerifier(verifier, fleet),
+            "database": db.Database(settings) if fleet is None else None,
+            "fleet": fleet,  # registry mode
             "readiness": {},
         }
     )

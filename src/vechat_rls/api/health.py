@@ -11,8 +11,13 @@ from litestar import Controller, Request, Response, get
 
 from vechat_rls.api.errors import problem
 
-ReadinessCheck = Callable[[], Awaitable[None]]
-"""Raises when its dependency is not usable; registered in `app.state.readiness` by lifespans."""
+ReadinessCheck = Callable[[], Awaitable[dict[str, str] | None]]
+"""Registered in `app.state.readiness` by lifespans. Returns None when its dependency is usable,
+or the states of its parts (registry mode: `database:<name>` → `ok`, `idle`, `unavailable`) when
+the process is usable as a whole; raises when it is not (an exception with a `checks` dict still
+reports the parts)."""
+
+USABLE = frozenset({"ok", "idle"})
 
 CHECK_TIMEOUT_S = 3.0
 
@@ -33,7 +38,12 @@ class HealthController(Controller):
     @get(
         "/readyz",
         summary="The database (and, once running, the realtime listener) are reachable",
-        description="200 when every dependency answers, 503 with `Retry-After` otherwise.",
+        description=(
+            "200 when every dependency answers, 503 with `Retry-After` otherwise. In registry "
+            "mode `checks` has one `database:<name>` (and `realtime:<name>`) per database; one "
+            "that is unavailable makes the status `degraded`, and only when no database is "
+            "reachable is the answer 503."
+        ),
     )
     async def readyz(self, request: Request[Any, Any, Any]) -> Response[Any]:
         checks: dict[str, ReadinessCheck] = request.app.state.readiness
@@ -41,11 +51,18 @@ class HealthController(Controller):
             *(asyncio.wait_for(check(), CHECK_TIMEOUT_S) for check in checks.values()),
             return_exceptions=True,
         )
-        report = {
-            name: "ok" if result is None else "unavailable"
-            for name, result in zip(checks, results, strict=True)
-        }
-        failed = sorted(name for name, state in report.items() if state != "ok")
+        report: dict[str, str] = {}
+        failed: list[str] = []
+        for name, result in zip(checks, results, strict=True):
+            if result is None:
+                report[name] = "ok"
+            elif isinstance(result, dict):
+                report.update(result)
+            else:
+                parts = getattr(result, "checks", None)
+                report.update(parts if isinstance(parts, dict) else {name: "unavailable"})
+                failed.append(name)
+        failed.sort()
         if failed:
             return problem(
                 503,
@@ -54,4 +71,5 @@ class HealthController(Controller):
                 headers={"Retry-After": "2"},
                 extra={"checks": report},
             )
-        return Response(Health(status="ok", checks=report))
+        usable = all(state in USABLE for state in report.values())
+        return Response(Health(status="ok" if usable else "degraded", checks=report))

@@ -1,9 +1,10 @@
-"""Bearer token → `Identity` for every `/api/v1` route, and the per-request tenant connection."""
+"""Bearer token → `Identity` for every `/api/v1` route, its database, and the tenant connection."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
@@ -14,6 +15,9 @@ from litestar.handlers.base import BaseRouteHandler
 from vechat_rls import db
 from vechat_rls.auth import AuthError, Identity, TokenVerifier, http_token, websocket_token
 from vechat_rls.config import Settings
+from vechat_rls.fleet import Fleet
+
+log = logging.getLogger(__name__)
 
 # Handler parameter types; the parameter *name* selects the dependency (Litestar's named DI):
 #   identity: IdentityDep, conn: ConnDep, database: DatabaseDep, settings: SettingsDep
@@ -33,12 +37,13 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
     """The caller's identity, verified once per connection and kept in `scope["user"]`.
 
     HTTP reads `Authorization: Bearer` only; a WebSocket handshake also `?access_token=` and the
-    cookie `access_token`. Raises `AuthError` (→ 401, or close 4401 on a WebSocket).
+    cookie `access_token`. Raises `AuthError` (→ 401, or close 4401 on a WebSocket), also for a
+    valid token of an organisation the registry does not place (registry mode).
     """
     cached = connection.scope.get("user")
     if isinstance(cached, Identity):
         return cached
-    verifier: TokenVerifier = connection.app.state.verifier
+    verifier: Verifier = connection.app.state.verifier
     if connection.scope["type"] == ScopeType.WEBSOCKET:
         token = websocket_token(connection)
     else:
@@ -46,6 +51,31 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
     identity = verifier.verify(token)
     connection.scope["user"] = identity
     return identity
+
+
+class Verifier(Protocol):
+    def verify(self, token: str) -> Identity: ...
+
+
+class PlacedVerifier:
+    """Registry mode's verifier: a valid token counts only if the registry places its
+    organisation (an entry lists it, or there is a `["*"]` entry); otherwise `AuthError` (401,
+    or 4401 on a socket), logged with the organisation id and never the token. With one
+    database the app keeps the plain `TokenVerifier`, so that path does no more than before."""
+
+    def __init__(self, verifier: TokenVerifier, fleet: Fleet) -> None:
+        self.verifier = verifier
+        self.fleet = fleet
+
+    def verify(self, token: str) -> Identity:
+        identity = self.verifier.verify(token)
+        if not self.fleet.serves(identity.organisation_id):
+            log.warning(
+                "refused organisation %s: not served here (no registry entry places it)",
+                identity.organisation_id,
+            )
+            raise AuthError(f"organisation {identity.organisation_id} is not served here")
+        return identity
 
 
 async def require_identity(
@@ -79,6 +109,19 @@ async def provide_database(request: ASGIConnection[Any, Any, Any, Any]) -> db.Da
     """Dependency `database`: for handlers that open their own tenant transactions."""
     database: db.Database = request.app.state.database
     return database
+
+
+async def provide_fleet_database(
+    request: ASGIConnection[Any, Any, Any, Any], identity: IdentityDep
+) -> AsyncIterator[db.Database]:
+    """Dependency `database` in registry mode: the caller's organisation's database.
+
+    The organisation is the verified token's (fleet.py routes it); the database is held open
+    until the request is done.
+    """
+    fleet: Fleet = request.app.state.fleet
+    async with fleet.lease(identity.organisation_id) as database:
+        yield database
 
 
 async def provide_conn(

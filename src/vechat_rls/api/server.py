@@ -1,4 +1,4 @@
-"""`vechat-rls serve`: check settings and the database role, then run the app under uvicorn."""
+"""`vechat-rls serve`: check settings and the database roles, then run the app under uvicorn."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import uvicorn
 import uvicorn.config
 from litestar import Litestar
 
-from vechat_rls import db
+from vechat_rls import db, registry
 from vechat_rls.api.app import create_app
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import ConfigError, Settings
@@ -40,9 +40,17 @@ class TokenRedactingFilter(logging.Filter):
         return True
 
 
+# Set by `serve --allow-privileged-role` for its worker processes (registry mode checks each
+# database again when its pool opens, in the workers).
+ALLOW_PRIVILEGED_ENV = "VECHAT_SERVE_ALLOW_PRIVILEGED_ROLE"
+STARTUP_CHECKS_AT_ONCE = 8  # registry databases checked concurrently before serving
+
+
 def app_factory() -> Litestar:
     """What each uvicorn worker process imports: the app for the environment's settings."""
-    return create_app(Settings.from_env())
+    return create_app(
+        Settings.from_env(), allow_privileged_role=os.environ.get(ALLOW_PRIVILEGED_ENV) == "1"
+    )
 
 
 def log_config() -> dict[str, Any]:
@@ -63,7 +71,8 @@ def check_before_serving(settings: Settings, *, allow_privileged_role: bool) -> 
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     if settings.registry:
-        raise CliError("VECHAT_REGISTRY is not supported by serve yet; use VECHAT_DATABASE_URL")
+        _check_registry(settings.registry, allow_privileged_role=allow_privileged_role)
+        return
     try:
         problems = asyncio.run(
             db.check_role_safety(settings.database_url, allow_privileged=allow_privileged_role)
@@ -72,12 +81,63 @@ def check_before_serving(settings: Settings, *, allow_privileged_role: bool) -> 
         raise CliError(f"refusing to serve: {exc}", 1) from None
     except db.DatabaseUnavailable as exc:
         raise CliError(str(exc), 1) from None
+    _warn_privileged(problems)
+
+
+def _warn_privileged(problems: list[str], where: str = "") -> None:
     for problem in problems:
         print(
-            f"vechat-rls: WARNING: {problem}. Tenant isolation is NOT enforced "
+            f"vechat-rls: WARNING: {where}{problem}. Tenant isolation is NOT enforced "
             "(--allow-privileged-role: benchmarks only).",
             file=sys.stderr,
         )
+
+
+def _check_registry(path: str, *, allow_privileged_role: bool) -> None:
+    """The role check of every registry database (docs/serving.md, "Before serving").
+
+    A registry that cannot be used is exit 2; a role that could bypass row-level security, or a
+    URL the database refuses (no such role or database, wrong password), is exit 1. A database
+    that does not answer is a warning: the others are served, and it is checked when its pool
+    first opens. None answering is exit 1.
+    """
+    from vechat_rls.cli import CliError
+
+    try:
+        databases = registry.load(path)
+        databases.require_serving()
+    except registry.RegistryError as exc:
+        raise CliError(str(exc)) from None
+
+    async def check_all() -> list[list[str] | BaseException]:
+        limit = asyncio.Semaphore(STARTUP_CHECKS_AT_ONCE)
+
+        async def one(url: str) -> list[str]:
+            async with limit:
+                return await db.check_role_safety(url, allow_privileged=allow_privileged_role)
+
+        return await asyncio.gather(
+            *(one(entry.require_url()) for entry in databases.entries), return_exceptions=True
+        )
+
+    results = asyncio.run(check_all())
+    away: list[str] = []
+    for entry, result in zip(databases.entries, results, strict=True):
+        if isinstance(result, db.RoleSafetyError):
+            raise CliError(f"refusing to serve database {entry.name}: {result}", 1)
+        if isinstance(result, db.DatabaseUnavailable) and db.is_outage(result):
+            away.append(entry.name)
+            print(
+                f"vechat-rls: WARNING: database {entry.name} is unreachable ({result}); serving "
+                "the others, its organisations get 503 until it answers",
+                file=sys.stderr,
+            )
+        elif isinstance(result, BaseException):
+            raise CliError(f"database {entry.name}: {result}", 1)
+        else:
+            _warn_privileged(result, f"database {entry.name}: ")
+    if len(away) == len(databases.entries):
+        raise CliError("no database of the registry is reachable", 1)
 
 
 @contextlib.contextmanager
@@ -114,6 +174,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
     check_before_serving(settings, allow_privileged_role=args.allow_privileged_role)
+    if args.allow_privileged_role:
+        os.environ[ALLOW_PRIVILEGED_ENV] = "1"
     with shared_metrics(args.workers):
         uvicorn.run(
             APP_FACTORY,

@@ -28,6 +28,11 @@ with 50 users per organisation and process. A crash between a commit and its rin
 a failed ring, is covered by the hub's safety-net poll (`VECHAT_REALTIME_POLL_S`). Writes from
 outside the API (psql, other tools) do not switch the trigger off and keep ringing per commit;
 `VECHAT_DOORBELL=transaction` makes the API do the same.
+
+In registry mode each database has a ringer of its own (NOTIFY reaches only the listeners of the
+database it is sent in), which lives as long as that database's pool (fleet.py) and opens its
+connection through the process's connection budget; under pressure the budget may close it
+between rings (`release_idle_connection`), and the next ring connects again.
 """
 
 from __future__ import annotations
@@ -71,14 +76,23 @@ def payloads(organisation_id: int, recipients: frozenset[db.Recipient] | None) -
 class Ringer:
     """Rings `vechat_events` for the organisations whose writes committed since the last ring."""
 
-    def __init__(self, url: str, batch_s: float, pacer: Pacer | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        batch_s: float,
+        pacer: Pacer | None = None,
+        *,
+        budget: db.ConnectionBudget | None = None,
+    ) -> None:
         self.url = url
         self.batch_s = batch_s
         self.pacer = pacer or Pacer(0)  # short of CPU: ring at most once per its delay instead
+        self.budget = budget
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
         self._pending: dict[int, set[db.Recipient] | None] = {}
         self._wake = asyncio.Event()
         self._conn: db.Connection | None = None
+        self._ringing = False
         self._task: asyncio.Task[None] | None = None
         self._last = 0.0
 
@@ -140,10 +154,14 @@ class Ringer:
         # Taken before the ring: a write committing while it is on its way may be read before
         # or after the ringing commit, so it must ring again.
         organisations, self._pending = self._pending, {}
+        self._ringing = True
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await db.connect(
-                    self.url, application_name="vechat-rls ringer", synchronous_commit="off"
+                    self.url,
+                    budget=self.budget,
+                    application_name="vechat-rls ringer",
+                    synchronous_commit="off",
                 )
             self._last = time.monotonic()
             notices = [
@@ -156,7 +174,16 @@ class Ringer:
             for o, named in organisations.items():
                 self.ring(o, frozenset(named) if named is not None else None)
             raise
+        finally:
+            self._ringing = False
         self.rings += 1
+
+    async def release_idle_connection(self) -> bool:
+        """Close the connection if it is not ringing right now (the connection budget asks)."""
+        if self._ringing or self._conn is None or self._conn.is_closed():
+            return False
+        await self._close()
+        return True
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -9,6 +9,9 @@ NOTIFY is not durable: what is rung while the connection is down is lost. So aft
 (re)connect, once LISTEN is in place, `on_connect` runs — the hub then catches every connected user
 up from the event log, which covers anything rung while the listener was away. A connection that
 dies silently is noticed by a keepalive query every `KEEPALIVE_S`.
+
+In registry mode there is one listener per database with sockets on this process
+(realtime/fleet.py); its connection then counts against the process's connection budget.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
 
-from vechat_rls.db import UNREACHABLE_ERRORS
+from vechat_rls.db import UNREACHABLE_ERRORS, ConnectionBudget
 from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -57,10 +60,15 @@ class Listener:
         url: str,
         handlers: Mapping[str, NotificationHandler],
         on_connect: Callable[[], Awaitable[None]],
+        *,
+        budget: ConnectionBudget | None = None,
+        name: str | None = None,
     ) -> None:
         self.url = url
         self.handlers = dict(handlers)
         self.on_connect = on_connect
+        self.budget = budget
+        self._of = f" (database {name})" if name else ""  # for log lines
         self.connects = 0  # how many times a connection was established (tests, metrics)
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self._lost = asyncio.Event()
@@ -100,9 +108,11 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except _CONNECTION_ERRORS as exc:
-                log.warning("realtime listener: connection lost (%s)", type(exc).__name__)
+                log.warning(
+                    "realtime listener: connection lost (%s)%s", type(exc).__name__, self._of
+                )
             except Exception:
-                log.exception("realtime listener: unexpected error")
+                log.exception("realtime listener: unexpected error%s", self._of)
             self._ready.clear()
             await self._close()
             # Full jitter: many processes losing one server do not all come back at once.
@@ -111,7 +121,8 @@ class Listener:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+        opener = self.budget.connect if self.budget is not None else asyncpg.connect
+        conn: asyncpg.Connection[asyncpg.Record] = await opener(
             self.url,
             timeout=CONNECT_TIMEOUT_S,
             server_settings={"application_name": "vechat-rls listener"},
@@ -122,7 +133,7 @@ class Listener:
             await conn.add_listener(channel, _dispatch(channel, handler))
         self.connects += 1
         self._ready.set()
-        log.info("realtime listener: listening on %s", ", ".join(self.handlers))
+        log.info("realtime listener: listening on %s%s", ", ".join(self.handlers), self._of)
 
     async def _watch(self) -> None:
         """Return when the connection is gone: closed by the server, or silent for a keepalive."""

@@ -31,7 +31,9 @@ from vechat_rls.api.messages import MessageCreate, send_message
 from vechat_rls.api.security import AUTH_IN_HANDLER, WS_CLOSE_UNAUTHORIZED, authenticate
 from vechat_rls.auth import BIGINT_MAX, AuthError, Identity, websocket_token
 from vechat_rls.config import Settings
+from vechat_rls.fleet import Fleet
 from vechat_rls.realtime.doorbell import Ringer
+from vechat_rls.realtime.engines import Engines, Hubs, OneHub
 from vechat_rls.realtime.events import Frame
 from vechat_rls.realtime.hub import Hub, Outbox
 from vechat_rls.realtime.listener import (
@@ -103,16 +105,25 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
             await socket.close(CLOSE_POLICY, "bad since")
             return
         since = int(since_text)
-    hub: Hub = socket.app.state.hub
+    hubs: Hubs = socket.app.state.hubs
     settings: Settings = socket.app.state.settings
     try:
-        outbox = await hub.open(identity, since)
+        hub = await hubs.acquire(identity)
     except Exception as exc:
         log.warning("realtime: socket not opened (%s)", type(exc).__name__)
         await socket.close(CLOSE_TRY_AGAIN, "try again later")
         return
-    session = _Session(socket, hub, outbox, identity, settings)
-    await session.run(_expires_in(socket))
+    try:
+        try:
+            outbox = await hub.open(identity, since)
+        except Exception as exc:
+            log.warning("realtime: socket not opened (%s)", type(exc).__name__)
+            await socket.close(CLOSE_TRY_AGAIN, "try again later")
+            return
+        session = _Session(socket, hub, outbox, identity, settings)
+        await session.run(_expires_in(socket))
+    finally:
+        hubs.release(hub)
 
 
 def _expires_in(socket: WebSocket[Any, Any, Any]) -> float | None:
@@ -305,7 +316,12 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
 
     `/readyz` reports the listener. The ringer is installed on the database before anything is
     served, so every write transaction of the API rings through it (realtime/doorbell.py).
+    In registry mode (`app.state.fleet`) each database gets its own (realtime/engines.py).
     """
+    if app.state.fleet is not None:
+        async with _fleet_realtime(app, app.state.fleet):
+            yield
+        return
     settings: Settings = app.state.settings
     database: db.Database = app.state.database
     pacer = Pacer(settings.delivery_pace_ms / 1000)
@@ -326,6 +342,7 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         on_connect=hub.catch_up_all,
     )
     app.state.hub = hub
+    app.state.hubs = OneHub(hub)
     app.state.listener = listener
     app.state.ringer = ringer
     hub.start()
@@ -340,4 +357,38 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         if ringer is not None:
             database.ring = None
             await ringer.stop()
+        await pacer.stop()
+
+
+@contextlib.asynccontextmanager
+async def _fleet_realtime(app: Litestar, fleet: Fleet) -> AsyncIterator[None]:
+    """Registry mode: a ringer beside each open pool, an engine per database with sockets.
+
+    Every write rings its own database's doorbell, whether or not this process has sockets
+    there: other processes may. The ringer starts with the pool and stops with it.
+    """
+    settings: Settings = app.state.settings
+    pacer = Pacer(settings.delivery_pace_ms / 1000)
+    pacer.start()
+    if settings.doorbell == "coalesced":
+
+        def ringer_for(database: db.Database) -> Ringer:
+            ringer = Ringer(
+                database.url, settings.doorbell_batch_ms / 1000, pacer, budget=fleet.budget
+            )
+            ringer.start()
+            database.ring = ringer.ring
+            return ringer
+
+        await fleet.set_companion(ringer_for)
+    engines = Engines(fleet, settings, pacer)
+    app.state.hubs = engines
+    app.state.hub = app.state.listener = app.state.ringer = None
+    app.state.readiness["realtime"] = engines.readiness
+    try:
+        yield
+    finally:
+        app.state.readiness.pop("realtime", None)
+        await engines.stop()
+        await fleet.set_companion(None)
         await pacer.stop()
