@@ -23,13 +23,8 @@ import time
 
 import psycopg
 
-# bench/ is sys.path[0] until something imports the standard library's `http`: then bench/http.py
-# steps aside (takes bench/ off sys.path). So bench/read_events.py (which imports http_bench) first.
+from http_api import APP_PASSWORD, url_for
 from read_events import ORGANISATION, RECIPIENTS, arguments, backend_cpu_s, seeded_server
-
-# isort: split
-from http_bench import APP_PASSWORD, url_for
-
 from vechat_rls import db
 from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings

@@ -28,8 +28,7 @@ from typing import Any
 
 import psycopg
 
-# bench/ is sys.path[0]; import it before vechat_rls pulls in the standard library's `http`.
-from http_bench import (
+from http_api import (
     APP_PASSWORD,
     BYPASS_PASSWORD,
     BYPASS_ROLE,
@@ -40,7 +39,6 @@ from http_bench import (
     bench_database,
     url_for,
 )
-
 from vechat_rls import db
 from vechat_rls.pgserver import PgServer, embedded_bindir
 from vechat_rls.realtime.events import READ_EVENTS_SQL

@@ -94,12 +94,7 @@ from typing import Any
 
 import msgspec
 
-# bench/ is sys.path[0] until something imports the standard library's `http`: then bench/http.py
-# steps aside (takes bench/ off sys.path). So the lean client first.
-from wsclient import LeanWebSocket
-
-# isort: split
-from http_bench import (
+from http_api import (
     APP_PASSWORD,
     CREATE_CONVERSATION,
     DATABASE,
@@ -115,8 +110,8 @@ from http_bench import (
     summarise_profile,
     url_for,
 )
-
 from vechat_rls.realtime.pace import AT_ONCE, BATCHING
+from wsclient import LeanWebSocket
 
 ORGANISATIONS = 10
 MODES = ("coalesced", "transaction", "off", "poll")

@@ -1,4 +1,4 @@
-"""The code of bench/http.py (see there): HTTP messages per second against asyncpg inserts.
+"""Messages per second through the HTTP API, against the same inserts straight through asyncpg.
 
 Starts its own durable PostgreSQL (fsync and synchronous_commit on, like production), migrates
 it, seeds 10 organisations (personnel, clients, contacts, conversations, message history) and
@@ -31,8 +31,8 @@ the other idles; a third worker would only add context switches with PostgreSQL,
 `vechat_app` server's workers with py-spy (`pip install py-spy`) under send load and prints
 where their time goes.
 
-    .venv/bin/python bench/http.py [--duration 5] [--rounds 3] [--workers 2] [--quick]
-                                   [--profile DIR [--native]] [--no-access-log] [--keep]
+    .venv/bin/python bench/http_api.py [--duration 5] [--rounds 3] [--workers 2] [--quick]
+                                       [--profile DIR [--native]] [--no-access-log] [--keep]
 """
 
 from __future__ import annotations
@@ -980,8 +980,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.rounds = 0.5, 0.2, 1
-    command = "  ".join([".venv/bin/python bench/http.py", *(sys.argv[1:] if argv is None
-                                                              else argv)])
+    command = "  ".join([".venv/bin/python bench/http_api.py",
+                         *(sys.argv[1:] if argv is None else argv)])
 
     workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-http-"))
     started = time.perf_counter()
