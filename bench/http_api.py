@@ -43,12 +43,9 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import urllib.request
@@ -58,79 +55,44 @@ from pathlib import Path
 
 import psycopg
 
-from vechat_rls import db, migrate
-from vechat_rls.auth import Identity, mint_token
-from vechat_rls.pgserver import PgServer, embedded_bindir, free_port
+from harness.cluster import (
+    BYPASS_ROLE,
+    app_url,
+    bypass_url,
+    migrated_database,
+    private_cluster,
+    server_version,
+    workdir,
+)
+from harness.meters import CpuMeter, children, closed_tasks, event_loop_runner, percentile
+from harness.profiling import NOT_FOUND, start_py_spy, summarise_profile
+from harness.report import (
+    Column,
+    Table,
+    cores,
+    cpu_per_op,
+    cpu_ratios,
+    middle,
+    ms,
+    rate_ratios,
+    ratio_row,
+    ratio_table,
+    reproduce,
+)
+from harness.seed import Seeder
+from harness.servers import POOL_MAX, RATE_LIMIT, ApiServer, start_all, token, wait_for_port
+from vechat_rls import db
+from vechat_rls.auth import Identity
+from vechat_rls.pgserver import free_port
 
-DATABASE = "vechat_bench"
-APP_PASSWORD = "bench-app"
-BYPASS_ROLE = "vechat_bench_bypass"
-BYPASS_PASSWORD = "bench-bypass"
-JWT_SECRET = "bench-secret-0123456789-0123456789-0123456789"
 ORGANISATIONS = 10
 CLIENTS = 32
 PERSONNEL_PER_ORG = 4  # ceil(CLIENTS / ORGANISATIONS): each bench client is its own sender
 CLIENTS_PER_ORG = 20  # customers: every personnel has a conversation with each (the list GET)
 HISTORY = 60  # messages already in each bench conversation (a full first page)
-RATE_LIMIT = 1_000_000_000
-POOL_MAX = 10  # per server process, the Settings default
 
 # ---------------------------------------------------------------------------------------------
-# Setup: server, schema, roles, seed
-
-
-def _server_version(admin_url: str) -> str:
-    with psycopg.connect(admin_url) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "?"
-
-
-BYPASS_ROLE_SQL = f"""
-DO $$BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{BYPASS_ROLE}') THEN
-        CREATE ROLE {BYPASS_ROLE} LOGIN BYPASSRLS;
-    END IF;
-END$$;
-ALTER ROLE {BYPASS_ROLE} LOGIN BYPASSRLS PASSWORD '{BYPASS_PASSWORD}';
--- vechat_app's privileges, nothing more: the only difference is that policies are skipped.
-GRANT vechat_app TO {BYPASS_ROLE};
-ALTER ROLE vechat_app LOGIN PASSWORD '{APP_PASSWORD}';
-"""
-
-
-def bench_database(pg: PgServer) -> str:
-    """Create and migrate the benchmark database on `pg`, add the BYPASSRLS role (which also sets
-    vechat_app's password); returns the superuser URL of that database."""
-    with psycopg.connect(pg.admin_url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {DATABASE}".encode())
-    admin_url = pg.admin_url(DATABASE)
-    migrate.migrate(migrate.Target(DATABASE, admin_url), migrate.load_layout(),
-                    say=lambda _line: None)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(BYPASS_ROLE_SQL.encode())
-    return admin_url
-
-INSERT_CONTACT = """
-INSERT INTO public.vechat_contacts
-    (organisation_id, user_id, user_type, display_name, email, role, assigned_personnel)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-"""
-SET_CONTEXT = """
-SELECT set_config('vechat.organisation_id', %s, true), set_config('vechat.user_id', %s, true),
-       set_config('vechat.user_type', %s, true)
-"""
-# Pairs are stored normalised: lower id first; equal ids, 'client' < 'personnel'.
-CREATE_CONVERSATION = """
-INSERT INTO public.vechat_conversations
-    (organisation_id, participant1_id, participant1_type, participant2_id, participant2_type)
-VALUES (%s, %s, %s, %s, %s)
-RETURNING id
-"""
-SEED_MESSAGE = """
-INSERT INTO public.vechat_messages
-    (organisation_id, conversation_id, sender_id, sender_type, receiver_id, receiver_type, message)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-"""
+# Setup: seed, the load clients
 
 
 @dataclass(frozen=True)
@@ -155,157 +117,36 @@ def bench_clients(conversations: dict[tuple[int, int, int], int]) -> list[BenchC
     clients = []
     for index in range(CLIENTS):
         org, user = index % ORGANISATIONS + 1, index // ORGANISATIONS + 1
-        token = mint_token(
-            organisation_id=org, user_id=user, user_type="personnel", key=JWT_SECRET,
-            name=f"Personnel {user}", ttl_s=24 * 3600,
-        )
-        clients.append(BenchClient(index, org, user, user, conversations[(org, user, user)], token))
+        access = token(org, user, "personnel", name=f"Personnel {user}")
+        clients.append(BenchClient(index, org, user, user, conversations[(org, user, user)],
+                                   access))
     return clients
 
 
 def seed(admin_url: str) -> dict[tuple[int, int, int], int]:
-    """Contacts, every personnel x client conversation, history; → {(org, personnel, client): id}.
-
-    Written as the application writes (under the sender's context), so the triggers keep the
-    counters, last messages and event log as in production.
-    """
+    """Per organisation, personnel 1..4 and clients 1..20, a conversation for every pair, and its
+    history (HISTORY messages where personnel and client share their number, else 2);
+    → {(org, personnel, client): conversation id}."""
     conversations: dict[tuple[int, int, int], int] = {}
     with psycopg.connect(admin_url) as conn:
+        seeder = Seeder(conn)
         for org in range(1, ORGANISATIONS + 1):
             with conn.transaction():
-                contacts = [
-                    (org, p, "personnel", f"Personnel {p}", f"p{p}@org{org}.example", "commercial",
-                     [])
-                    for p in range(1, PERSONNEL_PER_ORG + 1)
-                ] + [
-                    (org, c, "client", f"Client {c}", f"c{c}@org{org}.example", None, [])
-                    for c in range(1, CLIENTS_PER_ORG + 1)
-                ]
-                with conn.cursor() as cur:
-                    cur.executemany(INSERT_CONTACT, contacts)
+                seeder.contacts(org, PERSONNEL_PER_ORG, CLIENTS_PER_ORG)
                 for p in range(1, PERSONNEL_PER_ORG + 1):
-                    conn.execute(SET_CONTEXT, (str(org), str(p), "personnel"))
+                    seeder.act_as(org, p)
                     for c in range(1, CLIENTS_PER_ORG + 1):
-                        # (c, 'client') < (p, 'personnel') iff c <= p
-                        pair = ((c, "client", p, "personnel") if c <= p
-                                else (p, "personnel", c, "client"))
-                        row = conn.execute(CREATE_CONVERSATION, (org, *pair)).fetchone()
-                        assert row is not None
-                        conversations[(org, p, c)] = row[0]
-                    history = [
-                        (org, conversations[(org, p, c)], p, "personnel", c, "client",
-                         f"seed message {n} from personnel {p} to client {c}")
-                        for c in range(1, CLIENTS_PER_ORG + 1)
-                        for n in range(HISTORY if c == p else 2)
-                    ]
-                    with conn.cursor() as cur:
-                        cur.executemany(SEED_MESSAGE, history)
-        conn.execute("ANALYZE")
-        conn.commit()
+                        conversations[(org, p, c)] = seeder.conversation(org, p, c)
+                    for c in range(1, CLIENTS_PER_ORG + 1):
+                        seeder.messages(org, conversations[(org, p, c)], p, c, [
+                            f"seed message {n} from personnel {p} to client {c}"
+                            for n in range(HISTORY if c == p else 2)])
+        seeder.analyze()
     return conversations
 
 
-def url_for(server: PgServer, user: str, password: str, **settings: str) -> str:
-    # asyncpg passes unknown query parameters as session settings (server_settings)
-    query = "&".join(f"{k}={v}" for k, v in settings.items())
-    return server.url(user, password, DATABASE) + (f"?{query}" if query else "")
-
-
 # ---------------------------------------------------------------------------------------------
-# API server processes
-
-
-def vechat_rls_command() -> list[str]:
-    script = Path(sys.executable).with_name("vechat-rls")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("vechat-rls")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from vechat_rls.cli import main; sys.exit(main())"]
-
-
-@dataclass
-class ApiServer:
-    """One `vechat-rls serve` (with its workers), started and stopped by this script only."""
-
-    label: str
-    database_url: str
-    workers: int
-    log_path: Path
-    privileged: bool = False
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-
-    access_log: bool = True
-    env: dict[str, str] = field(default_factory=dict)  # more VECHAT_* settings (bench/realtime.py)
-
-    @property
-    def argv(self) -> list[str]:
-        if not self.access_log:
-            # `vechat-rls serve` exactly, with uvicorn told not to log each request.
-            patch = ("import functools, sys, uvicorn; "
-                     "uvicorn.run = functools.partial(uvicorn.run, access_log=False); "
-                     "from vechat_rls.cli import main; sys.exit(main(sys.argv[1:]))")
-            argv = [sys.executable, "-c", patch, "serve", "--host", "127.0.0.1", "--port",
-                    str(self.port), "--workers", str(self.workers)]
-            return argv + (["--allow-privileged-role"] if self.privileged else [])
-        argv = [*vechat_rls_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--workers", str(self.workers)]
-        return argv + (["--allow-privileged-role"] if self.privileged else [])
-
-    def start(self) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "VECHAT_DATABASE_URL": self.database_url,
-            "VECHAT_JWT_SECRET": JWT_SECRET,
-            "VECHAT_RATE_LIMIT_PER_MIN": str(RATE_LIMIT),
-            "VECHAT_POOL_MAX": str(POOL_MAX),
-            **self.env,
-        }
-        with self.log_path.open("wb") as log:
-            # Its own session: uvicorn's supervisor and workers are ours to stop as one group.
-            self.proc = subprocess.Popen(
-                self.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.label} exited:\n{self.log_tail()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}/readyz", timeout=2
-            ) as response:
-                if response.status == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.label} not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def pids(self) -> list[int]:
-        """The supervisor and its worker processes."""
-        assert self.proc is not None
-        return [self.proc.pid, *children(self.proc.pid)]
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the group this script created
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
+# The generator's ceiling
 
 TRIVIAL_SERVER = textwrap.dedent("""
     import asyncio, sys
@@ -345,15 +186,7 @@ def trivial_server() -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", TRIVIAL_SERVER, str(port)])
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                import socket
-
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         yield port
     finally:
         proc.terminate()
@@ -412,62 +245,6 @@ def http_get(path: str, token: str | None = None) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
 
 
-def http_post_json(path: str, token: str, body: bytes) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
-                         capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()]
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_cpu() -> float:
-    """CPU seconds all cores have spent not idle since boot."""
-    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
-
-
-class CpuMeter:
-    """Where the machine's CPU goes during a measurement: API servers, PostgreSQL, generator."""
-
-    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
-        self.groups = groups
-
-    def snapshot(self) -> dict[str, dict[int, float]]:
-        taken = {name: {pid: process_cpu(pid) for pid in pids()}
-                 for name, pids in self.groups.items()}
-        taken["machine"] = {0: machine_busy_cpu()}
-        return taken
-
-    @staticmethod
-    def cores(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]],
-              seconds: float) -> dict[str, float]:
-        used = {
-            name: sum(cpu - before[name].get(pid, 0.0) for pid, cpu in after[name].items())
-            / seconds
-            for name in after
-        }
-        # Everything else on the machine: other people's tests are the usual noise.
-        used["other"] = max(0.0, used.pop("machine") - sum(used.values()))
-        return used
-
 
 @dataclass
 class Result:
@@ -478,10 +255,7 @@ class Result:
     cpu: dict[str, float] = field(default_factory=dict)  # cores busy, per process group
 
     def percentile(self, p: float) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies, p)
 
 
 async def closed_loop(
@@ -617,33 +391,24 @@ async def raw_inserts(
     """
     begin = {c.index: db.begin_sql(c.identity, readonly=False, statement_timeout_ms=5000)
              for c in clients}
-    start = time.perf_counter()
-    measure_from, stop = start + warmup, start + warmup + duration
-    done = 0
 
-    async def task(c: BenchClient) -> None:
-        nonlocal done
-        number = 0
-        while (now := time.perf_counter()) < stop:
-            args = (c.organisation_id, c.conversation_id, c.user_id, c.peer_id,
-                    f"bench message {number}", f"{tag}-{c.index}-{number}")
-            if batch:
-                # Literals only: integers and text of our own making.
-                await pool.execute(
-                    f"{begin[c.index]}; INSERT INTO public.vechat_messages (organisation_id,"
-                    " conversation_id, sender_id, sender_type, receiver_id, receiver_type,"
-                    f" message, client_id) VALUES ({args[0]}, {args[1]}, {args[2]}, 'personnel',"
-                    f" {args[3]}, 'client', '{args[4]}', '{args[5]}'); COMMIT"
-                )
-            else:
-                async with db.tenant(pool, c.identity, statement_timeout_ms=5000) as conn:
-                    await conn.fetchrow(RAW_INSERT, *args)
-            number += 1
-            if now >= measure_from:
-                done += 1
+    async def insert(i: int, number: int) -> None:
+        c = clients[i]
+        args = (c.organisation_id, c.conversation_id, c.user_id, c.peer_id,
+                f"bench message {number}", f"{tag}-{c.index}-{number}")
+        if batch:
+            # Literals only: integers and text of our own making.
+            await pool.execute(
+                f"{begin[c.index]}; INSERT INTO public.vechat_messages (organisation_id,"
+                " conversation_id, sender_id, sender_type, receiver_id, receiver_type,"
+                f" message, client_id) VALUES ({args[0]}, {args[1]}, {args[2]}, 'personnel',"
+                f" {args[3]}, 'client', '{args[4]}', '{args[5]}'); COMMIT"
+            )
+        else:
+            async with db.tenant(pool, c.identity, statement_timeout_ms=5000) as conn:
+                await conn.fetchrow(RAW_INSERT, *args)
 
-    await asyncio.gather(*(task(c) for c in clients))
-    return Result(rate=done / (time.perf_counter() - measure_from))
+    return Result(rate=await closed_tasks(insert, len(clients), duration, warmup))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,18 +471,14 @@ def available_paths(port: int) -> set[str]:
         return set(json.load(response).get("paths", {}))
 
 
-def ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1000:7.2f}"
-
 
 Row = tuple[str, Result | None, str]
 
 
 async def metered(ctx: Context, run: Awaitable[Result]) -> Result:
     """`run`, with the CPU each process group burnt meanwhile (in cores) attached."""
-    before, started = ctx.cpu.snapshot(), time.perf_counter()
-    result = await run
-    result.cpu = CpuMeter.cores(before, ctx.cpu.snapshot(), time.perf_counter() - started)
+    result, cpu = await ctx.cpu.metered(run)
+    result.cpu = cpu
     return result
 
 
@@ -770,16 +531,12 @@ async def measure(ctx: Context) -> list[Row]:
             runs[label].append(await metered(ctx, run(tag)))
     ctx.runs = runs
 
-    def median(label: str) -> Result:
-        results = sorted(runs[label], key=lambda r: r.rate)
-        return results[len(results) // 2]
-
     for label, _ in variants:
         spread = ", ".join(f"{r.rate:.0f}" for r in runs[label])
-        rows.append((label, median(label), f"rounds: {spread}" if args.rounds > 1 else ""))
+        rows.append((label, middle(runs[label]), f"rounds: {spread}" if args.rounds > 1 else ""))
 
     if sends:
-        sustained = median(API_APP).rate
+        sustained = middle(runs[API_APP]).rate
         half = sustained / 2
         rows.append((f"POST messages at {half:.0f}/s, open loop (half of sustained)",
                      await metered(ctx, open_loop(app.port, send_maker(ctx, f"{ctx.run_tag}-open"),
@@ -805,95 +562,39 @@ async def measure(ctx: Context) -> list[Row]:
     return rows
 
 
-# Where a sample's time goes: the innermost frame whose file matches, in this order.
-PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("system calls (socket read/write, libc)", ("libc.so",)),
-    ("JSON (msgspec encode/decode)", ("msgspec",)),
-    ("JWT verification (pyjwt, cryptography)", ("jwt/", "cryptography")),
-    ("asyncpg (protocol, codecs, pool)", ("asyncpg",)),
-    ("Prometheus middleware", ("prometheus",)),
-    ("Litestar DTO / body decoding", ("litestar/dto", "vechat_rls/api/body.py")),
-    ("Litestar DI / kwargs / params", ("litestar/_kwargs", "litestar/di", "_signature")),
-    ("Litestar responses / serialization", ("litestar/response", "litestar/serialization")),
-    ("Litestar routing / middleware / app", ("litestar/",)),
-    ("uvicorn + httptools (HTTP parsing)", ("uvicorn", "httptools")),
-    ("vechat_rls code", ("vechat_rls",)),
-    ("event loop (uvloop, libuv, asyncio tasks)",
-     ("uvloop", "loop.c", "stream.c", "core.c", "linux.c", "asyncio", "selectors", "socket",
-      "Runner.run")),
-    ("logging", ("logging/",)),
-]
-
-
-def summarise_profile(paths: Sequence[Path], top: int = 15) -> list[str]:
-    """py-spy raw (collapsed) stacks → share of samples per category and hottest functions."""
-    categories: dict[str, int] = {}
-    leaves: dict[str, int] = {}
-    total = 0
-    for path in paths:
-        for line in path.read_text(errors="replace").splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            if not count_text.isdigit():
-                continue
-            count = int(count_text)
-            frames = stack.split(";")
-            # The event loop's thread only, and not while it waits in epoll (native stacks
-            # include idle threads and waits).
-            if not any("Runner.run" in f for f in frames) or "epoll" in frames[-1]:
-                continue
-            total += count
-            leaves[frames[-1]] = leaves.get(frames[-1], 0) + count
-            category = "other (interpreter, C without symbols)"
-            for frame in reversed(frames):
-                found = next((name for name, needles in PROFILE_CATEGORIES
-                              if any(n in frame for n in needles)), None)
-                if found:
-                    category = found
-                    break
-            categories[category] = categories.get(category, 0) + count
-    if not total:
-        return ["(no samples)"]
-    lines = [f"{count / total:6.1%}  {name}"
-             for name, count in sorted(categories.items(), key=lambda kv: -kv[1])]
-    lines.append(f"hottest functions (self time, {total} samples):")
-    lines += [f"{count / total:6.1%}  {name[:110]}"
-              for name, count in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]]
-    return lines
 
 
 async def profile(ctx: Context, directory: Path) -> list[str]:
     """py-spy on every worker of the vechat_app server during one more send run."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(py_spy).exists():
-        return ["py-spy not found (pip install py-spy): no profile"]
-    directory.mkdir(parents=True, exist_ok=True)
     server = ctx.servers["app"]
     workers = [pid for pid in children(server.pids()[0])
                if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
-    seconds = max(1, round(ctx.args.duration + ctx.args.warmup))
-    outputs = [directory / f"worker-{pid}.txt" for pid in workers]
-    log = (directory / "py-spy.log").open("ab")
-    spies = [
-        subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds),
-                          "--rate", "200", "--format", "raw", "--output", str(out),
-                          # --native must stop the process to unwind C stacks
-                          *(["--native"] if ctx.args.native else ["--nonblocking"])],
-                         stdout=log, stderr=subprocess.STDOUT)
-        for pid, out in zip(workers, outputs, strict=True)
-    ]
+    outputs = {pid: directory / f"worker-{pid}.txt" for pid in workers}
+    spies = start_py_spy(outputs, ctx.args.duration + ctx.args.warmup, native=ctx.args.native,
+                         log=directory / "py-spy.log")
+    if not spies:
+        return [NOT_FOUND]
     await asyncio.sleep(0.5)
     result = await metered(ctx, closed_loop(server.port, send_maker(ctx, f"{ctx.run_tag}-prof"),
                                             CLIENTS, ctx.args.duration, ctx.args.warmup))
     for spy in spies:
         await asyncio.to_thread(spy.wait)
-    log.close()
     header = [f"profile of {len(workers)} worker(s) under POST load ({result.rate:.0f}/s while "
               f"sampled; cores api {result.cpu['api']:.2f} pg {result.cpu['pg']:.2f} gen "
               f"{result.cpu['gen']:.2f}); stacks in {directory}"]
-    found = [o for o in outputs if o.exists()]
+    found = [o for o in outputs.values() if o.exists()]
     if not found:
         return [*header, f"py-spy wrote nothing; see {directory / 'py-spy.log'}"]
     return header + summarise_profile(found)
+
+
+RESULTS = Table(
+    Column("what", 62, left=True, gap=""), Column("per s", 8, ".0f"), Column("p50 ms", 7),
+    Column("p99 ms", 7), Column("cores: api   pg  gen other", 27, gap="  "),
+    Column("CPU us/op: api   pg", 19), Column("errors", 6, left=True, gap="  "),
+    Column("note", left=True),
+)
+RATIOS = ratio_table(34, 18)
 
 
 def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
@@ -901,40 +602,30 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
     for line in header:
         print(line)
     print()
-    print(f"{'what':62s} {'per s':>8s} {'p50 ms':>7s} {'p99 ms':>7s}  "
-          f"{'cores: api   pg  gen other':27s} {'CPU us/op: api   pg':>19s}  errors  note")
+    print(RESULTS.header())
     for label, result, note in rows:
         if result is None:
-            print(f"{label:62s} {'n/a':>8s}")
+            print(RESULTS.row(label, "n/a"))
             continue
-        errors = str(result.errors) if result.errors else ""
-        cpu = (" ".join(f"{result.cpu[g]:4.2f}" for g in ("api", "pg", "gen", "other"))
-               if result.cpu else "")
-        per_op = (f"{result.cpu['api'] / result.rate * 1e6:6.0f} "
-                  f"{result.cpu['pg'] / result.rate * 1e6:5.0f}"
-                  if result.cpu and result.rate and "generator" not in label else "")
-        print(f"{label:62s} {result.rate:8.0f} {ms(result.percentile(50)):>7s} "
-              f"{ms(result.percentile(99)):>7s}  {cpu:>27s} {per_op:>19s}  {errors:6s} {note}")
+        per_op = cpu_per_op(result.cpu, result.rate) if "generator" not in label else ""
+        print(RESULTS.row(label, result.rate, ms(result.percentile(50), 2),
+                          ms(result.percentile(99), 2), cores(result.cpu), per_op,
+                          str(result.errors) if result.errors else "", note))
         if result.errors:
             print(f"{'':62s} statuses: {result.statuses}")
     print()
     print("ratios: median over rounds of the ratio within each round (pairs run back to back)")
 
     def ratio(label: str, top: str, bottom: str, target: str = "") -> None:
-        if top in ctx.runs and bottom in ctx.runs:
-            each = [a.rate / b.rate for a, b in zip(ctx.runs[top], ctx.runs[bottom], strict=True)]
-            spread = ", ".join(f"{r:.2f}" for r in each) if len(each) > 1 else ""
-            print(f"{label:34s} {statistics.median(each):5.2f}  {target:18s} {spread}")
+        each = rate_ratios(ctx.runs.get(top, []), ctx.runs.get(bottom, []))
+        for line in ratio_row(RATIOS, label, each, target):
+            print(line)
 
     def cpu_ratio(label: str, top: str, bottom: str, target: str = "") -> None:
         """bottom's CPU per operation / top's: the rate ratio if both were CPU-bound."""
-        if top in ctx.runs and bottom in ctx.runs:
-            def per_op(r: Result) -> float:
-                return (r.cpu["api"] + r.cpu["pg"]) / r.rate
-            each = [per_op(b) / per_op(a)
-                    for a, b in zip(ctx.runs[top], ctx.runs[bottom], strict=True)]
-            spread = ", ".join(f"{r:.2f}" for r in each) if len(each) > 1 else ""
-            print(f"{label:34s} {statistics.median(each):5.2f}  {target:18s} {spread}")
+        each = cpu_ratios(ctx.runs.get(top, []), ctx.runs.get(bottom, []))
+        for line in ratio_row(RATIOS, label, each, target):
+            print(line)
 
     ratio("API / raw (same tenant tx)", API_APP, RAW_TENANT, "(target >= 0.20)")
     ratio("API / raw (one-batch floor)", API_APP, RAW_BATCH)
@@ -952,14 +643,6 @@ async def run_async(ctx: Context, header: list[str]) -> None:
     if ctx.args.profile and SEND_PATH in ctx.paths:
         print()
         print("\n".join(await profile(ctx, Path(ctx.args.profile))))
-
-
-def event_loop_runner() -> Callable[[Awaitable[None]], None]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -980,85 +663,79 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.rounds = 0.5, 0.2, 1
-    command = "  ".join([".venv/bin/python bench/http_api.py",
-                         *(sys.argv[1:] if argv is None else argv)])
 
-    workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-http-"))
     started = time.perf_counter()
-    pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False)
-    servers: dict[str, ApiServer] = {}
-    try:
-        pg.start()
-        admin = pg.admin_url()
-        admin_url = bench_database(pg)
+    with workdir("http") as work, private_cluster(work, durable=True) as pg:
+        admin_url = migrated_database(pg)
         conversations = seed(admin_url)
         urls = {
-            "app": url_for(pg, "vechat_app", APP_PASSWORD),
-            "bypass": url_for(pg, BYPASS_ROLE, BYPASS_PASSWORD),
-            "quiet": url_for(pg, "vechat_app", APP_PASSWORD, **{"vechat.doorbell": "off"}),
+            "app": app_url(admin_url),
+            "bypass": bypass_url(admin_url),
+            "quiet": app_url(admin_url, **{"vechat.doorbell": "off"}),
         }
-        for key, label in (("app", "vechat_app"), ("bypass", BYPASS_ROLE),
-                           ("quiet", "vechat_app, doorbell off")):
-            servers[key] = ApiServer(label, urls[key], args.workers, workdir / f"serve-{key}.log",
-                                     privileged=key == "bypass", access_log=not args.no_access_log)
-            servers[key].start()
-        for server in servers.values():
-            server.wait_ready()
-        paths = available_paths(servers["app"].port)
-        setup_s = time.perf_counter() - started
-        header = [
-            f"vechat-rls HTTP benchmark: {os.cpu_count()} CPUs, Python {platform.python_version()},"
-            f" PostgreSQL {_server_version(admin)} (durable: fsync, synchronous_commit on)",
-            f"servers: vechat-rls serve --workers {args.workers} (pool {POOL_MAX} per worker), "
-            f"VECHAT_RATE_LIMIT_PER_MIN={RATE_LIMIT} (the limit must not bite), access log "
-            f"{'OFF (experiment)' if args.no_access_log else 'on (as shipped)'}",
-            f"load: {CLIENTS} keep-alive clients over {ORGANISATIONS} organisations, one sender and"
-            f" conversation each, in this process; {args.duration:g} s per measurement after "
-            f"{args.warmup:g} s warm-up, inserts median of {args.rounds} interleaved round(s)",
-            f"raw asyncpg: {CLIENTS} tasks over {args.workers * POOL_MAX} connections "
-            f"(= the servers' pools); setup took {setup_s:.1f} s",
-            "cores: CPU used meanwhile by the API servers, PostgreSQL, this generator and all"
-            " else on the machine (other people's work: noise); CPU us/op: API servers' and"
-            " PostgreSQL's CPU per operation (steadier than rates on a busy machine)",
-            f"reproduce: {command}",
-        ]
+        servers = {
+            key: ApiServer(label, urls[key], args.workers, work / f"serve-{key}.log",
+                           privileged=key == "bypass", access_log=not args.no_access_log)
+            for key, label in (("app", "vechat_app"), ("bypass", BYPASS_ROLE),
+                               ("quiet", "vechat_app, doorbell off"))
+        }
+        try:
+            start_all(list(servers.values()))
+            paths = available_paths(servers["app"].port)
+            setup_s = time.perf_counter() - started
+            header = [
+                f"vechat-rls HTTP benchmark: {os.cpu_count()} CPUs, Python"
+                f" {platform.python_version()}, PostgreSQL {server_version(admin_url)} (durable:"
+                " fsync, synchronous_commit on)",
+                f"servers: vechat-rls serve --workers {args.workers} (pool {POOL_MAX} per worker),"
+                f" VECHAT_RATE_LIMIT_PER_MIN={RATE_LIMIT} (the limit must not bite), access log "
+                f"{'OFF (experiment)' if args.no_access_log else 'on (as shipped)'}",
+                f"load: {CLIENTS} keep-alive clients over {ORGANISATIONS} organisations, one sender"
+                f" and conversation each, in this process; {args.duration:g} s per measurement"
+                f" after {args.warmup:g} s warm-up, inserts median of {args.rounds} interleaved"
+                " round(s)",
+                f"raw asyncpg: {CLIENTS} tasks over {args.workers * POOL_MAX} connections "
+                f"(= the servers' pools); setup took {setup_s:.1f} s",
+                "cores: CPU used meanwhile by the API servers, PostgreSQL, this generator and all"
+                " else on the machine (other people's work: noise); CPU us/op: API servers' and"
+                " PostgreSQL's CPU per operation (steadier than rates on a busy machine)",
+                f"reproduce: {reproduce(__file__, argv)}",
+            ]
 
-        async def with_pools() -> None:
-            size = args.workers * POOL_MAX
-            pools = {key: await db.create_pool(url, min_size=size, max_size=size)
-                     for key, url in urls.items()}
-            postmaster = pg.pid()
-            assert postmaster is not None
-            cpu = CpuMeter({
-                "api": lambda: [pid for s in servers.values() for pid in s.pids()],
-                "pg": lambda: [postmaster, *children(postmaster)],
-                "gen": lambda: [os.getpid()],
-            })
-            ctx = Context(args, bench_clients(conversations), conversations, servers, pools,
-                          paths, cpu)
-            try:
-                await run_async(ctx, header)
-                if args.keep:
-                    print("\nkept running: " + ", ".join(
-                        f"{s.label} on :{s.port} pids {s.pids()}" for s in servers.values()))
-                    print(f"database: {admin_url}\nstop with Ctrl-C or SIGTERM", flush=True)
-                    stop = asyncio.Event()
-                    for signum in (signal.SIGINT, signal.SIGTERM):
-                        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-                    await stop.wait()
-            finally:
-                for pool in pools.values():
-                    await pool.close()
+            async def with_pools() -> None:
+                size = args.workers * POOL_MAX
+                pools = {key: await db.create_pool(url, min_size=size, max_size=size)
+                         for key, url in urls.items()}
+                postmaster = pg.pid()
+                assert postmaster is not None
+                cpu = CpuMeter({
+                    "api": lambda: [pid for s in servers.values() for pid in s.pids()],
+                    "pg": lambda: [postmaster, *children(postmaster)],
+                    "gen": lambda: [os.getpid()],
+                })
+                ctx = Context(args, bench_clients(conversations), conversations, servers, pools,
+                              paths, cpu)
+                try:
+                    await run_async(ctx, header)
+                    if args.keep:
+                        print("\nkept running: " + ", ".join(
+                            f"{s.label} on :{s.port} pids {s.pids()}" for s in servers.values()))
+                        print(f"database: {admin_url}\nstop with Ctrl-C or SIGTERM", flush=True)
+                        stop = asyncio.Event()
+                        for signum in (signal.SIGINT, signal.SIGTERM):
+                            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+                        await stop.wait()
+                finally:
+                    for pool in pools.values():
+                        await pool.close()
 
-        with contextlib.suppress(KeyboardInterrupt):
-            event_loop_runner()(with_pools())
+            with contextlib.suppress(KeyboardInterrupt):
+                event_loop_runner()(with_pools())
+        finally:
+            for server in servers.values():
+                server.stop()
         print(f"\ntotal {time.perf_counter() - started:.1f} s")
         return 0
-    finally:
-        for server in servers.values():
-            server.stop()
-        pg.stop("fast")
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
