@@ -14,20 +14,17 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import tempfile
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
 
+from harness.cluster import create_database, private_cluster, role_url, workdir
+from harness.meters import closed_tasks
+from harness.report import Column, Table
 from vechat_rls import db
 from vechat_rls.auth import Identity
-from vechat_rls.pgserver import temporary_server
 
 ROLE = "bench_app"
 SETUP = f"""
@@ -56,6 +53,8 @@ SET_CONTEXT = (
 )
 
 Variant = Callable[[Any], Awaitable[None]]
+RESULTS = Table(Column("variant", 58, left=True, gap=""), Column("tx/s", 9, ".0f", unit=" tx/s"),
+                Column("vs baseline", 5, ".2f", unit="x", gap="  "))
 
 
 async def baseline(pool: Any) -> None:
@@ -103,46 +102,29 @@ async def single_batch(pool: Any) -> None:
 
 
 async def run(variant: Variant, pool: Any, seconds: float, tasks: int) -> float:
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            await variant(pool)
-            done += 1
-
+    """Transactions per second of `tasks` tasks running `variant` back to back for `seconds`."""
     # open every connection of the pool and prepare the statements before the clock starts
     conns = [await pool.acquire() for _ in range(pool.get_max_size())]
     for conn in conns:
         await pool.release(conn)
     await asyncio.gather(*(variant(pool) for _ in range(tasks)))
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(tasks)))
-    return done / (time.perf_counter() - started)
-
-
-def with_user(url: str, user: str, password: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
+    return await closed_tasks(lambda _task, _n: variant(pool), tasks, seconds)
 
 
 @contextlib.contextmanager
 def database(url: str | None, durable: bool) -> Iterator[str]:
+    """`url`, or an empty database on a private cluster of our own: a superuser URL."""
     if url:
         yield url
         return
-    with temporary_server(Path(tempfile.mkdtemp(prefix="vechat-bench-")), fast=not durable) as srv:
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(srv.admin_url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}".encode())
-        yield srv.admin_url(name)
+    with workdir("roundtrips") as work, private_cluster(work, durable=durable) as pg:
+        yield create_database(pg)
 
 
 async def main_async(args: argparse.Namespace, admin_url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(SETUP.encode())
-    app_url = with_user(admin_url, ROLE, ROLE)
+    app_url = role_url(admin_url, ROLE, ROLE)
     admin_pool = await asyncpg.create_pool(admin_url, min_size=args.pool, max_size=args.pool)
     app_pool = await db.create_pool(app_url, min_size=0, max_size=args.pool)
     default_reset_pool = await asyncpg.create_pool(app_url, min_size=args.pool, max_size=args.pool)
@@ -174,7 +156,7 @@ async def main_async(args: argparse.Namespace, admin_url: str) -> None:
     base = statistics.median(rates[variants[0][0]])
     for name, _, _ in variants:
         rate = statistics.median(rates[name])
-        print(f"{name:58s} {rate:9.0f} tx/s  {rate / base:5.2f}x")
+        print(RESULTS.row(name, rate, rate / base))
     for pool in (admin_pool, app_pool, default_reset_pool):
         await pool.close()
 

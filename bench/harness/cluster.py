@@ -90,8 +90,10 @@ def role_url(admin_url: str, user: str, password: str, **settings: str) -> str:
     """`admin_url` as another role; `settings` become session settings (asyncpg passes unknown
     query parameters as server_settings)."""
     parts = urlsplit(admin_url)
-    login = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
-    query = "&".join(f"{key}={value}" for key, value in settings.items())
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    query = "&".join([*filter(None, [parts.query]),
+                      *(f"{key}={value}" for key, value in settings.items())])
     return urlunsplit(parts._replace(netloc=login, query=query))
 
 
