@@ -53,8 +53,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-
 from harness.cluster import (
     BYPASS_ROLE,
     app_url,
@@ -66,20 +64,8 @@ from harness.cluster import (
 )
 from harness.meters import CpuMeter, children, closed_tasks, event_loop_runner, percentile
 from harness.profiling import NOT_FOUND, start_py_spy, summarise_profile
-from harness.report import (
-    Column,
-    Table,
-    cores,
-    cpu_per_op,
-    cpu_ratios,
-    middle,
-    ms,
-    rate_ratios,
-    ratio_row,
-    ratio_table,
-    reproduce,
-)
-from harness.seed import Seeder
+from harness.report import Column, Ratios, Table, cores, cpu_per_op, middle, ms, reproduce
+from harness.seed import Seeder, seed_organisations
 from harness.servers import POOL_MAX, RATE_LIMIT, ApiServer, start_all, token, wait_for_port
 from vechat_rls import db
 from vechat_rls.auth import Identity
@@ -127,22 +113,13 @@ def seed(admin_url: str) -> dict[tuple[int, int, int], int]:
     """Per organisation, personnel 1..4 and clients 1..20, a conversation for every pair, and its
     history (HISTORY messages where personnel and client share their number, else 2);
     → {(org, personnel, client): conversation id}."""
-    conversations: dict[tuple[int, int, int], int] = {}
-    with psycopg.connect(admin_url) as conn:
-        seeder = Seeder(conn)
-        for org in range(1, ORGANISATIONS + 1):
-            with conn.transaction():
-                seeder.contacts(org, PERSONNEL_PER_ORG, CLIENTS_PER_ORG)
-                for p in range(1, PERSONNEL_PER_ORG + 1):
-                    seeder.act_as(org, p)
-                    for c in range(1, CLIENTS_PER_ORG + 1):
-                        conversations[(org, p, c)] = seeder.conversation(org, p, c)
-                    for c in range(1, CLIENTS_PER_ORG + 1):
-                        seeder.messages(org, conversations[(org, p, c)], p, c, [
-                            f"seed message {n} from personnel {p} to client {c}"
-                            for n in range(HISTORY if c == p else 2)])
-        seeder.analyze()
-    return conversations
+    def history(seeder: Seeder, org: int, conversation_id: int, p: int, c: int) -> None:
+        seeder.messages(org, conversation_id, p, c, [
+            f"seed message {n} from personnel {p} to client {c}"
+            for n in range(HISTORY if c == p else 2)])
+
+    return seed_organisations(admin_url, ORGANISATIONS, PERSONNEL_PER_ORG, CLIENTS_PER_ORG,
+                              lambda _p: range(1, CLIENTS_PER_ORG + 1), history)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +231,14 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # cores busy, per process group
 
+    def record(self, status: int, latency: float) -> None:
+        """One response of the measured window (a latency only for a success)."""
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status >= 400:
+            self.errors += 1
+        else:
+            self.latencies.append(latency)
+
     def percentile(self, p: float) -> float | None:
         return percentile(self.latencies, p)
 
@@ -266,29 +251,21 @@ async def closed_loop(
     start = time.perf_counter()
     measure_from, stop = start + warmup, start + warmup + duration
     result = Result(rate=0.0)
-    done = 0
 
     async def client(index: int, conn: Connection) -> None:
-        nonlocal done
         number = 0
         while (now := time.perf_counter()) < stop:
             status = await conn.request(make(index, number))
             number += 1
-            end = time.perf_counter()
             if now >= measure_from:
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                if status >= 400:
-                    result.errors += 1
-                else:
-                    done += 1
-                    result.latencies.append(end - now)
+                result.record(status, time.perf_counter() - now)
 
     try:
         await asyncio.gather(*(client(i, c) for i, c in enumerate(conns)))
     finally:
         for conn in conns:
             conn.close()
-    result.rate = done / (time.perf_counter() - measure_from)
+    result.rate = len(result.latencies) / (time.perf_counter() - measure_from)
     return result
 
 
@@ -307,10 +284,8 @@ async def open_loop(
     total = int(rate * (warmup + duration))
     tasks: set[asyncio.Task[None]] = set()
     counters = [0] * clients
-    done = 0
 
     async def one(scheduled: float) -> None:
-        nonlocal done
         index, conn = await idle.get()
         try:
             status = await conn.request(make(index, counters[index]))
@@ -318,12 +293,7 @@ async def open_loop(
         finally:
             idle.put_nowait((index, conn))
         if scheduled >= measure_from:
-            result.statuses[status] = result.statuses.get(status, 0) + 1
-            if status >= 400:
-                result.errors += 1
-            else:
-                done += 1
-                result.latencies.append(time.perf_counter() - scheduled)
+            result.record(status, time.perf_counter() - scheduled)
 
     sent = 0
     while sent < total:
@@ -337,7 +307,7 @@ async def open_loop(
     await asyncio.gather(*tasks)
     for conn in conns:
         conn.close()
-    result.rate = done / duration
+    result.rate = len(result.latencies) / duration
     return result
 
 
@@ -594,7 +564,6 @@ RESULTS = Table(
     Column("CPU us/op: api   pg", 19), Column("errors", 6, left=True, gap="  "),
     Column("note", left=True),
 )
-RATIOS = ratio_table(34, 18)
 
 
 def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
@@ -616,25 +585,19 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
     print()
     print("ratios: median over rounds of the ratio within each round (pairs run back to back)")
 
-    def ratio(label: str, top: str, bottom: str, target: str = "") -> None:
-        each = rate_ratios(ctx.runs.get(top, []), ctx.runs.get(bottom, []))
-        for line in ratio_row(RATIOS, label, each, target):
+    ratios = Ratios(ctx.runs, 34, 18)
+    for label, values, target in (
+        ("API / raw (same tenant tx)", ratios.rates(API_APP, RAW_TENANT), "(target >= 0.20)"),
+        ("API / raw (one-batch floor)", ratios.rates(API_APP, RAW_BATCH), ""),
+        ("RLS cost, API: app / BYPASSRLS", ratios.rates(API_APP, API_BYPASS), "(target >= 0.95)"),
+        ("RLS cost, raw: app / BYPASSRLS", ratios.rates(RAW_TENANT, RAW_BYPASS), ""),
+        ("  same by CPU/op (api+pg), API", ratios.cpus(API_APP, API_BYPASS), "(target >= 0.95)"),
+        ("  same by CPU/op (api+pg), raw", ratios.cpus(RAW_TENANT, RAW_BYPASS), ""),
+        ("doorbell, API: on / off", ratios.rates(API_APP, API_QUIET), ""),
+        ("doorbell, raw: on / off", ratios.rates(RAW_TENANT, RAW_QUIET), ""),
+    ):
+        for line in ratios.row(label, values, target):
             print(line)
-
-    def cpu_ratio(label: str, top: str, bottom: str, target: str = "") -> None:
-        """bottom's CPU per operation / top's: the rate ratio if both were CPU-bound."""
-        each = cpu_ratios(ctx.runs.get(top, []), ctx.runs.get(bottom, []))
-        for line in ratio_row(RATIOS, label, each, target):
-            print(line)
-
-    ratio("API / raw (same tenant tx)", API_APP, RAW_TENANT, "(target >= 0.20)")
-    ratio("API / raw (one-batch floor)", API_APP, RAW_BATCH)
-    ratio("RLS cost, API: app / BYPASSRLS", API_APP, API_BYPASS, "(target >= 0.95)")
-    ratio("RLS cost, raw: app / BYPASSRLS", RAW_TENANT, RAW_BYPASS)
-    cpu_ratio("  same by CPU/op (api+pg), API", API_APP, API_BYPASS, "(target >= 0.95)")
-    cpu_ratio("  same by CPU/op (api+pg), raw", RAW_TENANT, RAW_BYPASS)
-    ratio("doorbell, API: on / off", API_APP, API_QUIET)
-    ratio("doorbell, raw: on / off", RAW_TENANT, RAW_QUIET)
 
 
 async def run_async(ctx: Context, header: list[str]) -> None:

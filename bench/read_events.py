@@ -52,16 +52,12 @@ def seed(admin_url: str, pairs: int, messages: int) -> None:
     i, client i), then `messages` rounds of one message in each, a transaction per round."""
     with psycopg.connect(admin_url) as conn:
         seeder = Seeder(conn)
-        seeder.contacts(ORGANISATION, pairs, pairs)
-        conversations = {}
-        for i in range(1, pairs + 1):
-            seeder.act_as(ORGANISATION, i)
-            conversations[i] = seeder.conversation(ORGANISATION, i, i)
+        conversations = seeder.organisation(ORGANISATION, pairs, pairs, lambda i: [i])
         conn.commit()
         for n in range(messages):
             for i in range(1, pairs + 1):
                 seeder.act_as(ORGANISATION, i)
-                seeder.messages(ORGANISATION, conversations[i], i, i,
+                seeder.messages(ORGANISATION, conversations[(i, i)], i, i,
                                 [f"message {n} from personnel {i} " * 4])
             conn.commit()
         seeder.analyze()

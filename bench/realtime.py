@@ -112,20 +112,8 @@ from harness.meters import (
     rss_mib,
 )
 from harness.profiling import NOT_FOUND, start_py_spy, summarise_profile
-from harness.report import (
-    Column,
-    Table,
-    cores,
-    cpu_per_op,
-    cpu_ratios,
-    middle,
-    ms,
-    rate_ratios,
-    ratio_row,
-    ratio_table,
-    reproduce,
-)
-from harness.seed import Seeder
+from harness.report import Column, Ratios, Table, cores, cpu_per_op, middle, ms, reproduce
+from harness.seed import seed_organisations
 from harness.servers import JWT_SECRET, ApiServer, start_all, token, wait_for_port
 from vechat_rls import db
 from vechat_rls.auth import Identity
@@ -268,19 +256,11 @@ SEED_HISTORY = 20  # messages per conversation before anything is measured
 def seed(admin_url: str, pairs_per_org: int) -> list[PairUsers]:
     """Per organisation, personnel and clients 1..`pairs_per_org`, a conversation for each
     (personnel i, client i) and its first `SEED_HISTORY` messages."""
-    pairs = []
-    with psycopg.connect(admin_url) as conn:
-        seeder = Seeder(conn)
-        for org in range(1, ORGANISATIONS + 1):
-            with conn.transaction():
-                seeder.contacts(org, pairs_per_org, pairs_per_org)
-                for i in range(1, pairs_per_org + 1):
-                    seeder.act_as(org, i)
-                    conversation_id = seeder.conversation(org, i, i)
-                    pairs.append(PairUsers(org, i, conversation_id))
-                    seeder.history(org, conversation_id, i, i, SEED_HISTORY)
-        seeder.analyze()
-    return pairs
+    conversations = seed_organisations(
+        admin_url, ORGANISATIONS, pairs_per_org, pairs_per_org, lambda i: [i],
+        lambda seeder, *conversation: seeder.history(*conversation, SEED_HISTORY))
+    return [PairUsers(org, i, conversation_id)
+            for (org, i, _i), conversation_id in conversations.items()]
 
 
 UrlOf = Callable[[PairUsers, bool], str]
@@ -850,7 +830,6 @@ RESULTS = Table(
     Column("p99 ms", 7), Column("cores: api   pg  gen other", 26, gap="  "),
     Column("CPU us/msg: api   pg", 20), Column("note", left=True, gap="  "),
 )
-RATIOS = ratio_table(52, 16)
 
 
 def report(bench: Bench, header: list[str]) -> list[str]:
@@ -870,14 +849,11 @@ def report(bench: Bench, header: list[str]) -> list[str]:
             out.append(f"{'':52s} PROBLEMS: {row.errors}")
     out.append("")
 
-    def paired(top: str, bottom: str) -> list[float]:
-        return rate_ratios(bench.results.get(top, []), bench.results.get(bottom, []))
-
-    def cpu_paired(top: str, bottom: str, groups: tuple[str, ...] = ("api", "pg")) -> list[float]:
-        return cpu_ratios(bench.results.get(top, []), bench.results.get(bottom, []), groups)
+    ratios = Ratios(bench.results, 52, 16)
+    paired, cpu_paired = ratios.rates, ratios.cpus
 
     def ratio(label: str, values: list[float], target: str = "") -> None:
-        out.extend(ratio_row(RATIOS, label, values, target))
+        out.extend(ratios.row(label, values, target))
 
     out.append("ratios (median over rounds of each round's pair)")
     ratio("delivered coalesced / sent with doorbell off", paired("max-coalesced", "max-off"),
@@ -1076,6 +1052,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.stop_servers()
         print(f"\ntotal {time.perf_counter() - started:.1f} s")
         return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

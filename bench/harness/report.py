@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -93,35 +93,38 @@ def middle(runs: Sequence[R]) -> R:
     return ordered[len(ordered) // 2]
 
 
-def rate_ratios(tops: Sequence[Run], bottoms: Sequence[Run]) -> list[float]:
-    """Each round's top rate / bottom rate (the pairs ran back to back)."""
-    return [top.rate / bottom.rate for top, bottom in zip(tops, bottoms, strict=False)
-            if top.rate and bottom.rate]
+class Ratios:
+    """The ratio rows of a report, from its runs by name (one run per round, rounds in order):
+    a row gives the median over rounds of the ratio within each round, and each round's."""
 
+    def __init__(self, runs: Mapping[str, Sequence[Run]], label_width: int,
+                 target_width: int) -> None:
+        self.runs = runs
+        self.table = Table(Column("", label_width, left=True, gap=""), Column("", 5, ".2f"),
+                           Column("", target_width, left=True, gap="  "), Column("", left=True))
 
-def cpu_ratios(tops: Sequence[Run], bottoms: Sequence[Run],
-               groups: tuple[str, ...] = ("api", "pg")) -> list[float]:
-    """Each round's bottom CPU per operation / top's (of `groups`): the rate ratio that a
-    machine bound by CPU alone would show."""
-    def per_op(run: Run) -> float:
-        return sum(run.cpu.get(group, 0.0) for group in groups) / (run.rate or 1)
+    def rates(self, top: str, bottom: str) -> list[float]:
+        """Each round's rate of `top` / rate of `bottom` (the pair ran back to back)."""
+        return [a.rate / b.rate for a, b in self._pairs(top, bottom) if a.rate and b.rate]
 
-    return [per_op(bottom) / per_op(top) for top, bottom in zip(tops, bottoms, strict=False)
-            if top.rate and bottom.rate and per_op(top)]
+    def cpus(self, top: str, bottom: str, groups: tuple[str, ...] = ("api", "pg")) -> list[float]:
+        """Each round's CPU per operation of `bottom` / `top`'s (of `groups`): the rate ratio a
+        machine bound by CPU alone would show."""
+        def per_op(run: Run) -> float:
+            return sum(run.cpu.get(group, 0.0) for group in groups) / (run.rate or 1)
 
+        return [per_op(b) / per_op(a) for a, b in self._pairs(top, bottom)
+                if a.rate and b.rate and per_op(a)]
 
-def ratio_table(label_width: int, target_width: int) -> Table:
-    """Ratio rows: label, median of the rounds, target, each round's."""
-    return Table(Column("", label_width, left=True, gap=""), Column("", 5, ".2f"),
-                 Column("", target_width, left=True, gap="  "), Column("", left=True))
+    def row(self, label: str, values: Sequence[float], target: str = "") -> list[str]:
+        """The row of a ratio (none when it was not measured)."""
+        if not values:
+            return []
+        spread = ", ".join(f"{v:.2f}" for v in values) if len(values) > 1 else ""
+        return [self.table.row(label, statistics.median(values), target, spread)]
 
-
-def ratio_row(table: Table, label: str, values: Sequence[float], target: str = "") -> list[str]:
-    """The row of a ratio measured in every round (none when it was not measured)."""
-    if not values:
-        return []
-    spread = ", ".join(f"{v:.2f}" for v in values) if len(values) > 1 else ""
-    return [table.row(label, statistics.median(values), target, spread)]
+    def _pairs(self, top: str, bottom: str) -> list[tuple[Run, Run]]:
+        return list(zip(self.runs.get(top, []), self.runs.get(bottom, []), strict=False))
 
 
 def reproduce(script: str, argv: Sequence[str] | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,6 +45,13 @@ INSERT INTO public.vechat_messages (organisation_id, conversation_id, sender_id,
                                     receiver_id, receiver_type, message)
 SELECT %s, %s, %s, 'personnel', %s, 'client', 'history ' || n FROM generate_series(1, %s) n
 """
+
+
+Pairing = Callable[[int], Iterable[int]]
+"""personnel id → the clients it has a conversation with."""
+History = Callable[["Seeder", int, int, int, int], None]
+"""(seeder, organisation, conversation, personnel, client) → writes the conversation's first
+messages."""
 
 
 class Seeder:
@@ -94,6 +101,21 @@ class Seeder:
         self.conn.execute(INSERT_HISTORY, (organisation_id, conversation_id, personnel_id,
                                            client_id, count))
 
+    def organisation(self, organisation_id: int, personnel: int, clients: int, pairing: Pairing,
+                     history: History | None = None) -> dict[tuple[int, int], int]:
+        """Contacts of one organisation, and a conversation of each personnel user p with each
+        client in `pairing(p)`, each followed by its `history` (written by p);
+        → {(personnel, client): conversation id}."""
+        self.contacts(organisation_id, personnel, clients)
+        conversations = {}
+        for p in range(1, personnel + 1):
+            self.act_as(organisation_id, p)
+            for c in pairing(p):
+                conversations[(p, c)] = self.conversation(organisation_id, p, c)
+                if history is not None:
+                    history(self, organisation_id, conversations[(p, c)], p, c)
+        return conversations
+
     def analyze(self) -> None:
         """ANALYZE and commit. Plans need the statistics of tables with rows: one made from an
         empty table's (the first connection's first statement) looks messages up by another
@@ -101,6 +123,22 @@ class Seeder:
         """
         self.conn.execute("ANALYZE")
         self.conn.commit()
+
+
+def seed_organisations(admin_url: str, organisations: int, personnel: int, clients: int,
+                       pairing: Pairing, history: History | None = None,
+                       ) -> dict[tuple[int, int, int], int]:
+    """Organisations 1..`organisations`, each seeded by `Seeder.organisation` in a transaction of
+    its own, then ANALYZE; → {(organisation, personnel, client): conversation id}."""
+    conversations = {}
+    with psycopg.connect(admin_url) as conn:
+        seeder = Seeder(conn)
+        for org in range(1, organisations + 1):
+            with conn.transaction():
+                made = seeder.organisation(org, personnel, clients, pairing, history)
+            conversations.update({(org, p, c): id_ for (p, c), id_ in made.items()})
+        seeder.analyze()
+    return conversations
 
 
 def legacy_schema() -> ModuleType:
