@@ -684,7 +684,7 @@ class Bench:
             phase = "memory"
             sent = await self.senders.call("open_loop", phase=phase, rate=self.args.rate,
                                            duration=min(self.args.duration, 5), warmup=0)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.drain_s())
             got = await self.receivers.call("collect", phase=phase,
                                             measure_from=sent["measure_from"], end=sent["end"])
             after = rss_mib(a.pids()[0])
