@@ -9,8 +9,9 @@ Starts its own PostgreSQL 18, migrates it and seeds one organisation with `--pai
 (personnel i, client i) of `--messages` messages each, opens a hub with one outbox per user (no
 sockets), then reads K conversations' both participants again and again, each time from one
 event before their last (`x 1`) or with nothing new (`x 0`: every recipient skipped by its
-cursor). Prints per call: wall time, this process's CPU (the hub's Python, asyncpg), and
-PostgreSQL's (the backends' own, from /proc), each also per recipient.
+cursor: the baseline in the same run, the cost of a call that finds nothing to send). Prints
+per call: wall time, this process's CPU (the hub's Python, asyncpg), and PostgreSQL's (the
+backends' own, from /proc), each also per recipient.
 
     .venv/bin/python bench/hub_read.py [--pairs 200] [--messages 20] [--calls 300]
 """

@@ -6,8 +6,9 @@ Starts its own PostgreSQL 18, migrates it and seeds one organisation with `--pai
 for K recipients -- both participants of K conversations -- each with 1 and with 3 new events,
 and prints per call: wall time, the backend's own CPU (from /proc, so it is PostgreSQL's CPU
 alone, whatever else runs), that CPU per recipient, and the client's CPU (asyncpg decoding).
-Once as `vechat_app` (row-level security on) and once as a BYPASSRLS role with the same
-privileges: the difference is what the policies cost per recipient context.
+Once as `vechat_app` (row-level security on) and once, the baseline in the same run, as a
+BYPASSRLS role with the same privileges: the difference is what the policies cost per recipient
+context.
 
     .venv/bin/python bench/read_events.py [--pairs 200] [--messages 20] [--calls 300]
 """

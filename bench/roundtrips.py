@@ -1,11 +1,13 @@
 """Transactions per second of tenant-transaction variants against a plain insert (one process).
 
-Starts a private PostgreSQL (or uses --database-url, a superuser URL), creates a forced-RLS table
-and an RLS-bound role, and runs the variants in interleaved rounds with --tasks concurrent tasks
-over a pool of --pool connections. Each transaction inserts one row. Prints the median tx/s and
-the ratio to the baseline.
+Starts a private PostgreSQL (fsync off unless --durable; or uses --database-url, a superuser URL),
+creates a forced-RLS table and an RLS-bound role, and runs the variants in interleaved rounds with
+--tasks concurrent tasks over a pool of --pool connections. Each transaction inserts one row.
+Baseline, in the same rounds: an autocommit INSERT as a role that bypasses RLS (one round trip,
+the physical floor). Prints each variant's median tx/s and its ratio to the baseline.
 
     .venv/bin/python bench/roundtrips.py [--rounds 5] [--seconds 1] [--tasks 16] [--pool 8]
+                                         [--durable] [--database-url URL]
 """
 
 from __future__ import annotations
