@@ -272,9 +272,10 @@ def from_ns(ns: float | None) -> float | None:
     return None if ns is None else ns / 1e9
 
 
-def latency(ns: list[int]) -> list[float | None]:
-    """[p50, p99] of latencies the workers measured in ns, in seconds."""
-    return [from_ns(p) for p in percentiles(ns)]
+def latency(ns: list[int]) -> tuple[float | None, float | None]:
+    """(p50, p99) of latencies the workers measured in ns, in seconds."""
+    p50, p99 = percentiles(ns)
+    return from_ns(p50), from_ns(p99)
 
 
 @dataclass
@@ -313,6 +314,7 @@ class Bench:
     @property
     def cpu(self) -> CpuMeter:
         postmaster = self.pg.pid()
+        assert postmaster is not None
         return CpuMeter({
             "api": lambda: [p for s in self.servers for p in s.pids()],
             "pg": lambda: [postmaster, *children(postmaster)],

@@ -6,9 +6,9 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -113,10 +113,10 @@ async def closed_tasks(op: Callable[[int, int], Awaitable[object]], tasks: int, 
     return done / (time.perf_counter() - measure_from)
 
 
-def event_loop_runner() -> Callable[[Awaitable[None]], None]:
+def event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     """uvloop's `run` when installed (the generators' loop: less CPU per frame), else asyncio's."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[no-any-return]
+        return asyncio.run
+    return uvloop.run

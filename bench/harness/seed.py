@@ -63,7 +63,7 @@ class Seeder:
     def contacts(self, organisation_id: int, personnel: int, clients: int) -> None:
         """Personnel 1..`personnel` and clients 1..`clients` of one organisation."""
         org = organisation_id
-        rows = [
+        rows: list[tuple[object, ...]] = [
             (org, p, "personnel", f"Personnel {p}", f"p{p}@org{org}.example", "commercial", [])
             for p in range(1, personnel + 1)
         ] + [
