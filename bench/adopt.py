@@ -19,18 +19,12 @@ import argparse
 import re
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests/legacy.py: the legacy schema, as the tests build it
-
-from tests import legacy  # noqa: E402
-
-from vechat_rls.pgserver import temporary_server  # noqa: E402
+from harness.cluster import create_database, private_cluster, workdir
+from harness.seed import legacy_schema
 
 PERSONNEL = 200  # personnel ids 1..200; clients from 1000 on: every pair is (personnel, client)
 
@@ -136,14 +130,10 @@ def main() -> None:
         "messages": args.messages, "conversations": args.conversations,
         "orphans": args.orphans, "personnel": PERSONNEL,
     }
-    with tempfile.TemporaryDirectory(prefix="vechat-bench-adopt-") as tmp, temporary_server(
-        Path(tmp) / "pg", fast=False
-    ) as server:
-        with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE legacy")
-        url = server.admin_url("legacy")
+    with workdir("adopt") as work, private_cluster(work, durable=True) as pg:
+        url = create_database(pg, "legacy")
         started = time.monotonic()
-        legacy.build(url)
+        legacy_schema().build(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(LOAD_SQL.format(**sizes).encode())
             conn.execute("VACUUM ANALYZE")

@@ -9,8 +9,9 @@ Starts its own PostgreSQL 18, migrates it and seeds one organisation with `--pai
 (personnel i, client i) of `--messages` messages each, opens a hub with one outbox per user (no
 sockets), then reads K conversations' both participants again and again, each time from one
 event before their last (`x 1`) or with nothing new (`x 0`: every recipient skipped by its
-cursor). Prints per call: wall time, this process's CPU (the hub's Python, asyncpg), and
-PostgreSQL's (the backends' own, from /proc), each also per recipient.
+cursor: the baseline in the same run, the cost of a call that finds nothing to send). Prints
+per call: wall time, this process's CPU (the hub's Python, asyncpg), and PostgreSQL's (the
+backends' own, from /proc), each also per recipient.
 
     .venv/bin/python bench/hub_read.py [--pairs 200] [--messages 20] [--calls 300]
 """
@@ -23,13 +24,10 @@ import time
 
 import psycopg
 
-# bench/ is sys.path[0] until something imports the standard library's `http`: then bench/http.py
-# steps aside (takes bench/ off sys.path). So bench/read_events.py (which imports http_bench) first.
-from read_events import ORGANISATION, RECIPIENTS, arguments, backend_cpu_s, seeded_server
-
-# isort: split
-from http_bench import APP_PASSWORD, url_for
-
+from harness.cluster import app_url
+from harness.meters import process_cpu
+from harness.report import Column, Table
+from read_events import ORGANISATION, RECIPIENTS, arguments, seeded_server
 from vechat_rls import db
 from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings
@@ -37,6 +35,11 @@ from vechat_rls.realtime.events import UserKey
 from vechat_rls.realtime.hub import Hub, Outbox
 
 BACKENDS_SQL = "SELECT pid FROM pg_stat_activity WHERE application_name = 'vechat-rls'"
+RESULTS = Table(
+    Column("recipients x new", 16, gap=""), Column("frames", 6, "d"),
+    Column("wall us", 8, ".0f"), Column("api us", 8, ".0f"), Column("api us/rcp", 10, ".1f"),
+    Column("pg us", 8, ".0f"), Column("pg us/rcp", 10, ".1f"),
+)
 
 
 async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]:
@@ -71,17 +74,16 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
                 frames = sum(outboxes[key].queue.qsize() for key, _since in wanted)
                 with psycopg.connect(admin_url, autocommit=True) as admin:
                     pids = [row[0] for row in admin.execute(BACKENDS_SQL)]
-                pg = sum(backend_cpu_s(pid) for pid in pids)
+                pg = sum(process_cpu(pid) for pid in pids)
                 client, wall = time.process_time(), time.perf_counter()
                 for _ in range(calls):
                     await read_once()
                 wall = (time.perf_counter() - wall) / calls
                 client = (time.process_time() - client) / calls
-                pg = (sum(backend_cpu_s(pid) for pid in pids) - pg) / calls
+                pg = (sum(process_cpu(pid) for pid in pids) - pg) / calls
                 n = len(wanted)
-                lines.append(
-                    f"{n:10d} x {behind} {frames:6d} {wall * 1e6:8.0f} {client * 1e6:8.0f} "
-                    f"{client * 1e6 / n:10.1f} {pg * 1e6:8.0f} {pg * 1e6 / n:10.1f}")
+                lines.append(RESULTS.row(f"{n} x {behind}", frames, wall * 1e6, client * 1e6,
+                                         client * 1e6 / n, pg * 1e6, pg * 1e6 / n))
     finally:
         for outbox in outboxes.values():
             hub.close(outbox)
@@ -91,15 +93,14 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__.splitlines()[0], argv)
-    with seeded_server(args.pairs, args.messages) as (pg, admin_url):
+    with seeded_server(args.pairs, args.messages) as admin_url:
         print(f"the hub's read (Hub._read: statement, rows, mapping, frames queued); "
               f"{args.pairs} conversations x {args.messages} messages; {args.calls} calls per row")
-        print(f"{'recipients x new':>16s} {'frames':>6s} {'wall us':>8s} {'api us':>8s} "
-              f"{'api us/rcp':>10s} {'pg us':>8s} {'pg us/rcp':>10s}")
-        lines = asyncio.run(measure(url_for(pg, "vechat_app", APP_PASSWORD), admin_url,
-                                    args.pairs, args.calls))
+        print(RESULTS.header())
+        lines = asyncio.run(measure(app_url(admin_url), admin_url, args.pairs, args.calls))
         print("\n".join(lines))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,14 +10,15 @@ its sender. Senders send with the socket's `send` frame (the API's own `send_mes
 carries the scheduled send time (CLOCK_MONOTONIC, the same clock in every process), so the
 receiving process computes end to end latency = recipient frame read - scheduled send start.
 
-The load generator is two processes of its own (uvloop + bench/wsclient.py, a lean client that
-reads each frame in the event loop's own step: `websockets`' client spent ~50 us of the shared
-cores per frame): one holds the 500 sender sockets, one the 500 receiver sockets. Its ceiling is
-measured first against a trivial relay (another process that acks each `send` and forwards one
-frame to the receiver and one to the sender, like the server). All of it -- PostgreSQL, both
-servers, the generator, the relay -- shares this machine's cores; the `cores` columns say who used
-what, and `other` is everything else running on the machine meanwhile (other people's work:
-noise).
+The load generator is two processes this script starts, `bench/realtime_worker.py senders` and
+`bench/realtime_worker.py receivers` (uvloop + bench/wsclient.py, a lean client that reads each
+frame in the event loop's own step: `websockets`' client spent ~50 us of the shared cores per
+frame), driven over their stdin/stdout: one holds the 500 sender sockets, one the 500 receiver
+sockets. Its ceiling is measured first against a trivial relay, `bench/realtime_relay.py PORT`
+(another process that acks each `send` and forwards one frame to the receiver and one to the
+sender, like the server). All of it -- PostgreSQL, both servers, the generator, the relay --
+shares this machine's cores; the `cores` columns say who used what, and `other` is everything
+else running on the machine meanwhile (other people's work: noise).
 
 Reported, per doorbell mode (`VECHAT_DOORBELL`): `coalesced` (the default: one NOTIFY commit per
 process and batch, realtime/doorbell.py), `transaction` (the trigger's NOTIFY in every writing
@@ -84,7 +85,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -92,39 +92,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
+import asyncpg
+import psycopg
 
-# bench/ is sys.path[0] until something imports the standard library's `http`: then bench/http.py
-# steps aside (takes bench/ off sys.path). So the lean client first.
-from wsclient import LeanWebSocket
-
-# isort: split
-from http_bench import (
-    APP_PASSWORD,
-    CREATE_CONVERSATION,
-    DATABASE,
-    INSERT_CONTACT,
-    JWT_SECRET,
-    SET_CONTEXT,
-    ApiServer,
-    CpuMeter,
-    bench_database,
-    children,
-    event_loop_runner,
-    process_cpu,
-    summarise_profile,
-    url_for,
+from harness.cluster import (
+    app_url,
+    migrated_database,
+    private_cluster,
+    server_version,
+    workdir,
 )
-
+from harness.meters import (
+    CpuMeter,
+    children,
+    closed_tasks,
+    event_loop_runner,
+    percentiles,
+    process_cpu,
+    rss_mib,
+)
+from harness.profiling import NOT_FOUND, start_py_spy, summarise_profile
+from harness.report import Column, Ratios, Table, cores, cpu_per_op, middle, ms, reproduce
+from harness.seed import seed_organisations
+from harness.servers import JWT_SECRET, ApiServer, start_all, token, wait_for_port
+from vechat_rls import db
+from vechat_rls.auth import Identity
+from vechat_rls.config import Settings
+from vechat_rls.pgserver import PgServer, free_port
+from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.pace import AT_ONCE, BATCHING
 
+BENCH = Path(__file__).resolve().parent
 ORGANISATIONS = 10
 MODES = ("coalesced", "transaction", "off", "poll")
 AB = "ab"  # --ab: the coalesced doorbell once more, with other server settings, in the same rounds
 ALL_MODES = (*MODES, AB)
 DB_TASKS = 32
 DB_CONNECTIONS = 20
-CONNECT_PARALLEL = 25  # sockets a worker opens at once
 HOT_TABLES = ("public.vechat_conversations", "public.vechat_event_cursors",
               "public.vechat_rate_limits", "public.vechat_messages", "public.vechat_events",
               "public.vechat_presence", "public.vechat_presence_connections")
@@ -179,46 +183,6 @@ def server_env(text: str) -> dict[str, str]:
     return env
 
 
-def ms(ns: float | None) -> str:
-    return "" if ns is None else f"{ns / 1e6:.1f}"
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
-def percentiles(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """(p50, p99)."""
-    return percentile(values, 50), percentile(values, 99)
-
-
-# =============================================================================================
-# The generator's worker processes: `realtime.py --worker senders|receivers|relay`.
-# They speak JSON lines on stdin/stdout with the orchestrator.
-
-
-class _Data(msgspec.Struct):
-    id: int = 0
-    body: str = ""
-
-
-class _Incoming(msgspec.Struct):
-    type: str
-    seq: int = 0
-    client_id: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"null")
-
-
-_incoming = msgspec.json.Decoder(_Incoming)
-_data = msgspec.json.Decoder(_Data)
-_encoder = msgspec.json.Encoder()
-
-
-def _encode(value: Any) -> str:
-    return _encoder.encode(value).decode()
 
 
 @dataclass
@@ -233,303 +197,18 @@ class Diagnosis:
     tables: dict[str, tuple[int, ...]]  # TABLE_READS_SQL's counters when the run started
 
 
-@dataclass
-class PhaseStats:
-    latencies: list[int] = field(default_factory=list)  # ns, measured sends only
-    arrivals: list[int] = field(default_factory=list)  # monotonic ns of every delivery
-    ids: set[int] = field(default_factory=set)
-    duplicates: int = 0
-
-
-@dataclass
-class Sock:
-    url: str
-    conversation_id: int
-    ws: Any = None
-    last_seq: int = 0
-    gaps: int = 0
-    resets: int = 0
-    closed: bool = False
-    error: str | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Worker:
-    """A set of sockets; senders also send, receivers record what arrives."""
-
-    def __init__(self, role: str) -> None:
-        self.role = role
-        self.socks: list[Sock] = []
-        self.phases: dict[str, PhaseStats] = {}
-        self.acks: dict[str, asyncio.Future[int]] = {}
-        self.errors = 0
-        self.error_sample: str | None = None
-
-    # ---- sockets
-
-    async def connect(self, targets: list[list[Any]]) -> dict[str, Any]:
-        await self.close()
-        self.socks = [Sock(url, cid) for url, cid in targets]
-        limit = asyncio.Semaphore(CONNECT_PARALLEL)
-        started = time.perf_counter()
-
-        async def open_one(sock: Sock) -> None:
-            async with limit:
-                sock.ws = await LeanWebSocket.connect(
-                    sock.url, lambda text: self.receive(sock, text),
-                    lambda _code: self.closed(sock))
-                await asyncio.wait_for(sock.ready.wait(), 60)
-
-        await asyncio.gather(*(open_one(s) for s in self.socks))
-        return {"connected": len(self.socks), "seconds": time.perf_counter() - started}
-
-    def receive(self, sock: Sock, text: str) -> None:
-        """One frame from the server (called by the socket's protocol, in the same loop step)."""
-        try:
-            self.record(sock, text)
-        except Exception as exc:  # a frame we cannot read: reported as a closed socket
-            sock.error = type(exc).__name__
-            sock.ws.abort()
-
-    def record(self, sock: Sock, text: str) -> None:
-        now = time.monotonic_ns()
-        frame = _incoming.decode(text)
-        if frame.seq:
-            if sock.last_seq and frame.seq != sock.last_seq + 1:
-                sock.gaps += 1
-            sock.last_seq = frame.seq
-            if frame.type == "message.created" and self.role == "receivers":
-                data = _data.decode(frame.data)
-                phase, scheduled, _n, measured = data.body.split("|")
-                s = self.phases.get(phase)
-                if s is None:
-                    s = self.phases[phase] = PhaseStats()
-                if data.id in s.ids:
-                    s.duplicates += 1
-                    return
-                s.ids.add(data.id)
-                s.arrivals.append(now)
-                if measured == "1":
-                    s.latencies.append(now - int(scheduled))
-        elif frame.client_id is not None:
-            future = self.acks.pop(frame.client_id, None)
-            if frame.type != "ack":
-                self.errors += 1
-                self.error_sample = text[:300]
-            if future is not None and not future.done():
-                future.set_result(now)
-        elif frame.type == "ready":
-            sock.last_seq = int(json.loads(bytes(frame.data))["seq"])
-            sock.ready.set()
-        elif frame.type == "reset":
-            sock.resets += 1
-
-    @staticmethod
-    def closed(sock: Sock) -> None:
-        sock.closed = True
-        sock.ready.set()
-
-    async def close(self) -> dict[str, Any]:
-        for sock in self.socks:
-            if sock.ws is not None:
-                with contextlib.suppress(Exception):
-                    sock.ws.close()
-        await asyncio.sleep(0.1)  # the close frames go out
-        closed = sum(s.closed for s in self.socks)
-        self.socks = []
-        return {"closed": closed}
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "sockets": len(self.socks),
-            "closed": sum(s.closed for s in self.socks),
-            "gaps": sum(s.gaps for s in self.socks),
-            "resets": sum(s.resets for s in self.socks),
-            "errors": self.errors,
-            "error_sample": self.error_sample,
-        }
-
-    # ---- sending
-
-    async def send(self, sock: Sock, phase: str, n: int, scheduled: int, measured: bool) -> int:
-        """Send one message; returns when its ack (or error) frame is back (monotonic ns)."""
-        client_id = f"{phase}-{n}"
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.acks[client_id] = future
-        body = f"{phase}|{scheduled}|{n}|{1 if measured else 0}"
-        sock.ws.send(_encode({"type": "send", "conversation_id": sock.conversation_id,
-                              "client_id": client_id, "body": body}))
-        return await asyncio.wait_for(future, 60)
-
-    async def open_loop(self, phase: str, rate: float, duration: float,
-                        warmup: float) -> dict[str, Any]:
-        start = time.monotonic_ns() + 20_000_000
-        measure_from = start + int(warmup * 1e9)
-        end = measure_from + int(duration * 1e9)
-        total = int(rate * (warmup + duration))
-        step = 1e9 / rate
-        ack_latencies: list[int] = []
-        tasks: set[asyncio.Task[None]] = set()
-        failed = 0
-
-        async def one(n: int, scheduled: int) -> None:
-            nonlocal failed
-            try:
-                acked = await self.send(self.socks[n % len(self.socks)], phase, n, scheduled,
-                                        scheduled >= measure_from)
-            except Exception:
-                failed += 1
-                return
-            if scheduled >= measure_from:
-                ack_latencies.append(acked - scheduled)
-
-        behind = 0  # how late the generator itself sent (its own bottleneck, if any)
-        for n in range(total):
-            scheduled = start + int(n * step)
-            delay = (scheduled - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            behind = max(behind, time.monotonic_ns() - scheduled)
-            task = asyncio.create_task(one(n, scheduled))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-        return {
-            "sent": total, "failed": failed, "measure_from": measure_from, "end": end,
-            "ack_p50": percentile(ack_latencies, 50), "ack_p99": percentile(ack_latencies, 99),
-            "behind": behind,
-        }
-
-    async def closed_loop(self, phase: str, concurrency: int, duration: float,
-                          warmup: float) -> dict[str, Any]:
-        start = time.monotonic_ns()
-        measure_from = start + int(warmup * 1e9)
-        end = measure_from + int(duration * 1e9)
-        counter = 0
-        acked_in_window = 0
-        sent = 0
-        failed = 0
-        # Spread the active senders evenly over organisations and both servers.
-        picked = [self.socks[i * len(self.socks) // concurrency] for i in range(concurrency)]
-
-        async def sender(sock: Sock) -> None:
-            nonlocal counter, acked_in_window, sent, failed
-            while (now := time.monotonic_ns()) < end:
-                n = counter
-                counter += 1
-                sent += 1
-                try:
-                    acked = await self.send(sock, phase, n, now, now >= measure_from)
-                except Exception:
-                    failed += 1
-                    continue
-                if measure_from <= acked <= end:
-                    acked_in_window += 1
-
-        await asyncio.gather(*(sender(s) for s in picked))
-        return {"sent": sent, "failed": failed, "acked_in_window": acked_in_window,
-                "measure_from": measure_from, "end": end,
-                "rate": acked_in_window / duration}
-
-    # ---- receiving
-
-    def collect(self, phase: str, measure_from: int, end: int) -> dict[str, Any]:
-        s = self.phases.pop(phase, PhaseStats())
-        in_window = sum(1 for t in s.arrivals if measure_from <= t <= end)
-        return {
-            "delivered": len(s.ids), "duplicates": s.duplicates,
-            "in_window": in_window, "latencies": s.latencies,
-            "last_arrival": max(s.arrivals) if s.arrivals else None,
-            **self.health(),
-        }
-
-
-async def worker_main(role: str) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 26)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    worker = Worker(role)
-
-    async def handle(command: dict[str, Any]) -> Any:
-        name = command.pop("cmd")
-        if name == "connect":
-            return await worker.connect(command["targets"])
-        if name == "close":
-            return await worker.close()
-        if name == "open_loop":
-            return await worker.open_loop(**command)
-        if name == "closed_loop":
-            return await worker.closed_loop(**command)
-        if name == "collect":
-            return worker.collect(**command)
-        if name == "health":
-            return worker.health()
-        raise ValueError(f"unknown command {name!r}")
-
-    while line := await reader.readline():
-        try:
-            reply = {"ok": await handle(json.loads(line))}
-        except Exception as exc:
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-    await worker.close()
-
-
-async def relay_main(port: int) -> None:
-    """A trivial stand-in for the servers: what the generator alone can drive."""
-    from urllib.parse import parse_qs, urlsplit
-
-    from websockets.asyncio.server import ServerConnection, serve
-
-    receivers: dict[int, ServerConnection] = {}
-    seqs: dict[ServerConnection, int] = {}
-    next_id = 0
-
-    def frame(ws: ServerConnection, kind: str, data: dict[str, Any]) -> str:
-        seqs[ws] += 1
-        return _encode({"seq": seqs[ws], "type": kind, "data": data})
-
-    async def handler(ws: ServerConnection) -> None:
-        nonlocal next_id
-        query = parse_qs(urlsplit(ws.request.path if ws.request else "/").query)
-        conversation_id, receiving = int(query["c"][0]), query["r"][0] == "1"
-        seqs[ws] = 0
-        if receiving:
-            receivers[conversation_id] = ws
-        await ws.send('{"type":"ready","data":{"seq":0}}')
-        async for text in ws:
-            sent = json.loads(text)
-            next_id += 1
-            data = {"id": next_id, "body": sent["body"]}
-            await ws.send(_encode({"type": "ack", "data": data, "client_id": sent["client_id"]}))
-            await ws.send(frame(ws, "message.created", data))
-            peer = receivers.get(sent["conversation_id"])
-            if peer is not None:
-                with contextlib.suppress(Exception):
-                    await peer.send(frame(peer, "message.created", data))
-
-    async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None,
-                     max_queue=None):
-        await asyncio.Future()
-
-
-# =============================================================================================
-# The orchestrator
-
-
 class WorkerProcess:
-    """A generator process of ours, driven by JSON lines."""
+    """A load generator process (bench/realtime_worker.py), driven by JSON lines."""
 
     def __init__(self, role: str, log: Path) -> None:
-        self.role = role
+        self.role = role  # senders | receivers
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, *extra: str) -> None:
+    async def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--worker", self.role, *extra,
+                sys.executable, str(BENCH / "realtime_worker.py"), self.role,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 limit=1 << 26,
             )
@@ -552,6 +231,7 @@ class WorkerProcess:
         return reply["ok"]
 
     async def stop(self) -> None:
+        """Closing its stdin ends it; one that does not end within 10 s is killed."""
         if self.proc is None or self.proc.returncode is not None:
             return
         if self.proc.stdin:
@@ -571,64 +251,38 @@ class PairUsers:
 
 
 SEED_HISTORY = 20  # messages per conversation before anything is measured
-SEED_HISTORY_SQL = """
-INSERT INTO public.vechat_messages (organisation_id, conversation_id, sender_id, sender_type,
-                                    receiver_id, receiver_type, message)
-SELECT %s, %s, %s, 'personnel', %s, 'client', 'history ' || n FROM generate_series(1, %s) n
-"""
 
 
 def seed(admin_url: str, pairs_per_org: int) -> list[PairUsers]:
-    """Contacts, one conversation per (personnel i, client i) and its first `SEED_HISTORY`
-    messages, written under the personnel's context."""
-    import psycopg
-
-    pairs = []
-    with psycopg.connect(admin_url) as conn:
-        for org in range(1, ORGANISATIONS + 1):
-            with conn.transaction():
-                contacts = [
-                    (org, i, "personnel", f"Personnel {i}", f"p{i}@org{org}.example",
-                     "commercial", [])
-                    for i in range(1, pairs_per_org + 1)
-                ] + [
-                    (org, i, "client", f"Client {i}", f"c{i}@org{org}.example", None, [])
-                    for i in range(1, pairs_per_org + 1)
-                ]
-                with conn.cursor() as cur:
-                    cur.executemany(INSERT_CONTACT, contacts)
-                for i in range(1, pairs_per_org + 1):
-                    conn.execute(SET_CONTEXT, (str(org), str(i), "personnel"))
-                    # Pairs are stored normalised: equal ids, 'client' first.
-                    row = conn.execute(CREATE_CONVERSATION,
-                                       (org, i, "client", i, "personnel")).fetchone()
-                    assert row is not None
-                    pairs.append(PairUsers(org, i, row[0]))
-                    conn.execute(SEED_HISTORY_SQL, (org, row[0], i, i, SEED_HISTORY))
-        # Statistics of tables with rows: a plan made from an empty table's (the first
-        # connection's first statement) would look messages up by another index than the
-        # primary key, scanning the organisation's messages, until the next ANALYZE.
-        conn.execute("ANALYZE")
-        conn.commit()
-    return pairs
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Per organisation, personnel and clients 1..`pairs_per_org`, a conversation for each
+    (personnel i, client i) and its first `SEED_HISTORY` messages."""
+    conversations = seed_organisations(
+        admin_url, ORGANISATIONS, pairs_per_org, pairs_per_org, lambda i: [i],
+        lambda seeder, *conversation: seeder.history(*conversation, SEED_HISTORY))
+    return [PairUsers(org, i, conversation_id)
+            for (org, i, _i), conversation_id in conversations.items()]
 
 
 UrlOf = Callable[[PairUsers, bool], str]
 """(pair, receiving) -> the WebSocket URL its personnel (False) or client (True) connects to."""
 
 
+def from_ns(ns: float | None) -> float | None:
+    """A time the workers measured in ns."""
+    return None if ns is None else ns / 1e9
+
+
+def latency(ns: list[int]) -> tuple[float | None, float | None]:
+    """(p50, p99) of latencies the workers measured in ns, in seconds."""
+    p50, p99 = percentiles(ns)
+    return from_ns(p50), from_ns(p99)
+
+
 @dataclass
 class Row:
     label: str
     rate: float | None
-    p50: float | None = None  # ns
+    p50: float | None = None  # seconds
     p99: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)
     note: str = ""
@@ -639,7 +293,8 @@ class Row:
 class Bench:
     args: argparse.Namespace
     workdir: Path
-    pg: Any
+    pg: PgServer
+    admin_url: str  # the benchmark database's, as the superuser
     pairs: list[PairUsers]
     senders: WorkerProcess
     receivers: WorkerProcess
@@ -659,19 +314,12 @@ class Bench:
     @property
     def cpu(self) -> CpuMeter:
         postmaster = self.pg.pid()
+        assert postmaster is not None
         return CpuMeter({
             "api": lambda: [p for s in self.servers for p in s.pids()],
             "pg": lambda: [postmaster, *children(postmaster)],
             "gen": lambda: [self.senders.pid, self.receivers.pid, os.getpid(), *self.extra_gen],
         })
-
-    async def metered(self, seconds_from_now: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[
-            str, float]]:
-        meter = self.cpu
-        before, started = meter.snapshot(), time.perf_counter()
-        result = await seconds_from_now()
-        after = meter.snapshot()
-        return result, CpuMeter.cores(before, after, time.perf_counter() - started)
 
     # ---- placement
 
@@ -685,17 +333,14 @@ class Bench:
 
     def api_url(self, pair: PairUsers, receiving: bool, server: ApiServer | None = None) -> str:
         """The socket URL of the pair's client (receiving) or personnel, with its token."""
-        from vechat_rls.auth import mint_token
-
         if server is None:
             # Odd organisations send through A and receive on B; even ones the other way round.
             a, b = self.servers
             sending_on_a = pair.organisation_id % 2 == 1
             server = (b if sending_on_a else a) if receiving else (a if sending_on_a else b)
-        token = mint_token(organisation_id=pair.organisation_id, user_id=pair.user_id,
-                           user_type="client" if receiving else "personnel", key=JWT_SECRET,
-                           ttl_s=24 * 3600)
-        return f"ws://127.0.0.1:{server.port}/api/v1/ws?access_token={token}"
+        access = token(pair.organisation_id, pair.user_id,
+                       "client" if receiving else "personnel")
+        return f"ws://127.0.0.1:{server.port}/api/v1/ws?access_token={access}"
 
     async def connect_all(self, url_of: UrlOf) -> float:
         sender_targets, receiver_targets = self.targets(url_of)
@@ -718,15 +363,12 @@ class Bench:
             env = {"VECHAT_DOORBELL": "coalesced", "VECHAT_REALTIME_POLL_S": poll,
                    **self.args.ab}
         settings = {"vechat.doorbell": "off"} if quiet else {}
-        url = url_for(self.pg, "vechat_app", APP_PASSWORD, **settings)
+        url = app_url(self.admin_url, **settings)
         self.servers = [
             ApiServer(f"{mode}-{name}", url, 1, self.workdir / f"serve-{mode}-{name}.log", env=env)
             for name in ("A", "B")
         ]
-        for server in self.servers:
-            server.start()
-        for server in self.servers:
-            server.wait_ready()
+        start_all(self.servers)
 
     def stop_servers(self) -> None:
         for server in self.servers:
@@ -736,8 +378,6 @@ class Bench:
     def drain_s(self) -> float:
         """How long deliveries may still arrive after a run: a paced server (realtime/pace.py)
         may hold them for its pace."""
-        from vechat_rls.config import Settings
-
         pace_s = Settings.from_env(self.servers[0].env).delivery_pace_ms / 1000
         return max(QUICK_DRAIN_S if self.args.quick else DRAIN_S, pace_s + 1.0)
 
@@ -796,9 +436,7 @@ class Bench:
         """Every measurement starts from the same state: no dead row versions left by the one
         before (hot rows -- conversations, cursors, rate-limit counters -- are updated by every
         message), and a fresh checkpoint (full-page writes hit each run alike)."""
-        import asyncpg
-
-        conn = await asyncpg.connect(self.pg.admin_url(DATABASE))
+        conn = await asyncpg.connect(self.admin_url)
         try:
             await conn.execute("VACUUM (ANALYZE) " + ", ".join(HOT_TABLES))
             await conn.execute("CHECKPOINT")
@@ -818,7 +456,7 @@ class Bench:
         diagnosis = await self.diagnose() if run is not None else None
         spies = self.start_perf(perf, args.duration + args.warmup) if args.perf and perf else []
         began = time.time() + args.warmup
-        sent, cpu = await self.metered(lambda: self.senders.call(
+        sent, cpu = await self.cpu.metered(self.senders.call(
             "open_loop", phase=phase, rate=rate, duration=args.duration, warmup=args.warmup))
         sent["paced"] = self.paced(began, time.time())
         for spy in spies:
@@ -840,10 +478,10 @@ class Bench:
         lost = sent["sent"] - sent["failed"] - got["delivered"]
         self.add(f"lat-{mode}", Row(
             f"latency at {args.rate:g}/s, {mode}", got["in_window"] / args.duration,
-            *percentiles(latencies), cpu,
-            note=(f"ack p50 {ms(sent['ack_p50'])} p99 {ms(sent['ack_p99'])} ms; generator at "
-                  f"most {ms(sent['behind'])} ms behind schedule; {len(self.pairs) * 2} sockets "
-                  f"up in {connect_s:.1f} s; {sent['paced']}"),
+            *latency(latencies), cpu,
+            note=(f"ack p50 {ms(from_ns(sent['ack_p50']))} p99 {ms(from_ns(sent['ack_p99']))}"
+                  f" ms; generator at most {ms(from_ns(sent['behind']))} ms behind schedule;"
+                  f" {len(self.pairs) * 2} sockets up in {connect_s:.1f} s; {sent['paced']}"),
             errors=problems(sent, got, lost)))
 
     async def cost_run(self, mode: str, round_no: int, last_round: bool) -> None:
@@ -869,7 +507,7 @@ class Bench:
         await self.settle()
         diagnosis = await self.diagnose()
         began = time.time() + args.warmup
-        sent, cpu = await self.metered(lambda: self.senders.call(
+        sent, cpu = await self.cpu.metered(self.senders.call(
             "closed_loop", phase=phase, concurrency=args.concurrency, duration=args.duration,
             warmup=args.warmup))
         paced = self.paced(began, time.time())
@@ -887,13 +525,13 @@ class Bench:
                       cpu=cpu, note="event log written, no NOTIFY, no delivery")
         elif mode == "poll":
             row = Row("max sustained, no doorbell, 1 s poll: DELIVERED/s",
-                      got["in_window"] / args.duration, *percentiles(got["latencies"]), cpu=cpu,
+                      got["in_window"] / args.duration, *latency(got["latencies"]), cpu=cpu,
                       note=f"sent {sent['rate']:.0f}/s; delivered only by the safety-net poll")
         else:
             per_message = notifies / max(1, sent["sent"])
             heard = f"; NOTIFYs heard per message {per_message:.2f}" if args.statements else ""
             row = Row(f"max sustained, {mode}: DELIVERED/s", got["in_window"] / args.duration,
-                      *percentiles(got["latencies"]), cpu=cpu,
+                      *latency(got["latencies"]), cpu=cpu,
                       note=f"sent {sent['rate']:.0f}/s{heard}; {paced}")
         row.errors = problems(sent, got, lost)
         self.add(f"max-{mode}", row)
@@ -960,10 +598,8 @@ class Bench:
 
     async def sample_waits(self) -> dict[str, int]:
         """What the API's backends are doing, every 20 ms: {state/wait: samples}, "" = count."""
-        import asyncpg
-
         counts: dict[str, int] = {"": 0}
-        conn = await asyncpg.connect(self.pg.admin_url(DATABASE))
+        conn = await asyncpg.connect(self.admin_url)
         try:
             while True:
                 rows = await conn.fetch(WAITS_SQL)
@@ -977,9 +613,7 @@ class Bench:
             await conn.close()
 
     async def admin_sql(self, sql: str) -> list[Any]:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.pg.admin_url(DATABASE))
+        conn = await asyncpg.connect(self.admin_url)
         try:
             return list(await conn.fetch(sql))
         finally:
@@ -999,42 +633,30 @@ class Bench:
                                   f"{seconds:.1f}"], stdout=log, stderr=subprocess.STDOUT)]
 
     def start_profile(self, seconds: float) -> list[subprocess.Popen[bytes]]:
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        if not Path(py_spy).exists():
-            print("py-spy not found (pip install py-spy): no profile", flush=True)
-            return []
+        """py-spy of both servers to DIR/server-LABEL.txt."""
         directory = Path(self.args.profile)
-        directory.mkdir(parents=True, exist_ok=True)
-        log = (directory / "py-spy.log").open("ab")
-        return [
-            subprocess.Popen([py_spy, "record", "--pid", str(s.pids()[0]), "--duration",
-                              str(max(1, round(seconds))), "--rate", "200", "--format", "raw",
-                              # --native must stop the process to unwind C stacks
-                              "--native" if self.args.native else "--nonblocking", "--output",
-                              str(directory / f"server-{s.label}.txt")],
-                             stdout=log, stderr=subprocess.STDOUT)
-            for s in self.servers
-        ]
+        spies = start_py_spy({s.pids()[0]: directory / f"server-{s.label}.txt"
+                              for s in self.servers}, seconds, native=self.args.native,
+                             log=directory / "py-spy.log")
+        if not spies:
+            print(NOT_FOUND, flush=True)
+        return spies
 
     async def ceiling(self) -> None:
-        """The generator against a trivial relay: what it can drive at all."""
-        from vechat_rls.pgserver import free_port
-
+        """The generator against a trivial relay (bench/realtime_relay.py): what it can drive at
+        all."""
         args = self.args
         port = free_port()
-        relay = WorkerProcess("relay", self.workdir / "relay.log")
-        await relay.start("--port", str(port))
+        with (self.workdir / "relay.log").open("ab") as log:
+            relay = await asyncio.create_subprocess_exec(
+                sys.executable, str(BENCH / "realtime_relay.py"), str(port),
+                stdout=log, stderr=log)
         self.extra_gen = [relay.pid]
         try:
-            for _ in range(100):
-                with contextlib.suppress(OSError):
-                    _r, w = await asyncio.open_connection("127.0.0.1", port)
-                    w.close()
-                    break
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(wait_for_port, port)
             await self.connect_all(lambda pair, receiving: (
                 f"ws://127.0.0.1:{port}/?c={pair.conversation_id}&r={int(receiving)}"))
-            sent, cpu = await self.metered(lambda: self.senders.call(
+            sent, cpu = await self.cpu.metered(self.senders.call(
                 "closed_loop", phase="ceiling", concurrency=args.concurrency,
                 duration=args.duration, warmup=args.warmup))
             await asyncio.sleep(1.0)
@@ -1047,7 +669,9 @@ class Bench:
             await self.close_all()
         finally:
             self.extra_gen = []
-            await relay.stop()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended by itself
+                relay.terminate()  # our own child, by its handle
+            await relay.wait()
 
     async def one_process(self) -> None:
         """One process with every socket: RSS at rest and after traffic."""
@@ -1062,7 +686,7 @@ class Bench:
             phase = "memory"
             sent = await self.senders.call("open_loop", phase=phase, rate=self.args.rate,
                                            duration=min(self.args.duration, 5), warmup=0)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.drain_s())
             got = await self.receivers.call("collect", phase=phase,
                                             measure_from=sent["measure_from"], end=sent["end"])
             after = rss_mib(a.pids()[0])
@@ -1078,19 +702,11 @@ class Bench:
     # ---- the database's own ceilings
 
     async def database_ceilings(self) -> None:
-        import asyncpg
-
-        from vechat_rls import db
-        from vechat_rls.auth import Identity
-        from vechat_rls.config import Settings
-        from vechat_rls.realtime.doorbell import Ringer
-
         seconds = min(self.args.duration, 5.0)
-        admin_url = self.pg.admin_url(DATABASE)
-        app_url = url_for(self.pg, "vechat_app", APP_PASSWORD)
-        admin = await asyncpg.create_pool(admin_url, min_size=DB_CONNECTIONS,
+        as_app = app_url(self.admin_url)
+        admin = await asyncpg.create_pool(self.admin_url, min_size=DB_CONNECTIONS,
                                           max_size=DB_CONNECTIONS)
-        listener = await asyncpg.connect(admin_url)
+        listener = await asyncpg.connect(self.admin_url)
         heard = 0
 
         def count(*_args: Any) -> None:
@@ -1098,11 +714,11 @@ class Bench:
             heard += 1
 
         await listener.add_listener("vechat_bench", count)
-        settings = Settings.from_env({}, database_url=app_url, pool_min=DB_CONNECTIONS,
+        settings = Settings.from_env({}, database_url=as_app, pool_min=DB_CONNECTIONS,
                                      pool_max=DB_CONNECTIONS, jwt_secret=JWT_SECRET)
         database = db.Database(settings)
         await database.open()
-        ringer = Ringer(app_url, settings.doorbell_batch_ms / 1000)
+        ringer = Ringer(as_app, settings.doorbell_batch_ms / 1000)
         ringer.start()
         # One conversation per task, spread over the organisations.
         step = max(1, len(self.pairs) // DB_TASKS)
@@ -1149,7 +765,7 @@ class Bench:
             for key, label, op in variants:
                 await self.settle()
                 rings_before, heard_before = ringer.rings, heard
-                rate, cpu = await self.metered(lambda op=op: closed_tasks(op, DB_TASKS, seconds))
+                rate, cpu = await self.cpu.metered(closed_tasks(op, DB_TASKS, seconds))
                 note = ""
                 if key == "db-msg-coalesced":
                     rings = ringer.rings - rings_before
@@ -1163,24 +779,6 @@ class Bench:
             await database.close()
             await listener.close()
             await admin.close()
-
-
-async def closed_tasks(op: Callable[[int, int], Awaitable[None]], tasks: int,
-                       seconds: float) -> float:
-    end = time.perf_counter() + seconds
-    done = 0
-
-    async def task(i: int) -> None:
-        nonlocal done
-        n = 0
-        while time.perf_counter() < end:
-            await op(i, n)
-            n += 1
-            done += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(task(i) for i in range(tasks)))
-    return done / (time.perf_counter() - started)
 
 
 def problems(sent: dict[str, Any], got: dict[str, Any], lost: int) -> str:
@@ -1220,53 +818,44 @@ def merged(rows: list[Row]) -> Row:
     """Median over rounds: the rate's median row (CPU's, at a fixed rate), median latencies."""
     if len(rows) == 1:
         return rows[0]
-    ordered = sorted(rows, key=lambda r: (r.rate or 0.0, sum(r.cpu.values())))
-    middle = ordered[len(ordered) // 2]
+    median = middle(rows)
     p50s = [r.p50 for r in rows if r.p50 is not None]
     p99s = [r.p99 for r in rows if r.p99 is not None]
     errors = "; ".join(sorted({r.errors for r in rows if r.errors}))
-    return Row(middle.label, statistics.median(r.rate or 0.0 for r in rows),
+    return Row(median.label, statistics.median(r.rate or 0.0 for r in rows),
                statistics.median(p50s) if p50s else None,
-               statistics.median(p99s) if p99s else None, middle.cpu, middle.note, errors)
+               statistics.median(p99s) if p99s else None, median.cpu, median.note, errors)
+
+
+RESULTS = Table(
+    Column("what", 52, left=True, gap=""), Column("per s", 7, ".0f"), Column("p50 ms", 7),
+    Column("p99 ms", 7), Column("cores: api   pg  gen other", 26, gap="  "),
+    Column("CPU us/msg: api   pg", 20), Column("note", left=True, gap="  "),
+)
 
 
 def report(bench: Bench, header: list[str]) -> list[str]:
-    out = ["", *header, ""]
-    out.append(f"{'what':52s} {'per s':>7s} {'p50 ms':>7s} {'p99 ms':>7s}  "
-               f"{'cores: api   pg  gen other':26s} {'CPU us/msg: api   pg':>20s}  note")
+    out = ["", *header, "", RESULTS.header()]
     for key in TABLE:
         if key not in bench.results:
             continue
         row = merged(bench.results[key])
-        cpu = " ".join(f"{row.cpu.get(g, 0):4.2f}" for g in ("api", "pg", "gen", "other"))
         per_op = ""
-        if row.rate and key.startswith(("lat", "max", "cost")):
-            per_op = (f"{row.cpu['api'] / row.rate * 1e6:6.0f} "
-                      f"{row.cpu['pg'] / row.rate * 1e6:5.0f}")
-        elif row.rate and key.startswith("db"):
-            per_op = f"{'':6s} {row.cpu['pg'] / row.rate * 1e6:5.0f}"
-        out.append(f"{row.label:52s} {row.rate or 0:7.0f} {ms(row.p50):>7s} {ms(row.p99):>7s}  "
-                   f"{cpu:>26s} {per_op:>20s}  {row.note}")
+        if key.startswith(("lat", "max", "cost")):
+            per_op = cpu_per_op(row.cpu, row.rate)
+        elif key.startswith("db"):
+            per_op = cpu_per_op(row.cpu, row.rate, shown=("pg",))
+        out.append(RESULTS.row(row.label, row.rate or 0, ms(row.p50), ms(row.p99), cores(row.cpu),
+                               per_op, row.note))
         if row.errors:
             out.append(f"{'':52s} PROBLEMS: {row.errors}")
     out.append("")
 
-    def paired(top: str, bottom: str) -> list[float]:
-        a, b = bench.results.get(top, []), bench.results.get(bottom, [])
-        return [x.rate / y.rate for x, y in zip(a, b, strict=False) if x.rate and y.rate]
-
-    def cpu_paired(top: str, bottom: str, parts: tuple[str, ...] = ("api", "pg")) -> list[float]:
-        """bottom's CPU per message / top's, each round's pair."""
-        def per_op(r: Row) -> float:
-            return sum(r.cpu.get(part, 0.0) for part in parts) / (r.rate or 1)
-        a, b = bench.results.get(top, []), bench.results.get(bottom, [])
-        return [per_op(y) / per_op(x) for x, y in zip(a, b, strict=False)
-                if x.rate and y.rate and per_op(x)]
+    ratios = Ratios(bench.results, 52, 16)
+    paired, cpu_paired = ratios.rates, ratios.cpus
 
     def ratio(label: str, values: list[float], target: str = "") -> None:
-        if values:
-            spread = ", ".join(f"{v:.2f}" for v in values) if len(values) > 1 else ""
-            out.append(f"{label:52s} {statistics.median(values):5.2f}  {target:16s} {spread}")
+        out.extend(ratios.row(label, values, target))
 
     out.append("ratios (median over rounds of each round's pair)")
     ratio("delivered coalesced / sent with doorbell off", paired("max-coalesced", "max-off"),
@@ -1306,7 +895,7 @@ def report(bench: Bench, header: list[str]) -> list[str]:
     out.append("targets")
     lat = merged(bench.results["lat-coalesced"]) if "lat-coalesced" in bench.results else None
     if lat is not None and lat.p50 is not None and lat.p99 is not None:
-        met = lat.p50 <= 5e6 and lat.p99 <= 25e6
+        met = lat.p50 <= 0.005 and lat.p99 <= 0.025
         out.append(f"  latency at {bench.args.rate:g}/s, coalesced: p50 {ms(lat.p50)} ms "
                    f"(<= 5), p99 {ms(lat.p99)} ms (<= 25): {'met' if met else 'MISSED'}")
     both = paired("max-coalesced", "max-off")
@@ -1338,15 +927,13 @@ def report(bench: Bench, header: list[str]) -> list[str]:
 # Main
 
 
-async def orchestrate(bench: Bench, admin_url: str, header: list[str]) -> None:
-    import asyncpg
-
+async def orchestrate(bench: Bench, header: list[str]) -> None:
     args = bench.args
     await bench.senders.start()
     await bench.receivers.start()
     # Counting the doorbell's notifications takes a listener of our own: one more backend woken
     # by every NOTIFY, which the servers' CPU would not otherwise pay for -- so only on demand.
-    listener = await asyncpg.connect(admin_url) if args.statements else None
+    listener = await asyncpg.connect(bench.admin_url) if args.statements else None
 
     def heard(*_args: Any) -> None:
         bench.notifies += 1
@@ -1415,16 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--statements", action="store_true",
                         help="pg_stat_statements: PostgreSQL's top statements per maximum-rate and"
                              " fixed-rate run")
-    parser.add_argument("--worker", choices=["senders", "receivers", "relay"],
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker == "relay":
-        event_loop_runner()(relay_main(args.port))
-        return 0
-    if args.worker:
-        event_loop_runner()(worker_main(args.worker))
-        return 0
     if args.ab and AB not in args.modes:
         args.modes.append(AB)
     modes = ALL_MODES if args.ab else MODES
@@ -1435,35 +1013,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.duration, args.warmup, args.rounds, args.sockets = 1.0, 0.5, 1, 200
         args.cost_rate = min(args.cost_rate, args.rate)
     pairs_per_org = max(1, args.sockets // 2 // ORGANISATIONS)
-    command = "  ".join([".venv/bin/python bench/realtime.py",
-                         *(sys.argv[1:] if argv is None else argv)])
+    statements = {"shared_preload_libraries": "pg_stat_statements",
+                  "pg_stat_statements.track": "all", "pg_stat_statements.track_planning": "on"}
 
-    import psycopg
-
-    from vechat_rls.pgserver import PgServer, embedded_bindir
-
-    workdir = Path(tempfile.mkdtemp(prefix="vechat-bench-realtime-"))
     started = time.perf_counter()
-    pg = PgServer(datadir=workdir / "postgres", bindir=embedded_bindir(), fast=False,
-                  settings={"shared_preload_libraries": "pg_stat_statements",
-                            "pg_stat_statements.track": "all",
-                            "pg_stat_statements.track_planning": "on"}
-                  if args.statements else {})
-    bench: Bench | None = None
-    try:
-        pg.start()
-        admin_url = bench_database(pg)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
-            if args.statements:
+    with workdir("realtime") as work, private_cluster(
+        work, durable=True, settings=statements if args.statements else None
+    ) as pg:
+        admin_url = migrated_database(pg)
+        if args.statements:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         pairs = seed(admin_url, pairs_per_org)
-        bench = Bench(args, workdir, pg, pairs,
-                      WorkerProcess("senders", workdir / "senders.log"),
-                      WorkerProcess("receivers", workdir / "receivers.log"))
+        bench = Bench(args, work, pg, admin_url, pairs,
+                      WorkerProcess("senders", work / "senders.log"),
+                      WorkerProcess("receivers", work / "receivers.log"))
         header = [
             f"vechat-rls realtime benchmark: {os.cpu_count()} CPUs (shared by everything below),"
-            f" Python {platform.python_version()}, PostgreSQL {version[0] if version else '?'}"
+            f" Python {platform.python_version()}, PostgreSQL {server_version(admin_url)}"
             " (durable: fsync, synchronous_commit on)",
             f"servers: 2 x vechat-rls serve (1 uvicorn worker, pool 10 each); "
             f"{len(pairs) * 2} WebSockets over {ORGANISATIONS} organisations: {len(pairs)} "
@@ -1474,21 +1041,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {args.warmup:g} s warm-up; medians over {args.rounds} round(s)",
             "cores: CPU used meanwhile by the two servers, PostgreSQL, the generator (its 2"
             " processes, this one, the relay) and everything else on the machine (noise)",
-            f"reproduce: {command}",
+            f"reproduce: {reproduce(__file__, argv)}",
         ]
         if args.ab:
             header.insert(-1, "ab: the coalesced doorbell with "
                           + ", ".join(f"{k}={v}" for k, v in args.ab.items()))
         print(f"setup {time.perf_counter() - started:.1f} s ({len(pairs)} conversations)",
               flush=True)
-        event_loop_runner()(orchestrate(bench, admin_url, header))
+        try:
+            event_loop_runner()(orchestrate(bench, header))
+        finally:
+            bench.stop_servers()
         print(f"\ntotal {time.perf_counter() - started:.1f} s")
         return 0
-    finally:
-        if bench is not None:
-            bench.stop_servers()
-        pg.stop("fast")
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

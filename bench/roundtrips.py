@@ -1,11 +1,13 @@
 """Transactions per second of tenant-transaction variants against a plain insert (one process).
 
-Starts a private PostgreSQL (or uses --database-url, a superuser URL), creates a forced-RLS table
-and an RLS-bound role, and runs the variants in interleaved rounds with --tasks concurrent tasks
-over a pool of --pool connections. Each transaction inserts one row. Prints the median tx/s and
-the ratio to the baseline.
+Starts a private PostgreSQL (fsync off unless --durable; or uses --database-url, a superuser URL),
+creates a forced-RLS table and an RLS-bound role, and runs the variants in interleaved rounds with
+--tasks concurrent tasks over a pool of --pool connections. Each transaction inserts one row.
+Baseline, in the same rounds: an autocommit INSERT as a role that bypasses RLS (one round trip,
+the physical floor). Prints each variant's median tx/s and its ratio to the baseline.
 
     .venv/bin/python bench/roundtrips.py [--rounds 5] [--seconds 1] [--tasks 16] [--pool 8]
+                                         [--durable] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import tempfile
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
 
+from harness.cluster import create_database, private_cluster, role_url, workdir
+from harness.meters import closed_tasks
+from harness.report import Column, Table
 from vechat_rls import db
 from vechat_rls.auth import Identity
-from vechat_rls.pgserver import temporary_server
 
 ROLE = "bench_app"
 SETUP = f"""
@@ -56,6 +55,8 @@ SET_CONTEXT = (
 )
 
 Variant = Callable[[Any], Awaitable[None]]
+RESULTS = Table(Column("variant", 58, left=True, gap=""), Column("tx/s", 9, ".0f", unit=" tx/s"),
+                Column("vs baseline", 5, ".2f", unit="x", gap="  "))
 
 
 async def baseline(pool: Any) -> None:
@@ -103,46 +104,29 @@ async def single_batch(pool: Any) -> None:
 
 
 async def run(variant: Variant, pool: Any, seconds: float, tasks: int) -> float:
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            await variant(pool)
-            done += 1
-
+    """Transactions per second of `tasks` tasks running `variant` back to back for `seconds`."""
     # open every connection of the pool and prepare the statements before the clock starts
     conns = [await pool.acquire() for _ in range(pool.get_max_size())]
     for conn in conns:
         await pool.release(conn)
     await asyncio.gather(*(variant(pool) for _ in range(tasks)))
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(tasks)))
-    return done / (time.perf_counter() - started)
-
-
-def with_user(url: str, user: str, password: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
+    return await closed_tasks(lambda _task, _n: variant(pool), tasks, seconds)
 
 
 @contextlib.contextmanager
 def database(url: str | None, durable: bool) -> Iterator[str]:
+    """`url`, or an empty database on a private cluster of our own: a superuser URL."""
     if url:
         yield url
         return
-    with temporary_server(Path(tempfile.mkdtemp(prefix="vechat-bench-")), fast=not durable) as srv:
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(srv.admin_url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}".encode())
-        yield srv.admin_url(name)
+    with workdir("roundtrips") as work, private_cluster(work, durable=durable) as pg:
+        yield create_database(pg)
 
 
 async def main_async(args: argparse.Namespace, admin_url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(SETUP.encode())
-    app_url = with_user(admin_url, ROLE, ROLE)
+    app_url = role_url(admin_url, ROLE, ROLE)
     admin_pool = await asyncpg.create_pool(admin_url, min_size=args.pool, max_size=args.pool)
     app_pool = await db.create_pool(app_url, min_size=0, max_size=args.pool)
     default_reset_pool = await asyncpg.create_pool(app_url, min_size=args.pool, max_size=args.pool)
@@ -174,7 +158,7 @@ async def main_async(args: argparse.Namespace, admin_url: str) -> None:
     base = statistics.median(rates[variants[0][0]])
     for name, _, _ in variants:
         rate = statistics.median(rates[name])
-        print(f"{name:58s} {rate:9.0f} tx/s  {rate / base:5.2f}x")
+        print(RESULTS.row(name, rate, rate / base))
     for pool in (admin_pool, app_pool, default_reset_pool):
         await pool.close()
 

@@ -10,9 +10,10 @@ hold a socket forever, so a send needs a deadline. Two ways to give it one:
   drops sockets whose frame has been on its way too long.
 
 This starts a Litestar app under uvicorn in this process and, per variant, a client process (uvloop
-+ `websockets`) that reads `--frames` frames of an event's size as fast as it can; the server's own
-CPU per frame (getrusage of this process, the client's is its own) is printed, and the ratio of
-each variant to the plain send measured in the same run. Variants run in interleaved rounds.
++ `websockets`; this script again, as `ws_send.py --client VARIANT --port PORT`) that reads
+`--frames` frames of an event's size as fast as it can; the server's own CPU per frame (this
+process's CPU time; the client's is its own) is printed, and the ratio of each variant to the
+plain send measured in the same run. Variants run in interleaved rounds.
 
     .venv/bin/python bench/ws_send.py [--frames 50000] [--rounds 3]
 """
@@ -21,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
-import socket
 import statistics
 import sys
 import time
 from typing import Any
+
+from harness.meters import event_loop_runner
+from harness.report import Column, Table
+from vechat_rls.pgserver import free_port
 
 FRAME = (
     '{"seq":1234,"type":"message.created","data":{"id":98765,"conversation_id":321,'
@@ -35,11 +38,8 @@ FRAME = (
 )
 VARIANTS = ("plain", "watchdog", "wait_for")
 TIMEOUT_S = 15.0
-
-
-def cpu_s() -> float:
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    return used.ru_utime + used.ru_stime
+RESULTS = Table(Column("variant", 10, left=True, gap=""), Column("us/frame", 9, ".1f"),
+                Column("vs plain", 9, ".2f"))
 
 
 def make_app(frames: int, results: dict[str, list[float]]) -> Any:
@@ -55,7 +55,7 @@ def make_app(frames: int, results: dict[str, list[float]]) -> Any:
         for _ in range(frames):
             queue.put_nowait(FRAME)
         outbox = Outbox()
-        started = cpu_s()
+        started = time.process_time()
         while not queue.empty():
             text = await queue.get()
             if variant == "wait_for":
@@ -66,7 +66,7 @@ def make_app(frames: int, results: dict[str, list[float]]) -> Any:
                 outbox.sending_since = None
             else:
                 await socket.send_data(text)
-        results.setdefault(variant, []).append((cpu_s() - started) / frames * 1e6)
+        results.setdefault(variant, []).append((time.process_time() - started) / frames * 1e6)
         await socket.send_data("done")
         await socket.close()
 
@@ -83,16 +83,10 @@ async def client(port: int, variant: str) -> None:
                 return
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def serve_and_measure(args: argparse.Namespace) -> dict[str, list[float]]:
+async def serve_and_measure(args: argparse.Namespace, results: dict[str, list[float]]) -> None:
+    """Each variant's server CPU per frame, round after round, into `results`."""
     import uvicorn
 
-    results: dict[str, list[float]] = {}
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(args.frames, results), host="127.0.0.1",
                                            port=port, log_level="warning", lifespan="off"))
@@ -109,31 +103,30 @@ async def serve_and_measure(args: argparse.Namespace) -> dict[str, list[float]]:
     finally:
         server.should_exit = True
         await serving
-    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--frames", type=int, default=50_000, help="frames per variant and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--client", choices=VARIANTS, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=VARIANTS, metavar="VARIANT",
+                        help="be the client process this benchmark starts for each variant")
+    parser.add_argument("--port", type=int, help="with --client: the server's port")
     args = parser.parse_args()
-    import uvloop
-
     if args.client:
-        uvloop.run(client(args.port, args.client))
+        event_loop_runner()(client(args.port, args.client))
         return 0
     if args.frames < 1 or args.rounds < 1:
         parser.error("--frames and --rounds must be at least 1")
-    results = uvloop.run(serve_and_measure(args))
+    results: dict[str, list[float]] = {}
+    event_loop_runner()(serve_and_measure(args, results))
     plain = statistics.median(results["plain"])
     print(f"server CPU per WebSocket frame of {len(FRAME)} bytes (Litestar + uvicorn "
           f"websockets-sansio), {args.frames} frames, median of {args.rounds} rounds")
-    print(f"{'variant':10} {'us/frame':>9} {'vs plain':>9}")
+    print(RESULTS.header())
     for variant in VARIANTS:
         median = statistics.median(results[variant])
-        print(f"{variant:10} {median:9.1f} {median / plain:9.2f}")
+        print(RESULTS.row(variant, median, median / plain))
     return 0
 
 

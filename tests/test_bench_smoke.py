@@ -1,5 +1,6 @@
-"""The benchmark harnesses run end to end (`bench/http.py --quick`, ~17 s; `bench/read_events.py`,
-`bench/hub_read.py` and `bench/ws_send.py`, small): smoke checks of the harness, not numbers."""
+"""The benchmark harnesses run end to end (`bench/http_api.py --quick`, ~17 s;
+`bench/read_events.py`, `bench/hub_read.py` and `bench/ws_send.py`, small): smoke checks of the
+harness, not numbers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.benchhelpers import run_bench
 
 @pytest.mark.slow
 def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
-    out = run_bench("http.py", "--quick")
+    out = run_bench("http_api.py", "--quick")
     for row in (
         "generator ceiling",
         "raw asyncpg INSERT in db.tenant() as vechat_app",

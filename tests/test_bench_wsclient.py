@@ -15,7 +15,7 @@ WSCLIENT = Path(__file__).resolve().parent.parent / "bench" / "wsclient.py"
 
 
 def load() -> ModuleType:
-    # By path: putting bench/ on sys.path would let bench/http.py shadow the standard library.
+    # By path: bench/ is a folder of scripts, not a package the tests can import.
     spec = importlib.util.spec_from_file_location("bench_wsclient", WSCLIENT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
