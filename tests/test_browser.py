@@ -628,6 +628,9 @@ def test_message_search_finds_opens_and_stays_in_the_organisation(
 ) -> None:
     client, staff, other = chats["client"], chats["staff"], chats["other"]
     staff.send("The tarpaulins for dock 4 are ordered")
+    # Delivered live first: a loaded server paces delivery (up to 1 s), and a result newer than
+    # the open conversation's messages is not paged to, so the click would race the delivery.
+    expect(client.their_message("The tarpaulins for dock 4")).to_have_count(1)
     box = client.page.get_by_label("Search messages")
     box.fill("tarpaulins")
     box.press("Enter")
