@@ -1,10 +1,11 @@
 """The browser client in a real Chromium against a real `vechat-rls serve` and PostgreSQL.
 
-Two users of one organisation chat in two browser contexts: live delivery without reload, the
-typing indicator, read ticks, reload with history; a user of another organisation with the same
-numeric ids sees none of it; markup in a message stays text; replies, search, location and voice
-messages. Chromium is Debian's package (`make browser` installs it; this module installs it too
-when missing, it never skips); its fake microphone stands in for a real one.
+The page and its ES modules as served (hashed URLs, caching, the policy). Two users of one
+organisation chat in two browser contexts: live delivery without reload, the typing indicator,
+read ticks, reload with history; a user of another organisation with the same numeric ids sees
+none of it; markup in a message stays text; replies, search, location and voice messages.
+Chromium is Debian's package (`make browser` installs it; this module installs it too when
+missing, it never skips); its fake microphone stands in for a real one.
 
 The tests are one scenario, in file order, sharing the signed-in users (`chats`): the first one
 opens the conversation the later ones use, so run the module, not a single test.
@@ -13,6 +14,7 @@ opens the conversation the later ones use, so run the module, not a single test.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import os
 import re
 import shutil
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -36,6 +39,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Playwright,
+    Response,
     WebSocketRoute,
     expect,
     sync_playwright,
@@ -62,6 +66,20 @@ CHROMIUM_ARGS = [
 ]
 # Set to a directory to keep screenshots of the chat for a look by eye.
 SCREENSHOTS = os.environ.get("VECHAT_BROWSER_SCREENSHOTS")
+# The policy, written out: loading the client as modules must not loosen it.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+IMMUTABLE = "public, max-age=31536000, immutable"
+# Any relative specifier in a served module: each must be a module's hashed URL.
+RELATIVE_SPECIFIER = re.compile(r"""["'](\.\.?/[^"']*)["']""")
+MODULES = sorted(
+    entry.name
+    for entry in (importlib.resources.files("vechat_rls") / "web").iterdir()
+    if entry.name.endswith(".js")
+)
 
 INSERT_CONTACT = """
 INSERT INTO public.vechat_contacts
@@ -311,6 +329,78 @@ def test_page_is_public_with_a_strict_content_security_policy(server: str) -> No
     assert missing.headers["content-type"].startswith("application/problem+json")
 
 
+def _module_version(server: str) -> str:
+    """The version in the page's URL of its entry module, which every module URL shares."""
+    page = httpx.get(server + "/", timeout=5).text
+    entry = re.search(r'<script type="module" src="/static/app\.js\?v=([0-9a-f]{16})">', page)
+    assert entry, page
+    return entry[1]
+
+
+def test_every_module_the_page_loads_has_a_hashed_immutably_cached_url(
+    browser: Browser, server: str
+) -> None:
+    """Chromium follows the imports from app.js: each module once, by its hashed URL."""
+    context = browser.new_context()
+    page = context.new_page()
+    loaded: list[Response] = []
+    errors: list[str] = []
+    page.on("response", lambda r: loaded.append(r) if ".js" in urlsplit(r.url).path else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server + "/")
+    # Shown by app.js, which runs only once every module it imports has loaded.
+    expect(page.locator("#signed-out")).to_be_visible()
+    responses = [(r.url, r.status, r.all_headers()) for r in loaded]
+    context.close()
+    version = _module_version(server)
+    urls = [urlsplit(url) for url, _, _ in responses]
+    assert sorted(u.path for u in urls) == [f"/static/{name}" for name in MODULES]
+    assert {u.query for u in urls} == {f"v={version}"}, [url for url, _, _ in responses]
+    for url, status, headers in responses:
+        assert status == 200, url
+        assert headers["cache-control"] == IMMUTABLE, url
+        assert headers["content-type"].startswith("text/javascript"), url
+        assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY, url
+    assert errors == []
+
+
+def test_module_urls_keep_the_policy_and_revalidate_without_the_current_hash(server: str) -> None:
+    assert httpx.get(server + "/", timeout=5).headers["content-security-policy"] == (
+        CONTENT_SECURITY_POLICY
+    )
+    version = _module_version(server)
+    with httpx.Client(base_url=server, timeout=5) as http:
+        for name in MODULES:
+            current = http.get(f"/static/{name}?v={version}")
+            assert current.status_code == 200 and current.headers["cache-control"] == IMMUTABLE
+            assert current.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+            assert current.headers["referrer-policy"] == "no-referrer"
+            assert current.headers["etag"] == f'"{version}"'
+            # Every import names a module by the same hashed URL.
+            for specifier in RELATIVE_SPECIFIER.findall(current.text):
+                assert re.fullmatch(rf"\./[a-z-]+\.js\?v={version}", specifier), (name, specifier)
+            for stale in (f"/static/{name}", f"/static/{name}?v=0000000000000000"):
+                assert http.get(stale).headers["cache-control"] == "no-cache", stale
+            again = http.get(f"/static/{name}", headers={"If-None-Match": current.headers["etag"]})
+            assert again.status_code == 304
+
+
+def test_an_unknown_module_is_404(server: str) -> None:
+    version = _module_version(server)
+    with httpx.Client(base_url=server, timeout=5) as http:
+        for path in (
+            f"/static/nothing.js?v={version}",
+            "/static/App.js",
+            "/static/app.mjs",
+            "/static/index.html",
+            "/static/web.py",
+        ):
+            missing = http.get(path)
+            assert missing.status_code == 404, path
+            assert missing.headers["content-type"].startswith("application/problem+json"), path
+
+
 def test_without_a_token_the_page_asks_for_a_sign_in_link(browser: Browser, server: str) -> None:
     context = browser.new_context()
     page = context.new_page()
@@ -538,6 +628,9 @@ def test_message_search_finds_opens_and_stays_in_the_organisation(
 ) -> None:
     client, staff, other = chats["client"], chats["staff"], chats["other"]
     staff.send("The tarpaulins for dock 4 are ordered")
+    # Delivered live first: a loaded server paces delivery (up to 1 s), and a result newer than
+    # the open conversation's messages is not paged to, so the click would race the delivery.
+    expect(client.their_message("The tarpaulins for dock 4")).to_have_count(1)
     box = client.page.get_by_label("Search messages")
     box.fill("tarpaulins")
     box.press("Enter")
