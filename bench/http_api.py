@@ -4,7 +4,7 @@ Starts its own durable PostgreSQL (fsync and synchronous_commit on, like product
 it, seeds 10 organisations (personnel, clients, contacts, conversations, message history) and
 starts `vechat-rls serve` three times: as `vechat_app` (the real thing), as a role with
 BYPASSRLS (the cost of the policies) and as `vechat_app` with the NOTIFY doorbell switched off
-(the cost of the doorbell, which architecture.md asks every benchmark to report). Then, on this
+(the cost of the doorbell, which docs/design.md asks every benchmark to watch). Then, on this
 machine, with the load generator in this process:
 
 * the generator's own ceiling, against a trivial HTTP server in another process, and the

@@ -1,7 +1,7 @@
 """Composite tenant keys: no reference crosses an organisation, no duplicate key reveals another.
 
 Foreign-key and unique checks ignore row-level security, so the keys themselves carry the
-organisation (architecture.md, "Tenant keys are composite"). The cross-organisation references
+organisation (docs/design.md, "Composite tenant keys"). The cross-organisation references
 below are rejected by the foreign keys even for the superuser, whom no policy restrains.
 """
 
