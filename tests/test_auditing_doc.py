@@ -101,9 +101,8 @@ def audited(fresh_database: FreshDatabase) -> Iterator[Database]:
                 a, b = User(sender, "personnel"), User(receiver, "personnel")
                 act_as(conn, organisation, a)
                 conversation = create_conversation(conn, organisation, a, b)
-                insert_message(
-                    conn, organisation, conversation, a, b, f"hello from organisation {organisation}"
-                )
+                text = f"hello from organisation {organisation}"
+                insert_message(conn, organisation, conversation, a, b, text)
     yield db
     with psycopg.connect(db.admin_url, autocommit=True) as conn:
         conn.execute(f"REVOKE vechat_auditor, vechat_app FROM {AUDITOR}")
@@ -117,9 +116,6 @@ def test_every_command_of_the_auditing_walkthrough_prints_what_the_page_shows(
     page = blocks(DOC.read_text())
     assert len(page) > 15, "the page's blocks were not found"
     script = "".join(f"\\echo {MARK.format(b.index)}\n{b.text}\n" for b in page)
-    url = audited.admin_url.replace("postgres:", f"{AUDITOR}:", 1).replace(
-        "//postgres@", f"//{AUDITOR}@", 1
-    )
     url = re.sub(r"//[^:@/]+(:[^@]*)?@", f"//{AUDITOR}:{AUDITOR}@", url, count=1)
     proc = subprocess.run(
         [str(embedded_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-P", "pager=off",
