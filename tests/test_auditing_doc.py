@@ -116,7 +116,7 @@ def test_every_command_of_the_auditing_walkthrough_prints_what_the_page_shows(
     page = blocks(DOC.read_text())
     assert len(page) > 15, "the page's blocks were not found"
     script = "".join(f"\\echo {MARK.format(b.index)}\n{b.text}\n" for b in page)
-    url = re.sub(r"//[^:@/]+(:[^@]*)?@", f"//{AUDITOR}:{AUDITOR}@", url, count=1)
+    url = re.sub(r"//[^:@/]+(:[^@]*)?@", f"//{AUDITOR}:{AUDITOR}@", audited.admin_url, count=1)
     proc = subprocess.run(
         [str(embedded_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-P", "pager=off",
          url],
