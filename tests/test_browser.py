@@ -81,6 +81,20 @@ MODULES = sorted(
     if entry.name.endswith(".js")
 )
 
+ORG1_NAME = "Velosi Logistics"
+
+# Where an element is drawn, whether all of its text shows, and whether the page scrolls sideways.
+PLACEMENT = """(node) => {
+  const box = node.getBoundingClientRect();
+  return {
+    left: box.left, right: box.right, top: box.top, bottom: box.bottom,
+    cut_short: node.scrollWidth > node.clientWidth,
+    scroll_width: node.scrollWidth, client_width: node.clientWidth, text: node.textContent,
+    window_width: innerWidth, window_height: innerHeight,
+    page_width: document.documentElement.scrollWidth,
+  };
+}"""
+
 INSERT_CONTACT = """
 INSERT INTO public.vechat_contacts
     (organisation_id, user_id, user_type, display_name, email, role, assigned_personnel)
@@ -97,6 +111,7 @@ class Person:
     email: str
     role: str | None = None
     assigned: tuple[int, ...] = ()
+    org_name: str | None = None  # the optional claim the page shows; nothing else reads it
 
     @functools.cached_property
     def token(self) -> str:
@@ -108,12 +123,16 @@ class Person:
             key=SECRET,
             role=self.role,
             name=self.name,
+            extra={"org_name": self.org_name} if self.org_name is not None else None,
         )
 
 
 @dataclass(frozen=True)
 class Cast:
-    """Org 1: a client and the personnel assigned to it. Org 2: the same ids, other people."""
+    """Org 1: a client and the personnel assigned to it. Org 2: the same ids, other people.
+
+    Org 1's tokens carry `org_name`; org 2's do not, so its page names it by its id.
+    """
 
     client: Person
     staff: Person
@@ -140,9 +159,17 @@ def _ensure_chromium() -> str:
 def cast(migrated_database: Database) -> Iterator[Cast]:
     org1, org2 = new_organisation_ids(2)
     people = Cast(
-        client=Person(org1, 3, "client", "Chloé Dubois", "chloe@client.example", assigned=(2,)),
-        staff=Person(org1, 2, "personnel", "Bruno Lefèvre", "bruno@velosi.example", "commercial"),
-        colleague=Person(org1, 1, "personnel", "Alice Martin", "alice@velosi.example"),
+        client=Person(
+            org1, 3, "client", "Chloé Dubois", "chloe@client.example", assigned=(2,),
+            org_name=ORG1_NAME,
+        ),
+        staff=Person(
+            org1, 2, "personnel", "Bruno Lefèvre", "bruno@velosi.example", "commercial",
+            org_name=ORG1_NAME,
+        ),
+        colleague=Person(
+            org1, 1, "personnel", "Alice Martin", "alice@velosi.example", org_name=ORG1_NAME
+        ),
         other_client=Person(org2, 3, "client", "Eva Schmidt", "eva@client.example", assigned=(2,)),
         other_staff=Person(
             org2, 2, "personnel", "Dmitri Ivanov", "dmitri@acme.example", "commercial"
@@ -223,10 +250,20 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 class Chat:
     """One signed-in user in a browser context of their own: what they do and what they see."""
 
-    def __init__(self, browser: Browser, base: str, person: Person) -> None:
+    def __init__(
+        self,
+        browser: Browser,
+        base: str,
+        person: Person,
+        *,
+        width: int = 1100,
+        height: int = 720,
+    ) -> None:
         self.person = person
         self.base = base
-        self.context: BrowserContext = browser.new_context(viewport={"width": 1100, "height": 720})
+        self.context: BrowserContext = browser.new_context(
+            viewport={"width": width, "height": height}
+        )
         self.page: Page = self.context.new_page()
         self.dialogs: list[str] = []
         self.page.on("dialog", self._on_dialog)
@@ -468,6 +505,46 @@ def test_other_organisation_with_the_same_ids_sees_nothing(chats: dict[str, Chat
     chats["staff"].their_message("Only for Bruno of organisation one").wait_for()
     body = other.page.locator("body").inner_text()
     assert "Chloé" not in body and "VL-1042" not in body and "Only for Bruno" not in body
+
+
+def _organisation_shown(person: Person) -> str:
+    return person.org_name or f"Organisation {person.organisation_id}"
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_the_header_names_the_organisation_and_the_user_at_every_width(
+    browser: Browser, server: str, cast: Cast, width: int
+) -> None:
+    """The token's `org_name` when it has one, else "Organisation <id>"; whole and in sight."""
+    for person in (cast.staff, cast.other_staff):  # with org_name, without
+        chat = Chat(browser, server, person, width=width)
+        chat.sign_in()
+        for selector, text in (
+            ("#org-name", _organisation_shown(person)),
+            ("#me-name", person.name),
+        ):
+            shown = chat.page.locator(selector)
+            expect(shown).to_have_text(text)
+            expect(shown).to_be_visible()
+            at = shown.evaluate(PLACEMENT)
+            where = f"{width} px, {selector}: {at}"
+            assert not at["cut_short"], where
+            assert 0 <= at["left"] < at["right"] <= at["window_width"], where
+            assert 0 <= at["top"] < at["bottom"] <= at["window_height"], where
+            assert at["page_width"] <= at["window_width"], where
+        chat.screenshot(f"header-{width}-{'named' if person.org_name else 'unnamed'}")
+        assert chat.console_errors == [], chat.console_errors
+        chat.close()
+
+
+def test_two_organisations_have_two_page_titles(chats: dict[str, Chat]) -> None:
+    staff, other = chats["staff"], chats["other"]
+    assert staff.person.org_name and other.person.org_name is None
+    # "(2) …" counts unread messages in front; the organisation is always there.
+    expect(staff.page).to_have_title(re.compile(r"^(\(\d+\) )?Velosi Logistics — vechat$"))
+    expect(other.page).to_have_title(
+        re.compile(rf"^(\(\d+\) )?Organisation {other.person.organisation_id} — vechat$")
+    )
 
 
 def test_reload_resumes_and_shows_history(chats: dict[str, Chat]) -> None:

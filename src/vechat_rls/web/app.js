@@ -13,6 +13,7 @@ import { loadConversations } from "./conversations.js";
 import { openConversation } from "./open-conversation.js";
 import { loadSeq, connect } from "./websocket.js";
 import { applySettings } from "./settings.js";
+import { organisationNameFrom, renderIdentity } from "./identity.js";
 // Nothing else imports these two; they are here for the listeners they wire.
 import "./contacts.js";
 import "./message-search.js";
@@ -40,7 +41,8 @@ async function start() {
   el.signedOut.hidden = true;
   el.app.hidden = false;
   el.layout.dataset.view = "list";
-  el.meName.textContent = state.me.display_name || `${state.me.user_type} ${state.me.user_id}`;
+  state.organisationName = organisationNameFrom(claims);
+  renderIdentity();
   el.presenceSelect.value = sessionStorage.getItem(storageKey("presence")) || "online";
   state.lastSeq = loadSeq();
   connect();

@@ -8,6 +8,7 @@ import { api } from "./http.js";
 import { normalisePresence, presenceOf, presenceText } from "./presence.js";
 import { renderHeader, openConversation, closeConversation } from "./open-conversation.js";
 import { scheduleMarkRead } from "./read-receipts.js";
+import { renderTitle } from "./identity.js";
 
 /**
  * Conversations deleted for me in this tab -> the newest message id they had. Events already
@@ -139,7 +140,7 @@ export function renderConversations() {
     if (again) again.focus();
   }
   const unreadTotal = [...state.conversations.values()].reduce((n, c) => n + (c.archived ? 0 : c.unread_count || 0), 0);
-  document.title = unreadTotal ? `(${unreadTotal}) vechat` : "vechat";
+  renderTitle(unreadTotal);
 }
 
 el.showArchived.addEventListener("change", () => {

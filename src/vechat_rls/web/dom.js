@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 export const el = {
   signedOut: $("signed-out"), signedOutReason: $("signed-out-reason"),
   tokenForm: $("token-form"), tokenInput: $("token-input"),
-  app: $("app"), connection: $("connection"), meName: $("me-name"),
+  app: $("app"), connection: $("connection"), orgName: $("org-name"), meName: $("me-name"),
   presenceSelect: $("presence-select"), signOut: $("sign-out"),
   error: $("error"), errorText: $("error-text"), errorClose: $("error-close"),
   layout: $("layout"), newChat: $("new-chat"), contactsPanel: $("contacts-panel"),

@@ -7,6 +7,7 @@ import { key } from "./helpers.js";
 export const state = {
   token: null,
   me: null,
+  organisationName: null, // the token's `org_name` claim, shown and never used otherwise
   conversations: new Map(), // id -> Conversation (archived and not)
   presence: new Map(), // "type:id" -> {status, last_seen}
   showArchived: false,
