@@ -94,6 +94,36 @@ PLACEMENT = """(node) => {
     page_width: document.documentElement.scrollWidth,
   };
 }"""
+# The keyboard focus ring of `node` (its outline) and the clip rectangles it must fit in: the
+# window's, and the padding box of every ancestor whose overflow is not visible. The node is
+# first scrolled to the middle of its scrolling ancestors, as far as they scroll, so that only a
+# ring that can never fit counts as cut.
+FOCUS_RING = """(node) => {
+  node.scrollIntoView({ block: "center", inline: "nearest" });
+  const style = getComputedStyle(node);
+  const width = style.outlineStyle === "none" ? 0 : parseFloat(style.outlineWidth);
+  const grow = (parseFloat(style.outlineOffset) || 0) + width;
+  const box = node.getBoundingClientRect();
+  const ring = { left: box.left - grow, top: box.top - grow,
+                 right: box.right + grow, bottom: box.bottom + grow };
+  const clips = [{ name: "the window", left: 0, top: 0, right: innerWidth, bottom: innerHeight }];
+  for (let up = node.parentElement; up; up = up.parentElement) {
+    const s = getComputedStyle(up);
+    if (s.overflowX === "visible" && s.overflowY === "visible") continue;
+    const r = up.getBoundingClientRect();
+    const left = r.left + up.clientLeft, top = r.top + up.clientTop;
+    clips.push({ name: `${up.tagName.toLowerCase()}#${up.id}.${up.className}`,
+                 left, top, right: left + up.clientWidth, bottom: top + up.clientHeight });
+  }
+  const cut_by = clips.filter((c) => ring.left < c.left - 0.5 || ring.top < c.top - 0.5
+    || ring.right > c.right + 0.5 || ring.bottom > c.bottom + 0.5).map((c) => c.name);
+  const text = (node.textContent || "").trim().slice(0, 24);
+  return {
+    element: `${node.tagName.toLowerCase()}#${node.id}.${node.className} ${text}`,
+    focus_visible: node.matches(":focus-visible"), style: style.outlineStyle, width,
+    color: style.outlineColor, cut_by,
+  };
+}"""
 
 INSERT_CONTACT = """
 INSERT INTO public.vechat_contacts
@@ -623,6 +653,60 @@ def test_archived_conversation_comes_back_with_a_new_message(chats: dict[str, Ch
     expect(staff.conversation_with("Chloé Dubois").locator(".muted-tag")).to_have_count(1)
     staff.page.get_by_role("button", name="Unmute").click()
     expect(staff.conversation_with("Chloé Dubois").locator(".muted-tag")).to_have_count(0)
+
+
+def test_keyboard_focus_on_a_conversation_draws_a_whole_ring(chats: dict[str, Chat]) -> None:
+    """The first conversation touches the scrolling list's edges: its ring must not be cut."""
+    page = chats["staff"].page
+    page.get_by_label("Show archived").focus()
+    page.keyboard.press("Tab")
+    item = page.locator(".conversation-item:focus")
+    expect(item).to_have_count(1)
+    ring = item.evaluate(FOCUS_RING)
+    assert ring["focus_visible"] and ring["style"] != "none" and ring["width"] >= 2, ring
+    assert ring["color"] not in ("transparent", "rgba(0, 0, 0, 0)"), ring
+    assert ring["cut_by"] == [], f"{ring['element']}: its ring is cut by {ring['cut_by']}"
+    page.keyboard.press("Shift+Tab")
+
+
+def _tab_through(page: Page) -> list[dict[str, Any]]:
+    """The focus ring at every stop of Tab, from the top bar to the end of the page."""
+    page.mouse.move(0, 0)  # nothing is open because the pointer happens to rest on it
+    page.locator("#presence-select").focus()
+    rings = []
+    for _ in range(300):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement === document.body"):
+            return rings
+        rings.append(page.evaluate(f"({FOCUS_RING})(document.activeElement)"))
+    raise AssertionError(f"Tab never reached the end of the page: {rings[-3:]}")
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_every_keyboard_stop_shows_a_whole_focus_ring(
+    browser: Browser, server: str, cast: Cast, chats: dict[str, Chat], width: int
+) -> None:
+    """The list and the open conversation, every element Tab reaches, messages' actions too."""
+    chat = Chat(browser, server, cast.staff, width=width)
+    chat.sign_in()
+    in_list = _tab_through(chat.page)
+    chat.open("Chloé Dubois")
+    expect(chat.page.locator(".msg .actions").first).to_be_attached()
+    in_conversation = _tab_through(chat.page)
+    stops = [r["element"] for r in in_list + in_conversation]
+    assert any("conversation-item" in stop for stop in stops), stops
+    # Every message's actions are Tab stops, also where they open under the bubble (narrow).
+    replies = chat.page.locator(".msg .actions button", has_text="Reply").count()
+    assert replies > 0 and sum(stop.endswith(" Reply") for stop in stops) == replies, stops
+    bad = [
+        f"{r['element']}: focus-visible {r['focus_visible']}, outline {r['style']} {r['width']}px,"
+        f" cut by {r['cut_by']}"
+        for r in in_list + in_conversation
+        if not r["focus_visible"] or r["style"] == "none" or r["width"] < 2 or r["cut_by"]
+    ]
+    assert bad == [], "\n".join(bad)
+    assert chat.console_errors == [], chat.console_errors
+    chat.close()
 
 
 def test_a_refused_message_shows_the_problem_detail(
