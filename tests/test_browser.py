@@ -124,6 +124,12 @@ FOCUS_RING = """(node) => {
     color: style.outlineColor, cut_by,
   };
 }"""
+# An element's height and its line height: equal when its text takes exactly one line.
+LINES = """(node) => ({
+  height: node.getBoundingClientRect().height,
+  line_height: parseFloat(getComputedStyle(node).lineHeight),
+  right: node.getBoundingClientRect().right,
+})"""
 
 INSERT_CONTACT = """
 INSERT INTO public.vechat_contacts
@@ -705,6 +711,32 @@ def test_every_keyboard_stop_shows_a_whole_focus_ring(
         if not r["focus_visible"] or r["style"] == "none" or r["width"] < 2 or r["cut_by"]
     ]
     assert bad == [], "\n".join(bad)
+    assert chat.console_errors == [], chat.console_errors
+    chat.close()
+
+
+def test_the_conversation_header_keeps_name_and_status_on_one_line_at_375_px(
+    browser: Browser, server: str, cast: Cast, chats: dict[str, Chat]
+) -> None:
+    chat = Chat(browser, server, cast.staff, width=375)
+    chat.sign_in()
+    chat.open("Chloé Dubois")
+    actions = chat.page.locator(".conversation-actions").bounding_box()
+    assert actions
+    for selector in ("#peer-name", "#peer-status"):
+        shown = chat.page.locator(selector)
+        expect(shown).not_to_be_empty()
+        size = shown.evaluate(LINES)
+        assert abs(size["height"] - size["line_height"]) < 1, (selector, size)
+        assert size["right"] <= actions["x"], (selector, size, actions)
+    # A name too long for the width is cut short on its line, not wrapped under it.
+    size = chat.page.locator("#peer-name").evaluate(
+        "(node) => { node.textContent = 'Maximilian-Alexander von Hohenzollern-Sigmaringen';"
+        f" return ({LINES})(node); }}"
+    )
+    assert abs(size["height"] - size["line_height"]) < 1, size
+    assert size["right"] <= actions["x"], (size, actions)
+    chat.screenshot("conversation-header-375")
     assert chat.console_errors == [], chat.console_errors
     chat.close()
 
