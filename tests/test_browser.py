@@ -40,6 +40,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     Response,
+    Route,
     WebSocketRoute,
     expect,
     sync_playwright,
@@ -814,6 +815,72 @@ def test_reply_quotes_the_message_for_both_and_is_kept(chats: dict[str, Chat]) -
     staff.send("Anything else?")
     expect(client.their_message("Anything else?").locator(".reply")).to_have_count(0)
     staff.screenshot("staff-reply")
+
+
+def test_a_quote_follows_the_edit_and_the_deletion_of_its_message(
+    chats: dict[str, Chat],
+) -> None:
+    """Live for both sides, and the same after a reload: the new text, then the deleted marker."""
+    client, staff = chats["client"], chats["staff"]
+    client.send("Pallet 12 waits at gate B")
+    staff.act(staff.their_message("Pallet 12 waits at gate B"), "Reply")
+    staff.send("Which truck takes it?")
+    quotes = (
+        staff.own_message("Which truck takes it?").locator(".reply"),
+        client.their_message("Which truck takes it?").locator(".reply"),
+    )
+    for quote in quotes:
+        expect(quote).to_have_text("↪ Pallet 12 waits at gate B")
+
+    client.act(client.own_message("Pallet 12 waits at gate B"), "Edit")
+    editor = client.page.get_by_label("Edit the message")
+    editor.fill("Pallet 12 waits at gate C")
+    editor.press("Enter")
+    for quote in quotes:
+        expect(quote).to_have_text("↪ Pallet 12 waits at gate C")
+
+    client.act(client.own_message("Pallet 12 waits at gate C"), "Delete for everyone")
+    for quote in quotes:
+        expect(quote).to_have_text("↪ Message deleted")
+        expect(quote).to_have_class(re.compile(r"\breply-deleted\b"))
+    assert client.dialogs == ["Delete this message for everyone?"]
+    client.dialogs.clear()
+    staff.screenshot("staff-quote-deleted")
+
+    # The server's reply_to of a deleted message has no preview: the same marker after a reload.
+    for chat in (client, staff):
+        chat.page.reload()
+        expect(chat.page.locator("#connection")).to_have_text("Live")
+    for quote in quotes:
+        expect(quote).to_have_text("↪ Message deleted")
+    for chat in (client, staff):
+        assert "Pallet 12" not in chat.page.locator("#message-list").inner_text()
+
+
+def test_a_quote_the_api_marks_deleted_shows_the_marker(chats: dict[str, Chat]) -> None:
+    """`reply_to.deleted: true` (the API's coming field) wins over any preview it still has."""
+    staff = chats["staff"]
+    history = re.compile(r"/api/v1/conversations/\d+/messages")
+
+    def marked_deleted(route: Route) -> None:
+        response = route.fetch()
+        page = response.json()
+        for item in page["items"]:
+            if item.get("reply_to") and item.get("body") == "At dock 4":
+                item["reply_to"] = {**item["reply_to"], "deleted": True}
+        route.fulfill(response=response, json=page)
+
+    quote = staff.own_message("At dock 4").locator(".reply")
+    expect(quote).to_have_text("↪ Where is container 9?")
+    staff.page.route(history, marked_deleted)
+    try:
+        staff.page.reload()
+        expect(staff.page.locator("#connection")).to_have_text("Live")
+        expect(quote).to_have_text("↪ Message deleted")
+    finally:
+        staff.page.unroute(history, marked_deleted)
+    staff.page.reload()
+    expect(quote).to_have_text("↪ Where is container 9?")
 
 
 def test_message_search_finds_opens_and_stays_in_the_organisation(

@@ -137,6 +137,20 @@ function renderStatus(message) {
     : h("span", { class: "status sent", title: "Sent", text: "✓ Sent" });
 }
 
+/**
+ * A reply's quote: the original's text, or the deleted marker (never the deleted text). The API
+ * says the original is gone with `reply_to.deleted`; before it did, only by a null preview, which
+ * for a text message (it always has a body) means deleted. A loaded original that is a tombstone
+ * says so too, whatever the quote still holds.
+ */
+function quoteShown(quoted) {
+  const original = state.messages.find((m) => m.id === quoted.id);
+  const deleted = quoted.deleted === true || !!(original && original.deleted)
+    || ((quoted.body_preview === null || quoted.body_preview === undefined)
+      && (quoted.message_type || "text") === "text");
+  return deleted ? { deleted, text: "Message deleted" } : { deleted, text: quoted.body_preview || previewOf(quoted) };
+}
+
 function renderMessage(message) {
   const own = isMe(message.sender);
   const classes = ["msg", own ? "own" : "theirs"];
@@ -144,7 +158,8 @@ function renderMessage(message) {
   if (message.deleted) classes.push("deleted");
   const bubble = h("div", { class: "bubble" });
   if (message.reply_to && !message.deleted) {
-    bubble.append(h("p", { class: "reply", text: `↪ ${message.reply_to.body_preview || previewOf(message.reply_to)}` }));
+    const quote = quoteShown(message.reply_to);
+    bubble.append(h("p", { class: quote.deleted ? "reply reply-deleted" : "reply", text: `↪ ${quote.text}` }));
   }
   if (message.deleted) {
     bubble.append(h("p", { class: "body tombstone", text: "This message was deleted." }));
@@ -248,7 +263,8 @@ export function renderMessages({ toBottom = false } = {}) {
     }
     const key = message.id !== undefined && message.id !== null ? `id:${message.id}` : `client:${message.client_id}`;
     used.add(key);
-    const signature = JSON.stringify([message, state.editingId === message.id && !message.pending]);
+    const signature = JSON.stringify([message, state.editingId === message.id && !message.pending,
+      message.reply_to ? quoteShown(message.reply_to) : null]);
     items.push(cachedNode(key, signature, () => renderMessage(message)));
   }
   for (const key of messageNodes.keys()) if (!used.has(key)) messageNodes.delete(key);

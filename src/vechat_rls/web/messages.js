@@ -7,6 +7,28 @@ import { hiddenThrough, fetchConversation, renderConversations } from "./convers
 import { paneVisible, scheduleMarkRead } from "./read-receipts.js";
 import { renderMessages } from "./message-rendering.js";
 import { clearPeerTyping } from "./typing.js";
+import { setReply } from "./replying.js";
+
+const QUOTE_CHARS = 100; // the API's reply_to.body_preview: the first 100 characters
+
+/** What a reply quoting `message` shows of it now, as the API's `reply_to` says it. */
+function quoteOf(message) {
+  if (message.deleted) return { body_preview: null, deleted: true };
+  const body = typeof message.body === "string" ? Array.from(message.body).slice(0, QUOTE_CHARS).join("") : null;
+  return { body_preview: body, message_type: message.message_type, deleted: false };
+}
+
+/**
+ * Every quote of `message` this tab holds follows it: an edit brings the new text, a delete for
+ * everyone the deleted marker. The replies' own events do not come again, so they are patched here.
+ */
+function requote(message) {
+  const now = quoteOf(message);
+  for (const m of [...state.messages, ...state.outbox.values()]) {
+    if (m.reply_to && m.reply_to.id === message.id) m.reply_to = { ...m.reply_to, ...now };
+  }
+  if (state.replyTo && state.replyTo.id === message.id) setReply(message);
+}
 
 export function upsertMessage(message, { live = false } = {}) {
   if (message.conversation_id !== state.currentId) return;
@@ -48,6 +70,8 @@ export function applyMessage(message, eventType = "message.created") {
   } else if (open) {
     upsertMessage(message, { live: true });
   }
+  // Also when the quoted message itself is not loaded (older than the page): its replies may be.
+  if (!hiddenForMe && eventType !== "message.created") requote(message);
 
   if (conversation) {
     const last = conversation.last_message;
