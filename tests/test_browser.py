@@ -1042,3 +1042,52 @@ def test_history_pages_back_with_before(chats: dict[str, Chat], cast: Cast, serv
     with httpx.Client(base_url=server + "/api/v1", headers=headers, timeout=10) as http:
         kept = http.get(f"/conversations/{conversation_id}/messages").json()["items"]
     assert len(kept) == 50  # Alice keeps everything (the newest page of it)
+
+
+def test_a_found_message_keeps_its_highlight_when_it_is_drawn_again(
+    browser: Browser, server: str, cast: Cast
+) -> None:
+    """Opened from a search, unread: reading it and a new message redraw its node meanwhile.
+
+    The page's clock is paused, so the highlight's 2 s pass only when the test says so.
+    """
+    colleague = cast.colleague
+    headers = {"Authorization": f"Bearer {colleague.token}"}
+    with httpx.Client(base_url=server + "/api/v1", headers=headers, timeout=10) as http:
+        peer = {"user_id": cast.staff.user_id, "user_type": cast.staff.user_type}
+        created = http.post("/conversations", json={"peer": peer})
+        assert created.status_code in (200, 201), created.text
+        conversation_id = created.json()["id"]
+        sent = http.post(
+            f"/conversations/{conversation_id}/messages",
+            json={"body": "Crane 5 is booked for Tuesday"},
+        )
+        assert sent.status_code == 201, sent.text
+        chat = Chat(browser, server, cast.staff)
+        chat.page.clock.install()
+        chat.sign_in()
+        expect(chat.conversation_with("Alice Martin").locator(".badge")).to_have_text("1")
+        box = chat.page.get_by_label("Search messages")
+        box.fill("crane")
+        box.press("Enter")
+        result = chat.page.locator(".search-item", has_text="Crane 5 is booked")
+        expect(result).to_have_count(1)
+        chat.page.clock.pause_at(chat.page.evaluate("Date.now()") + 1000)
+        result.click()
+        found = chat.their_message("Crane 5 is booked for Tuesday")
+        expect(found).to_have_class(re.compile(r"\bfound\b"))
+        found.evaluate("(node) => { node.drawnBefore = true; }")
+        chat.page.clock.run_for(500)  # the pane reads it: the message changed
+        expect(chat.conversation_with("Alice Martin").locator(".badge")).to_have_count(0)
+        sent = http.post(
+            f"/conversations/{conversation_id}/messages", json={"body": "And crane 6 on Wednesday"}
+        )
+        assert sent.status_code == 201, sent.text
+    expect(chat.their_message("And crane 6 on Wednesday")).to_have_count(1)
+    assert found.evaluate("(node) => node.drawnBefore === undefined"), "not drawn again"
+    expect(found).to_have_class(re.compile(r"\bfound\b"))
+    chat.page.clock.run_for(2000)
+    expect(found).not_to_have_class(re.compile(r"\bfound\b"))
+    chat.page.clock.resume()
+    assert chat.console_errors == [], chat.console_errors
+    chat.close()

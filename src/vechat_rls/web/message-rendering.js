@@ -215,6 +215,23 @@ function focusEditor() {
  */
 const messageNodes = new Map(); // key -> {signature, node}
 
+/**
+ * The message opened from the search results stands out until its timer ends. The rendering
+ * keeps it: a node drawn again meanwhile (it was read, edited, …) is highlighted too.
+ */
+let found = { id: null, timer: null };
+
+export function highlightFound(id, ms) {
+  clearTimeout(found.timer);
+  found = { id, timer: setTimeout(() => { found = { id: null, timer: null }; markFound(); }, ms) };
+  markFound();
+}
+
+function markFound() {
+  const wanted = found.id === null ? null : `id:${found.id}`;
+  for (const [key, { node }] of messageNodes) node.classList.toggle("found", key === wanted);
+}
+
 /** A conversation (re)opens: nothing drawn before is kept or reused. */
 export function clearRenderedMessages() {
   messageNodes.clear();
@@ -269,6 +286,7 @@ export function renderMessages({ toBottom = false } = {}) {
   }
   for (const key of messageNodes.keys()) if (!used.has(key)) messageNodes.delete(key);
   patchChildren(el.messageList, items);
+  markFound();
   el.loadOlder.hidden = !state.hasOlder;
   if (stick) {
     el.messages.scrollTop = el.messages.scrollHeight;

@@ -7,6 +7,7 @@ import { showError } from "./errors.js";
 import { api } from "./http.js";
 import { previewOf } from "./conversations.js";
 import { openConversation, loadOlder } from "./open-conversation.js";
+import { highlightFound } from "./message-rendering.js";
 
 const SEARCH_PAGE_SIZE = 20;
 const FOUND_HIGHLIGHT_MS = 2000; // a message opened from the search results stands out this long
@@ -96,7 +97,6 @@ async function showFound(message) {
   const node = el.messageList.querySelector(selector);
   if (node) {
     node.scrollIntoView({ block: "center" });
-    node.classList.add("found");
-    setTimeout(() => node.classList.remove("found"), FOUND_HIGHLIGHT_MS);
+    highlightFound(message.id, FOUND_HIGHLIGHT_MS);
   }
 }
