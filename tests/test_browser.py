@@ -3,7 +3,10 @@
 The page and its ES modules as served (hashed URLs, caching, the policy). Two users of one
 organisation chat in two browser contexts: live delivery without reload, the typing indicator,
 read ticks, reload with history; a user of another organisation with the same numeric ids sees
-none of it; markup in a message stays text; replies, search, location and voice messages.
+none of it; markup in a message stays text; replies (and their quotes following edits and
+deletions), search, location and voice messages. The header names the organisation (the `org_name`
+claim, else its id) and the user at 1280 and 375 px; keyboard focus rings are whole; the
+conversation header fits one line each at 375 px.
 Chromium is Debian's package (`make browser` installs it; this module installs it too when
 missing, it never skips); its fake microphone stands in for a real one.
 
