@@ -1,6 +1,7 @@
 // identity.js — where and who the signed-in user is, as the page shows it at every width: the
 // organisation (the token's optional `org_name` claim, else its id), the user's name, the title.
-// `org_name` is for display only: nothing is decided by it, and it never leaves this tab.
+// `org_name` is for display only: nothing is decided by it, and it is not stored or sent apart
+// from the token.
 
 import { el } from "./dom.js";
 import { state } from "./state.js";
