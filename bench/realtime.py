@@ -116,8 +116,8 @@ from harness.report import Column, Ratios, Table, cores, cpu_per_op, middle, ms,
 from harness.seed import seed_organisations
 from harness.servers import JWT_SECRET, ApiServer, start_all, token, wait_for_port
 from vechat_rls import db
-from vechat_rls.auth import Identity
 from vechat_rls.config import Settings
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import PgServer, free_port
 from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.pace import AT_ONCE, BATCHING

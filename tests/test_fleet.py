@@ -21,9 +21,10 @@ from tests.pg import TestPostgres
 from vechat_rls import cli, db
 from vechat_rls.api.app import create_app
 from vechat_rls.api.server import check_before_serving
-from vechat_rls.auth import Identity, mint_token
+from vechat_rls.auth import mint_token
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.fleet import Fleet
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import free_port
 from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.engines import Engines

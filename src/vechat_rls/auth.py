@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import jwt
-import msgspec
 
 from vechat_rls.config import ConfigError, Settings
+from vechat_rls.identity import BIGINT_MAX, ROLE_PATTERN, Identity, UserType
 
 T = TypeVar("T")
-UserType = Literal["personnel", "client"]
-USER_TYPES: tuple[UserType, ...] = ("personnel", "client")
-BIGINT_MAX = 2**63 - 1
-# A role travels into the transaction-local setting `vechat.role`; keep it a plain identifier so
-# that it can never be more than a word (it is also quoted properly, see db.py).
-ROLE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 NAME_MAX_CHARS = 200
 
 # The ERP's existing tokens spell some claims differently; the first name is ours (contract.md).
@@ -30,20 +23,6 @@ USER_CLAIMS = ("sub", "id")
 USER_TYPE_CLAIMS = ("user_type", "userType")
 
 WEBSOCKET_TOKEN_PARAMETER = "access_token"  # noqa: S105 - a parameter name; also the cookie
-
-
-class Identity(msgspec.Struct, frozen=True, kw_only=True):
-    """Who is calling: taken from a verified token and nothing else."""
-
-    organisation_id: int
-    user_id: int
-    user_type: UserType
-    role: str | None = None
-    display_name: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 class AuthError(Exception):

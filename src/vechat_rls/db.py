@@ -35,8 +35,8 @@ import asyncpg
 import asyncpg.pool
 import msgspec
 
-from vechat_rls.auth import ROLE_PATTERN, USER_TYPES, Identity
 from vechat_rls.config import Settings, redact_url
+from vechat_rls.identity import ROLE_PATTERN, USER_TYPES, Identity, User
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,9 @@ _CONNECT_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
-Recipient: TypeAlias = tuple[str, int]
-"""(user_type, user_id) of a user some event is for."""
-
-Ring: TypeAlias = Callable[[int, frozenset[Recipient] | None], None]
-"""The coalesced doorbell: (organisation, the recipients named or None for "anyone of it")."""
+Ring: TypeAlias = Callable[[int, frozenset[tuple[str, int]] | None], None]
+"""The coalesced doorbell: (organisation, the (user_type, user_id) of the recipients named, or
+None for "anyone of it")."""
 
 
 class DatabaseUnavailable(Exception):
@@ -207,7 +205,7 @@ async def tenant(
         doorbell_off=ring is not None,
     )
     conn = await _acquire(pool)
-    named: set[Recipient] = set()
+    named: set[User] = set()
     if ring is not None:
         _named[id(conn)] = named
     try:
@@ -233,7 +231,8 @@ async def tenant(
         except UNREACHABLE_ERRORS as exc:
             raise DatabaseUnavailable("database connection lost during COMMIT") from exc
         if ring is not None:
-            ring(identity.organisation_id, frozenset(named) if named else None)
+            recipients = frozenset((u.user_type, u.user_id) for u in named) if named else None
+            ring(identity.organisation_id, recipients)
     finally:
         _named.pop(id(conn), None)
         await _release(pool, conn)
@@ -282,10 +281,10 @@ async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Recor
 
 
 # The recipients named so far by each open tenant transaction that rings (by connection).
-_named: dict[int, set[Recipient]] = {}
+_named: dict[int, set[User]] = {}
 
 
-def name_recipients(conn: Connection, recipients: Iterable[Recipient]) -> None:
+def name_recipients(conn: Connection, recipients: Iterable[User]) -> None:
     """Promise that every event `conn`'s transaction appends is for one of `recipients`.
 
     The coalesced doorbell then rings for them alone, and only they are read back; without it the

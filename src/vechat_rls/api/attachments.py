@@ -36,7 +36,7 @@ from vechat_rls.api.errors import (
     problem_responses,
 )
 from vechat_rls.api.security import ConnDep, DatabaseDep, IdentityDep, SettingsDep
-from vechat_rls.auth import BIGINT_MAX
+from vechat_rls.identity import BIGINT_MAX
 
 FILE_FIELD = "file"
 MAX_FILE_NAME_CHARS = 255

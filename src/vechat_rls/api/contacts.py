@@ -27,7 +27,7 @@ from litestar.params import JSONBody, Parameter
 from vechat_rls import db
 from vechat_rls.api.errors import BadRequest, Forbidden, problem_responses
 from vechat_rls.api.security import ConnDep, IdentityDep
-from vechat_rls.auth import BIGINT_MAX, UserType
+from vechat_rls.identity import BIGINT_MAX, UserType
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

@@ -39,7 +39,7 @@ from vechat_rls.api.messages import (
 )
 from vechat_rls.api.participants import Id, Participant, open_conversation
 from vechat_rls.api.security import ConnDep, IdentityDep
-from vechat_rls.auth import BIGINT_MAX, Identity, UserType
+from vechat_rls.identity import BIGINT_MAX, Identity, UserType
 
 PresenceStatus = Literal["online", "away", "busy", "offline"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from vechat_rls.api.errors import BadRequest
-from vechat_rls.auth import BIGINT_MAX
+from vechat_rls.identity import BIGINT_MAX
 
 MAX_CURSOR_CHARS = 200
 

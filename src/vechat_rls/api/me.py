@@ -6,7 +6,7 @@ import msgspec
 from litestar import Controller, get
 
 from vechat_rls.api.security import DatabaseDep, IdentityDep
-from vechat_rls.auth import UserType
+from vechat_rls.identity import UserType
 
 
 class Me(msgspec.Struct, frozen=True, kw_only=True):

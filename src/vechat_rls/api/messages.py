@@ -37,8 +37,8 @@ from vechat_rls.api.errors import (
 )
 from vechat_rls.api.participants import Id, Participant, open_conversation
 from vechat_rls.api.security import ConnDep, IdentityDep, SettingsDep
-from vechat_rls.auth import BIGINT_MAX, Identity
 from vechat_rls.config import Settings
+from vechat_rls.identity import BIGINT_MAX, Identity, User
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -652,8 +652,8 @@ async def send_message(
         # Every event of a new message is for its conversation's two participants: the coalesced
         # doorbell rings for them alone (db.name_recipients, realtime/doorbell.py).
         participants = (
-            (identity.user_type, identity.user_id),
-            (row["receiver_type"], row["receiver_id"]),
+            identity.user,
+            User(identity.organisation_id, row["receiver_type"], row["receiver_id"]),
         )
         db.name_recipients(conn, participants)
         return message_from_row(row), True

@@ -14,7 +14,7 @@ import msgspec
 from vechat_rls import db
 from vechat_rls.api.contacts import VISIBLE_CONTACT_SQL
 from vechat_rls.api.errors import BadRequest, NotFound
-from vechat_rls.auth import BIGINT_MAX, Identity, UserType
+from vechat_rls.identity import BIGINT_MAX, Identity, UserType
 
 Id = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
 """An id in a request: a positive bigint (0, negative or huge → 400, never a database error)."""

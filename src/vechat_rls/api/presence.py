@@ -19,7 +19,7 @@ from litestar.params import JSONBody, Parameter
 from vechat_rls import db
 from vechat_rls.api.errors import BadRequest
 from vechat_rls.api.security import ConnDep, IdentityDep
-from vechat_rls.auth import BIGINT_MAX, UserType
+from vechat_rls.identity import BIGINT_MAX, UserType
 
 Status = Literal["online", "away", "busy", "offline"]
 MAX_USERS = 200

@@ -13,9 +13,10 @@ from litestar.exceptions import WebSocketException
 from litestar.handlers.base import BaseRouteHandler
 
 from vechat_rls import db
-from vechat_rls.auth import AuthError, Identity, TokenVerifier, http_token, websocket_token
+from vechat_rls.auth import AuthError, TokenVerifier, http_token, websocket_token
 from vechat_rls.config import Settings
 from vechat_rls.fleet import Fleet
+from vechat_rls.identity import Identity
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ import logging
 import time
 
 from vechat_rls import db
-from vechat_rls.auth import USER_TYPES
+from vechat_rls.identity import USER_TYPES
 from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.tasks import stop_task
 
@@ -60,7 +60,7 @@ PER_PAYLOAD = 100  # recipients per notification (a payload must stay under 8000
 MAX_NAMED = 1000  # an organisation with more pending recipients is rung as a whole
 
 
-def payloads(organisation_id: int, recipients: frozenset[db.Recipient] | None) -> list[str]:
+def payloads(organisation_id: int, recipients: frozenset[tuple[str, int]] | None) -> list[str]:
     """The notifications of one organisation: ids only (user types are one of two words)."""
     if not recipients:
         return [json.dumps({"o": int(organisation_id), "e": []})]
@@ -89,15 +89,20 @@ class Ringer:
         self.pacer = pacer or Pacer(0)  # short of CPU: ring at most once per its delay instead
         self.budget = budget
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
-        self._pending: dict[int, set[db.Recipient] | None] = {}
+        self._pending: dict[int, set[tuple[str, int]] | None] = {}
         self._wake = asyncio.Event()
         self._conn: db.Connection | None = None
         self._ringing = False
         self._task: asyncio.Task[None] | None = None
         self._last = 0.0
 
-    def ring(self, organisation_id: int, recipients: frozenset[db.Recipient] | None = None) -> None:
+    def ring(
+        self, organisation_id: int, recipients: frozenset[tuple[str, int]] | None = None
+    ) -> None:
         """A write of `organisation_id` for `recipients` (None: anyone) has committed.
+
+        Recipients are users of that organisation by `(user_type, user_id)`, the form the payload
+        carries.
 
         Called by `db.tenant` after COMMIT; never blocks.
         """

@@ -19,9 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
 
-from vechat_rls.auth import Identity
 from vechat_rls.config import Settings
 from vechat_rls.fleet import OK, UNAVAILABLE, Fleet, Slot
+from vechat_rls.identity import Identity
 from vechat_rls.realtime.hub import Hub
 from vechat_rls.realtime.listener import (
     EVENTS_CHANNEL,

@@ -67,9 +67,9 @@ import msgspec
 
 from vechat_rls import db
 from vechat_rls.api.presence import PUT_PRESENCE_SQL
-from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings
-from vechat_rls.realtime.events import Frame, UserKey, encode, identity_of, read_frames
+from vechat_rls.identity import USER_TYPES, Identity, User
+from vechat_rls.realtime.events import Frame, encode, read_frames
 from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.tasks import stop_task
 
@@ -88,16 +88,12 @@ def server_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def key_of(identity: Identity) -> UserKey:
-    return (identity.organisation_id, identity.user_type, identity.user_id)
-
-
 class Outbox:
     """One socket's side of the hub: its bounded queue of frames and the last seq put on it."""
 
     def __init__(self, identity: Identity, limit: int) -> None:
         self.identity = identity
-        self.key = key_of(identity)
+        self.key = identity.user
         self.limit = limit
         self.queue: asyncio.Queue[str] = asyncio.Queue()  # bounded by push/push_event
         self.delivered = 0  # the last seq queued
@@ -252,17 +248,17 @@ class Hub:
         self.settings = settings
         self.pacer = pacer or Pacer(0)  # none given: every wake-up reads at once
         self.server_id = server_id()
-        self.users: dict[UserKey, _User] = {}
-        self.by_org: dict[int, set[UserKey]] = defaultdict(set)
-        self._dirty: dict[int, dict[UserKey, int]] = defaultdict(dict)
+        self.users: dict[User, _User] = {}
+        self.by_org: dict[int, set[User]] = defaultdict(set)
+        self._dirty: dict[int, dict[User, int]] = defaultdict(dict)
         self._rung: set[int] = set()  # organisations rung without recipients (coalesced doorbell)
         self._wake = asyncio.Event()
         self._presence_dirty: dict[int, set[tuple[str, int]]] = defaultdict(set)
         self._presence_wake = asyncio.Event()
-        self._lease_dirty: dict[UserKey, Identity] = {}
+        self._lease_dirty: dict[User, Identity] = {}
         self._lease_wake = asyncio.Event()
-        self._typing_timers: dict[tuple[UserKey, int, tuple[str, int]], asyncio.TimerHandle] = {}
-        self._typing_sent: dict[tuple[UserKey, int], tuple[bool, float]] = {}
+        self._typing_timers: dict[tuple[User, int, tuple[str, int]], asyncio.TimerHandle] = {}
+        self._typing_sent: dict[tuple[User, int], tuple[bool, float]] = {}
         self._reads = asyncio.Semaphore(max(1, settings.pool_max // 2))
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -302,7 +298,7 @@ class Hub:
         Raises `db.DatabaseUnavailable` (and database errors) when the database cannot say where
         the user's log stands; nothing is registered then.
         """
-        async with db.tenant(self.database, _bare(identity), doorbell=False) as conn:
+        async with db.tenant(self.database, identity.bare(), doorbell=False) as conn:
             row = await conn.fetchrow(
                 CONNECT_SQL, self.settings.event_retention_s, identity.user_type, identity.user_id
             )
@@ -322,7 +318,7 @@ class Hub:
         user = self.users.get(key)
         if user is None:
             user = self.users[key] = _User(identity)
-            self.by_org[key[0]].add(key)
+            self.by_org[key.organisation_id].add(key)
         user.outboxes.add(outbox)
         self._lease_changed(key, identity)
         if outbox.delivered < last_seq:
@@ -351,11 +347,11 @@ class Hub:
         user.outboxes.discard(outbox)
         if not user.outboxes:
             del self.users[outbox.key]
-            org_users = self.by_org.get(outbox.key[0])
+            org_users = self.by_org.get(outbox.key.organisation_id)
             if org_users is not None:
                 org_users.discard(outbox.key)
                 if not org_users:
-                    del self.by_org[outbox.key[0]]
+                    del self.by_org[outbox.key.organisation_id]
         self._lease_changed(outbox.key, outbox.identity)
 
     def send(self, outbox: Outbox, frame: Frame) -> None:
@@ -378,13 +374,13 @@ class Hub:
             self._wake.set()
             return
         for user_type, user_id, seq in notice.e:
-            key = (notice.o, user_type, user_id)
+            key = User(notice.o, user_type, user_id)
             if key in local:
                 self.mark_dirty(key, seq)
 
-    def mark_dirty(self, key: UserKey, seq: int = 0) -> None:
+    def mark_dirty(self, key: User, seq: int = 0) -> None:
         """`key` may have events up to `seq` (0: unknown, read whatever is there)."""
-        pending = self._dirty[key[0]]
+        pending = self._dirty[key.organisation_id]
         known = pending.get(key, seq)
         # "Unknown" wins: a catch-up must read even when a doorbell for an older seq came too.
         pending[key] = max(known, seq) if known and seq else 0
@@ -408,7 +404,7 @@ class Hub:
                 pending = dirty[organisation_id]
                 for key in self.by_org.get(organisation_id, ()):
                     pending[key] = 0  # unknown: read whatever the cursor says is there
-            wanted: list[tuple[UserKey, int]] = []
+            wanted: list[tuple[User, int]] = []
             for keys in dirty.values():
                 for key, seq in keys.items():
                     taking = self._taking(key)
@@ -424,7 +420,7 @@ class Hub:
             )
             _log_failures("delivery", results)
 
-    async def _read(self, wanted: list[tuple[UserKey, int]]) -> None:
+    async def _read(self, wanted: list[tuple[User, int]]) -> None:
         """Read and deliver the events of `wanted` users (any organisations): one statement."""
         try:
             async with self._reads:
@@ -446,11 +442,11 @@ class Hub:
         for key in more:
             self.mark_dirty(key)
 
-    def _taking(self, key: UserKey) -> list[Outbox]:
+    def _taking(self, key: User) -> list[Outbox]:
         user = self.users.get(key)
         return [o for o in user.outboxes if not o.lagging] if user else []
 
-    def _retry_later(self, keys: dict[UserKey, int]) -> None:
+    def _retry_later(self, keys: dict[User, int]) -> None:
         def again() -> None:
             for key, seq in keys.items():
                 if key in self.users:
@@ -458,7 +454,7 @@ class Hub:
 
         asyncio.get_running_loop().call_later(RETRY_S, again)
 
-    def _deliver(self, key: UserKey, frames: list[tuple[int, str]]) -> None:
+    def _deliver(self, key: User, frames: list[tuple[int, str]]) -> None:
         for outbox in self._taking(key):
             for seq, text in frames:
                 if seq <= outbox.delivered:
@@ -496,9 +492,11 @@ class Hub:
         try:
             async with (
                 self._reads,
-                db.tenant(self.database, identity_of(keys[0]), doorbell=False) as conn,
+                db.tenant(self.database, keys[0].acting(), doorbell=False) as conn,
             ):
-                rows = await conn.fetch(CURSORS_SQL, [k[1] for k in keys], [k[2] for k in keys])
+                rows = await conn.fetch(
+                    CURSORS_SQL, [k.user_type for k in keys], [k.user_id for k in keys]
+                )
                 await conn.fetch(SWEEP_LEASES_SQL)
         except asyncio.CancelledError:
             raise
@@ -508,7 +506,7 @@ class Hub:
             )
             return
         for row in rows:
-            key = (organisation_id, row["user_type"], row["user_id"])
+            key = User(organisation_id, row["user_type"], row["user_id"])
             taking = self._taking(key)
             if taking and row["last_seq"] > min(o.delivered for o in taking):
                 self.mark_dirty(key, row["last_seq"])
@@ -531,7 +529,7 @@ class Hub:
 
     # ------------------------------------------------------------------------------ leases
 
-    def _lease_changed(self, key: UserKey, identity: Identity) -> None:
+    def _lease_changed(self, key: User, identity: Identity) -> None:
         self._lease_dirty[key] = identity
         self._lease_wake.set()
 
@@ -561,9 +559,9 @@ class Hub:
     async def _flush_leases(self) -> None:
         """Write the leases of every user whose local socket count changed (or is due renewal)."""
         dirty, self._lease_dirty = self._lease_dirty, {}
-        by_org: dict[int, dict[UserKey, Identity]] = defaultdict(dict)
+        by_org: dict[int, dict[User, Identity]] = defaultdict(dict)
         for key, identity in dirty.items():
-            by_org[key[0]][key] = identity
+            by_org[key.organisation_id][key] = identity
         try:
             for organisation_id in list(by_org):
                 users = by_org[organisation_id]
@@ -571,8 +569,8 @@ class Hub:
                 for key in users:
                     user = self.users.get(key)
                     count = 0 if (self._stopping or user is None) else len(user.outboxes)
-                    leases.append([key[1], key[2], count])
-                acting = _bare(next(iter(users.values())))
+                    leases.append([key.user_type, key.user_id, count])
+                acting = next(iter(users.values())).bare()
                 async with db.tenant(self.database, acting, doorbell=False) as conn:
                     await conn.fetch(
                         SET_LEASES_SQL, self.server_id, self.settings.presence_lease_s, leases
@@ -600,28 +598,28 @@ class Hub:
             for organisation_id, users in dirty.items():
                 for user_type, user_id in sorted(users):
                     try:
-                        await self._send_presence((organisation_id, user_type, user_id))
+                        await self._send_presence(User(organisation_id, user_type, user_id))
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
                         log.warning("realtime: presence frame failed (%s)", type(exc).__name__)
 
-    async def _send_presence(self, key: UserKey) -> None:
-        if key[0] not in self.by_org:
+    async def _send_presence(self, key: User) -> None:
+        if key.organisation_id not in self.by_org:
             return
         async with (
             self._reads,
-            db.tenant(self.database, identity_of(key), readonly=True) as conn,
+            db.tenant(self.database, key.acting(), readonly=True) as conn,
         ):
-            row = await conn.fetchrow(PRESENCE_SQL, key[2], key[1])
+            row = await conn.fetchrow(PRESENCE_SQL, key.user_id, key.user_type)
         assert row is not None
         last_seen: datetime | None = row["last_seen"]
         frame = encode(
             Frame(
                 "presence",
                 {
-                    "user_id": key[2],
-                    "user_type": key[1],
+                    "user_id": key.user_id,
+                    "user_type": key.user_type,
                     "status": row["status"] or "offline",
                     "last_seen": last_seen,
                 },
@@ -629,7 +627,7 @@ class Hub:
         )
         for peer in row["peers"]:
             peer_type, _, peer_id = peer.partition(":")
-            self._push_user((key[0], peer_type, int(peer_id)), frame)
+            self._push_user(User(key.organisation_id, peer_type, int(peer_id)), frame)
 
     async def set_status(self, conn: db.Connection, identity: Identity, status: str) -> Any:
         """A `presence` frame: the status as PUT /presence sets it, then tell the peers."""
@@ -643,7 +641,7 @@ class Hub:
         self, conn: db.Connection, identity: Identity, conversation_id: int, is_typing: bool
     ) -> bool:
         """Ring the peer's typing indicator; False when the caller is not in the conversation."""
-        throttle = (key_of(identity), conversation_id)
+        throttle = (identity.user, conversation_id)
         now = time.monotonic()
         last = self._typing_sent.get(throttle)
         if last is not None and last[0] == is_typing and now - last[1] < TYPING_REFRESH_MIN_S:
@@ -660,7 +658,7 @@ class Hub:
 
     def on_typing(self, payload: str) -> None:
         notice = msgspec.json.decode(payload, type=_TypingNotice)
-        to: UserKey = (notice.o, notice.t[0], notice.t[1])
+        to = User(notice.o, notice.t[0], notice.t[1])
         if to not in self.users:
             return
         timer_key = (to, notice.c, notice.f)
@@ -673,13 +671,13 @@ class Hub:
                 TYPING_TTL_S, self._typing_expired, timer_key
             )
 
-    def _typing_expired(self, timer_key: tuple[UserKey, int, tuple[str, int]]) -> None:
+    def _typing_expired(self, timer_key: tuple[User, int, tuple[str, int]]) -> None:
         self._typing_timers.pop(timer_key, None)
         to, conversation_id, sender = timer_key
         self._push_typing(to, conversation_id, sender, False)
 
     def _push_typing(
-        self, to: UserKey, conversation_id: int, sender: tuple[str, int], is_typing: bool
+        self, to: User, conversation_id: int, sender: tuple[str, int], is_typing: bool
     ) -> None:
         frame = Frame(
             "typing",
@@ -691,7 +689,7 @@ class Hub:
         )
         self._push_user(to, encode(frame))
 
-    def _push_user(self, key: UserKey, text: str) -> None:
+    def _push_user(self, key: User, text: str) -> None:
         user = self.users.get(key)
         if user is None:
             return
@@ -711,11 +709,3 @@ def _log_failures(what: str, results: list[Any]) -> None:
         if isinstance(result, Exception):
             log.error("realtime: %s failed", what, exc_info=result)
 
-
-def _bare(identity: Identity) -> Identity:
-    """The identity without its application role: hub transactions never act as an admin."""
-    return Identity(
-        organisation_id=identity.organisation_id,
-        user_type=identity.user_type,
-        user_id=identity.user_id,
-    )

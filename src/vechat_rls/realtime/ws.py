@@ -29,9 +29,10 @@ from vechat_rls.api.conversations import read_conversation
 from vechat_rls.api.errors import EXCEPTION_HANDLERS, ApiError, BadRequest
 from vechat_rls.api.messages import MessageCreate, send_message
 from vechat_rls.api.security import AUTH_IN_HANDLER, WS_CLOSE_UNAUTHORIZED, authenticate
-from vechat_rls.auth import BIGINT_MAX, AuthError, Identity, websocket_token
+from vechat_rls.auth import AuthError, websocket_token
 from vechat_rls.config import Settings
 from vechat_rls.fleet import Fleet
+from vechat_rls.identity import BIGINT_MAX, Identity
 from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.engines import Engines, Hubs, OneHub
 from vechat_rls.realtime.events import Frame
