@@ -38,11 +38,11 @@ from vechat_rls.api.attachments import AttachmentsController
 from vechat_rls.api.body import StrictBody
 from vechat_rls.api.contacts import ContactsController
 from vechat_rls.api.conversations import ConversationsController
-from vechat_rls.api.errors import EXCEPTION_HANDLERS, problem_responses
 from vechat_rls.api.health import HealthController, ReadinessCheck
 from vechat_rls.api.me import MeController
 from vechat_rls.api.messages import MessagesController
 from vechat_rls.api.presence import PresenceController
+from vechat_rls.api.problems import EXCEPTION_HANDLERS, problem_responses
 from vechat_rls.api.security import (
     PlacedVerifier,
     provide_conn,

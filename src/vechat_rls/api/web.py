@@ -27,7 +27,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, FromQuery
 
-from vechat_rls.api.errors import NotFound
+from vechat_rls.chat.errors import NotFound
 
 # 'self' covers same-origin ws:/wss: in CSP Level 3; the schemes are listed for older engines.
 CONTENT_SECURITY_POLICY = "; ".join(

@@ -21,8 +21,8 @@ from typing import Any
 import msgspec
 
 from vechat_rls import db
-from vechat_rls.api.conversations import Conversation, fetch_conversation
-from vechat_rls.api.messages import message_columns, message_from_row
+from vechat_rls.chat.conversations import Conversation, fetch_conversation
+from vechat_rls.chat.messages import message_columns, message_from_row
 from vechat_rls.identity import User
 
 MESSAGE_EVENTS = frozenset({"message.created", "message.updated", "message.deleted"})

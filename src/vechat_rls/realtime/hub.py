@@ -66,7 +66,7 @@ from typing import Any
 import msgspec
 
 from vechat_rls import db
-from vechat_rls.api.presence import PUT_PRESENCE_SQL
+from vechat_rls.chat.presence import PUT_PRESENCE_SQL
 from vechat_rls.config import Settings
 from vechat_rls.identity import USER_TYPES, Identity, User
 from vechat_rls.realtime.events import Frame, encode, read_frames

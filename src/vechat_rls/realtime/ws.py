@@ -25,11 +25,12 @@ import msgspec
 from litestar import Litestar, WebSocket, websocket
 
 from vechat_rls import db
-from vechat_rls.api.conversations import read_conversation
-from vechat_rls.api.errors import EXCEPTION_HANDLERS, ApiError, BadRequest
-from vechat_rls.api.messages import MessageCreate, send_message
+from vechat_rls.api.problems import failure
 from vechat_rls.api.security import AUTH_IN_HANDLER, WS_CLOSE_UNAUTHORIZED, authenticate
 from vechat_rls.auth import AuthError, websocket_token
+from vechat_rls.chat.conversations import read_conversation
+from vechat_rls.chat.errors import Invalid
+from vechat_rls.chat.messages import MessageCreate, send_message
 from vechat_rls.config import Settings
 from vechat_rls.fleet import Fleet
 from vechat_rls.identity import BIGINT_MAX, Identity
@@ -242,7 +243,7 @@ class _Session:
             return None
         if kind == "send":
             return await self._send(raw)
-        raise BadRequest(f"unknown frame type {kind[:40]!r}")
+        raise Invalid(f"unknown frame type {kind[:40]!r}")
 
     async def _read(self, read: ReadFrame) -> Frame | None:
         # POST /conversations/{id}/read's own function: the trigger updates the counter and emits
@@ -258,7 +259,7 @@ class _Session:
     async def _send(self, raw: str | bytes) -> Frame:
         fields = msgspec.json.decode(raw)
         if not isinstance(fields, dict):
-            raise BadRequest("a frame must be a JSON object")
+            raise Invalid("a frame must be a JSON object")
         head = msgspec.convert(
             {k: fields.pop(k) for k in ("type", "conversation_id", "client_id") if k in fields},
             type=SendFrame,
@@ -294,18 +295,11 @@ def _invalid(exc: msgspec.DecodeError) -> str:
 
 
 def _problem(exc: Exception) -> tuple[int, str]:
-    """Status and detail of `exc` exactly as the HTTP API would answer it (api/errors.py)."""
-    if isinstance(exc, ApiError):
-        return exc.status, exc.detail
+    """Status and detail of `exc` exactly as the HTTP API would answer it (api/problems.py)."""
     if isinstance(exc, (msgspec.ValidationError, TypeError)):
         return 400, f"invalid frame: {exc}"
-    for cls in type(exc).__mro__:
-        handler = EXCEPTION_HANDLERS.get(cls)
-        if handler is not None:
-            response = handler(None, exc)  # type: ignore[arg-type]
-            content = response.content if isinstance(response.content, dict) else {}
-            return response.status_code or 500, str(content.get("detail") or "error")
-    return 500, "internal error"  # pragma: no cover - Exception has a handler
+    answer = failure(exc)
+    return answer.status, answer.detail
 
 
 # --------------------------------------------------------------------------------- lifespan

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 from vechat_rls import db
-from vechat_rls.api.errors import RateLimited
+from vechat_rls.chat.errors import RateLimited
 
 # visibility: vechat_rate_limits policies — the row of the transaction's own user only.
 HIT_SQL = """
