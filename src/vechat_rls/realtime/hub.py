@@ -66,10 +66,10 @@ from typing import Any
 import msgspec
 
 from vechat_rls import db
-from vechat_rls.chat.presence import PUT_PRESENCE_SQL
 from vechat_rls.config import Settings
 from vechat_rls.identity import USER_TYPES, Identity, User
 from vechat_rls.realtime.events import Frame, encode, read_frames
+from vechat_rls.realtime.listener import EVENTS_CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL
 from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.tasks import stop_task
 
@@ -227,17 +227,6 @@ FROM public.vechat_conversations c
 WHERE c.id = $1
 """
 
-# A status chosen over the socket: the row as PUT /presence writes it (api/presence.py), then the
-# doorbell for peers unless the user hides their presence.
-# visibility: vechat_presence_select_organisation — the caller's own row.
-STATUS_NOTIFY_SQL = """
-SELECT pg_catalog.pg_notify('vechat_presence', json_build_object(
-           'o', p.organisation_id, 'u', json_build_array(p.user_type, p.user_id))::text)
-FROM public.vechat_presence p
-WHERE p.user_type = $1 AND p.user_id = $2 AND p.show_online_status
-"""
-
-
 class Hub:
     """Routes events, presence and typing to this process's sockets (see the module docstring)."""
 
@@ -264,6 +253,14 @@ class Hub:
         self._stopping = False
 
     # ------------------------------------------------------------------------------ life cycle
+
+    def notification_handlers(self) -> dict[str, Callable[[str], None]]:
+        """What the listener hands each channel's notifications to."""
+        return {
+            EVENTS_CHANNEL: self.on_events,
+            PRESENCE_CHANNEL: self.on_presence,
+            TYPING_CHANNEL: self.on_typing,
+        }
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -628,12 +625,6 @@ class Hub:
         for peer in row["peers"]:
             peer_type, _, peer_id = peer.partition(":")
             self._push_user(User(key.organisation_id, peer_type, int(peer_id)), frame)
-
-    async def set_status(self, conn: db.Connection, identity: Identity, status: str) -> Any:
-        """A `presence` frame: the status as PUT /presence sets it, then tell the peers."""
-        row = await conn.fetchrow(PUT_PRESENCE_SQL, identity.user_id, identity.user_type, status)
-        await conn.execute(STATUS_NOTIFY_SQL, identity.user_type, identity.user_id)
-        return row
 
     # ------------------------------------------------------------------------------ typing
 

@@ -1,4 +1,4 @@
-"""`/api/v1/ws`: the WebSocket protocol of contract.md, and the lifespan that runs listener and hub.
+"""`/api/v1/ws`: the WebSocket protocol of contract.md, an edge over chat/ and the realtime hub.
 
 Authentication happens before anything else: the token (header, `?access_token=` or cookie) is
 verified first; without a valid one the socket is accepted only to be closed at once with 4401
@@ -17,34 +17,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import jwt
 import msgspec
-from litestar import Litestar, WebSocket, websocket
+from litestar import WebSocket, websocket
 
 from vechat_rls import db
 from vechat_rls.api.problems import failure
 from vechat_rls.api.security import AUTH_IN_HANDLER, WS_CLOSE_UNAUTHORIZED, authenticate
 from vechat_rls.auth import AuthError, websocket_token
+from vechat_rls.chat import presence
 from vechat_rls.chat.conversations import read_conversation
 from vechat_rls.chat.errors import Invalid
 from vechat_rls.chat.messages import MessageCreate, send_message
 from vechat_rls.config import Settings
-from vechat_rls.fleet import Fleet
 from vechat_rls.identity import BIGINT_MAX, Identity
-from vechat_rls.realtime.doorbell import Ringer
-from vechat_rls.realtime.engines import Engines, Hubs, OneHub
+from vechat_rls.realtime.engines import Hubs
 from vechat_rls.realtime.events import Frame
 from vechat_rls.realtime.hub import Hub, Outbox
-from vechat_rls.realtime.listener import (
-    EVENTS_CHANNEL,
-    PRESENCE_CHANNEL,
-    TYPING_CHANNEL,
-    Listener,
-)
-from vechat_rls.realtime.pace import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +228,11 @@ class _Session:
             read = msgspec.json.decode(raw, type=ReadFrame, strict=True)
             return await self._read(read)
         if kind == "presence":
-            presence = msgspec.json.decode(raw, type=PresenceFrame, strict=True)
+            status = msgspec.json.decode(raw, type=PresenceFrame, strict=True)
+            # A status chosen here rings for the peers again, changed or not.
             async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
-                await self.hub.set_status(conn, self.identity, presence.status)
+                await presence.set_presence(conn, self.identity, status.status)
+                await presence.ring_presence(conn, self.identity)
             return None
         if kind == "send":
             return await self._send(raw)
@@ -300,90 +293,3 @@ def _problem(exc: Exception) -> tuple[int, str]:
         return 400, f"invalid frame: {exc}"
     answer = failure(exc)
     return answer.status, answer.detail
-
-
-# --------------------------------------------------------------------------------- lifespan
-
-
-@contextlib.asynccontextmanager
-async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Hub, listener, pacer and (coalesced doorbell) ringer for the life of the process.
-
-    `/readyz` reports the listener. The ringer is installed on the database before anything is
-    served, so every write transaction of the API rings through it (realtime/doorbell.py).
-    In registry mode (`app.state.fleet`) each database gets its own (realtime/engines.py).
-    """
-    if app.state.fleet is not None:
-        async with _fleet_realtime(app, app.state.fleet):
-            yield
-        return
-    settings: Settings = app.state.settings
-    database: db.Database = app.state.database
-    pacer = Pacer(settings.delivery_pace_ms / 1000)
-    pacer.start()
-    ringer: Ringer | None = None
-    if settings.doorbell == "coalesced":
-        ringer = Ringer(database.url, settings.doorbell_batch_ms / 1000, pacer)
-        ringer.start()
-        database.ring = ringer.ring
-    hub = Hub(database, settings, pacer)
-    listener = Listener(
-        database.url,
-        {
-            EVENTS_CHANNEL: hub.on_events,
-            PRESENCE_CHANNEL: hub.on_presence,
-            TYPING_CHANNEL: hub.on_typing,
-        },
-        on_connect=hub.catch_up_all,
-    )
-    app.state.hub = hub
-    app.state.hubs = OneHub(hub)
-    app.state.listener = listener
-    app.state.ringer = ringer
-    hub.start()
-    listener.start()
-    app.state.readiness["realtime"] = listener.check
-    try:
-        yield
-    finally:
-        app.state.readiness.pop("realtime", None)
-        await listener.stop()
-        await hub.stop()
-        if ringer is not None:
-            database.ring = None
-            await ringer.stop()
-        await pacer.stop()
-
-
-@contextlib.asynccontextmanager
-async def _fleet_realtime(app: Litestar, fleet: Fleet) -> AsyncIterator[None]:
-    """Registry mode: a ringer beside each open pool, an engine per database with sockets.
-
-    Every write rings its own database's doorbell, whether or not this process has sockets
-    there: other processes may. The ringer starts with the pool and stops with it.
-    """
-    settings: Settings = app.state.settings
-    pacer = Pacer(settings.delivery_pace_ms / 1000)
-    pacer.start()
-    if settings.doorbell == "coalesced":
-
-        def ringer_for(database: db.Database) -> Ringer:
-            ringer = Ringer(
-                database.url, settings.doorbell_batch_ms / 1000, pacer, budget=fleet.budget
-            )
-            ringer.start()
-            database.ring = ringer.ring
-            return ringer
-
-        await fleet.set_companion(ringer_for)
-    engines = Engines(fleet, settings, pacer)
-    app.state.hubs = engines
-    app.state.hub = app.state.listener = app.state.ringer = None
-    app.state.readiness["realtime"] = engines.readiness
-    try:
-        yield
-    finally:
-        app.state.readiness.pop("realtime", None)
-        await engines.stop()
-        await fleet.set_companion(None)
-        await pacer.stop()
