@@ -17,20 +17,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import jwt
 import msgspec
 from litestar import WebSocket, websocket
 
 from vechat_rls import db
+from vechat_rls.api import frames
 from vechat_rls.api.problems import failure
 from vechat_rls.api.security import AUTH_IN_HANDLER, WS_CLOSE_UNAUTHORIZED, authenticate
 from vechat_rls.auth import AuthError, websocket_token
 from vechat_rls.chat import presence
 from vechat_rls.chat.conversations import read_conversation
-from vechat_rls.chat.errors import Invalid
-from vechat_rls.chat.messages import MessageCreate, send_message
+from vechat_rls.chat.messages import send_message
 from vechat_rls.config import Settings
 from vechat_rls.identity import BIGINT_MAX, Identity
 from vechat_rls.realtime.engines import Hubs
@@ -43,42 +43,6 @@ CLOSE_UNAUTHORIZED = WS_CLOSE_UNAUTHORIZED  # 4401
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_WAIT_S = 30.0  # a stalled peer gets this long to read up to our close frame
-
-Id = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
-ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-
-
-class _Typed(msgspec.Struct):
-    type: str
-    client_id: Any = None
-
-
-class TypingFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    type: Literal["typing"]
-    conversation_id: Id
-    is_typing: bool
-
-
-class ReadFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    type: Literal["read"]
-    conversation_id: Id
-    up_to_message_id: Id | None = None
-    client_id: ClientId | None = None
-
-
-class PresenceFrame(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    type: Literal["presence"]
-    status: Literal["online", "away", "busy", "offline"]
-
-
-class SendFrame(msgspec.Struct, frozen=True, kw_only=True):
-    type: Literal["send"]
-    conversation_id: Id
-    client_id: ClientId
-
-
-_typed = msgspec.json.Decoder(_Typed)
-
 
 @websocket("/ws", opt={AUTH_IN_HANDLER: True}, name="realtime")
 async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
@@ -197,48 +161,45 @@ class _Session:
             await self._handle(raw)
 
     async def _handle(self, raw: str | bytes) -> None:
-        client_id: str | None = None
         try:
-            typed = _typed.decode(raw)
-            if isinstance(typed.client_id, str) and 0 < len(typed.client_id) <= 64:
-                client_id = typed.client_id
-            reply = await self._dispatch(typed.type, raw)
-        except msgspec.DecodeError as exc:
-            reply = _error_frame(_invalid(exc), 400, client_id)
+            frame = frames.decode(raw)
+        except frames.InvalidFrame as invalid:
+            self.hub.send(self.outbox, _error_frame(invalid.detail, 400, invalid.client_id))
+            return
+        try:
+            reply = await self._answer(frame)
         except Exception as exc:
             status, detail = _problem(exc)
-            reply = _error_frame(detail, status, client_id)
+            reply = _error_frame(detail, status, getattr(frame, "client_id", None))
         if reply is not None:
             self.hub.send(self.outbox, reply)
 
-    async def _dispatch(self, kind: str, raw: str | bytes) -> Frame | None:
-        if kind == "ping":
-            return Frame("pong")
-        if kind == "typing":
-            typing = msgspec.json.decode(raw, type=TypingFrame, strict=True)
-            # Typing and presence append no events: their transactions ring nothing.
-            async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
-                found = await self.hub.typing(
-                    conn, self.identity, typing.conversation_id, typing.is_typing
-                )
-            if not found:
-                return _not_found(typing.conversation_id)
-            return None
-        if kind == "read":
-            read = msgspec.json.decode(raw, type=ReadFrame, strict=True)
-            return await self._read(read)
-        if kind == "presence":
-            status = msgspec.json.decode(raw, type=PresenceFrame, strict=True)
-            # A status chosen here rings for the peers again, changed or not.
-            async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
-                await presence.set_presence(conn, self.identity, status.status)
-                await presence.ring_presence(conn, self.identity)
-            return None
-        if kind == "send":
-            return await self._send(raw)
-        raise Invalid(f"unknown frame type {kind[:40]!r}")
+    async def _answer(self, frame: frames.ClientFrame) -> Frame | None:
+        match frame:
+            case frames.Ping():
+                return Frame("pong")
+            case frames.Typing(conversation_id=conversation_id, is_typing=is_typing):
+                # Typing and presence append no events: their transactions ring nothing.
+                async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
+                    found = await self.hub.typing(conn, self.identity, conversation_id, is_typing)
+                return None if found else _not_found(conversation_id)
+            case frames.Read():
+                return await self._read(frame)
+            case frames.Presence(status=status):
+                # A status chosen here rings for the peers again, changed or not.
+                async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
+                    await presence.set_presence(conn, self.identity, status)
+                    await presence.ring_presence(conn, self.identity)
+                return None
+            case frames.Send():
+                # POST /conversations/{id}/messages's own function, and as strict a body.
+                async with db.tenant(self.hub.database, self.identity) as conn:
+                    message, _created = await send_message(
+                        conn, self.identity, frame.conversation_id, frame, self.settings
+                    )
+                return Frame("ack", message, frame.client_id)
 
-    async def _read(self, read: ReadFrame) -> Frame | None:
+    async def _read(self, read: frames.Read) -> Frame | None:
         # POST /conversations/{id}/read's own function: the trigger updates the counter and emits
         # the read receipt (messages.read) and conversation.updated, which arrive as events.
         async with db.tenant(self.hub.database, self.identity) as conn:
@@ -248,25 +209,6 @@ class _Session:
         if read.client_id is not None:
             return Frame("ack", {"marked": marked}, read.client_id)
         return None
-
-    async def _send(self, raw: str | bytes) -> Frame:
-        fields = msgspec.json.decode(raw)
-        if not isinstance(fields, dict):
-            raise Invalid("a frame must be a JSON object")
-        head = msgspec.convert(
-            {k: fields.pop(k) for k in ("type", "conversation_id", "client_id") if k in fields},
-            type=SendFrame,
-            strict=True,
-        )
-        # The rest is the body of POST /conversations/{id}/messages, decoded as strictly.
-        data = msgspec.convert(
-            {**fields, "client_id": head.client_id}, type=MessageCreate, strict=True
-        )
-        async with db.tenant(self.hub.database, self.identity) as conn:
-            message, _created = await send_message(
-                conn, self.identity, head.conversation_id, data, self.settings
-            )
-        return Frame("ack", message, head.client_id)
 
 
 def _not_found(conversation_id: int, client_id: str | None = None) -> Frame:
@@ -279,12 +221,6 @@ def _error_frame(detail: str, status: int, client_id: str | None = None) -> Fram
 
 def _error(detail: str, status: int) -> str:
     return msgspec.json.encode(_error_frame(detail, status)).decode()
-
-
-def _invalid(exc: msgspec.DecodeError) -> str:
-    if isinstance(exc, msgspec.ValidationError):
-        return f"invalid frame: {exc}"
-    return "a frame must be a JSON object"
 
 
 def _problem(exc: Exception) -> tuple[int, str]:
