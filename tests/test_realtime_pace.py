@@ -23,9 +23,9 @@ from tests.dbhelpers import C1, P1, insert_message, new_organisation_ids, seed_o
 from vechat_rls import db
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.identity import Identity, User
-from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.hub import Hub, Outbox
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.ringer import Ringer
 
 PACE_S = 0.4
 

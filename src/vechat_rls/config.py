@@ -41,7 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_send_timeout_s: int = 15  # one frame unsent this long: the socket is stalled, close 1013
     presence_lease_s: int = 45  # a process's connection lease; renewed every third of it
     realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
-    doorbell: str = "coalesced"  # or "transaction": the trigger's NOTIFY in every writing commit
+    doorbell: str = "coalesced"  # doorbell mode; "transaction": the trigger rings in every commit
     doorbell_batch_ms: int = 2  # coalesced: a process rings at most once per this, while busy
     delivery_pace_ms: int = 1000  # short of CPU: read and ring at most once per this (0: never)
     statement_timeout_ms: int = 5000

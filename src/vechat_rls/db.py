@@ -5,14 +5,14 @@ transaction-local settings travel together in a single round trip (architecture.
 not policies, decide throughput). Because the context is transaction-local, a released connection
 carries nothing into the next request, so the pool skips asyncpg's reset query on release.
 
-The doorbell (`VECHAT_DOORBELL=coalesced`, realtime/doorbell.py): when a `Database` has a ringer
+The doorbell (`VECHAT_DOORBELL=coalesced`, realtime/ringer.py): when a `Database` has a ringer
 (`Database.ring`), its write transactions also switch the event trigger's NOTIFY off in that same
 BEGIN batch (`vechat.doorbell = 'off'`, no extra round trip) and, once COMMIT has succeeded, hand
 their organisation to the ringer, which rings for many commits at once. A NOTIFY in the writing
 transaction itself would take PostgreSQL's server-wide notify lock through that commit's WAL
 flush, serialising every writer (architecture.md: "never ring one NOTIFY per message"). A
-transaction that knows whom its events are for says so (`name_recipients`), so that only those
-users are read back; otherwise its ring names the organisation only.
+transaction that knows whom its events are for says so (`Transaction.name_recipients`), so that
+only those users are read back; otherwise its ring names the organisation only.
 
 Registry mode (fleet.py) opens one `Database` per registry database and counts every connection
 the process opens to any of them against one `ConnectionBudget` (`VECHAT_POOL_TOTAL_MAX`).
@@ -88,8 +88,8 @@ _CONNECT_FAILURES: tuple[type[Exception], ...] = (
 
 
 Ring: TypeAlias = Callable[[int, frozenset[tuple[str, int]] | None], None]
-"""The coalesced doorbell: (organisation, the (user_type, user_id) of the recipients named, or
-None for "anyone of it")."""
+"""The ringer's `ring`: (organisation, the (user_type, user_id) of the recipients named, or None
+for "anyone of it")."""
 
 
 class DatabaseUnavailable(Exception):
@@ -173,6 +173,63 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+class Transaction:
+    """A tenant transaction in progress: its connection, whom it acts for, whom it writes for.
+
+    `tenant()` yields one. Statements run through `execute`, `fetch`, `fetchrow` and `fetchval`
+    (asyncpg's, on the transaction's connection). A write that knows whom its events are for
+    says so with `name_recipients`; the ringer then names them alone (module docstring).
+    """
+
+    __slots__ = ("_named", "connection", "identity")
+
+    def __init__(self, connection: Connection, identity: Identity, *, rings: bool) -> None:
+        self.connection = connection
+        self.identity = identity
+        self._named: set[User] | None = set() if rings else None
+
+    def execute(self, query: str, *args: Any, timeout: float | None = None) -> Awaitable[str]:
+        return self.connection.execute(query, *args, timeout=timeout)
+
+    def fetch(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> Awaitable[list[Record]]:
+        return self.connection.fetch(query, *args, timeout=timeout)
+
+    def fetchrow(
+        self, query: str, *args: Any, timeout: float | None = None
+    ) -> Awaitable[Record | None]:
+        return self.connection.fetchrow(query, *args, timeout=timeout)
+
+    def fetchval(
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Awaitable[Any]:
+        return self.connection.fetchval(query, *args, column=column, timeout=timeout)
+
+    def add_query_logger(self, callback: Callable[[Any], None]) -> None:
+        """Have `callback` told of every statement (tests count round trips with it)."""
+        self.connection.add_query_logger(callback)
+
+    def remove_query_logger(self, callback: Callable[[Any], None]) -> None:
+        self.connection.remove_query_logger(callback)
+
+    def name_recipients(self, recipients: Iterable[User]) -> None:
+        """Promise that every event this transaction appends is for one of `recipients`.
+
+        The ringer then rings for them alone, and only they are read back; without it the ring
+        names the whole organisation, which is always correct. A no-op where nothing rings.
+        """
+        if self._named is not None:
+            self._named.update(recipients)
+
+    @property
+    def named_recipients(self) -> frozenset[tuple[str, int]] | None:
+        """The recipients named, as a ring names them; None when none were (anyone may be)."""
+        if not self._named:
+            return None
+        return frozenset((user.user_type, user.user_id) for user in self._named)
+
+
 @contextlib.asynccontextmanager
 async def tenant(
     pool: Pool | Database,
@@ -180,22 +237,22 @@ async def tenant(
     *,
     readonly: bool = False,
     statement_timeout_ms: int | None = None,
-    doorbell: bool = True,
-) -> AsyncIterator[Connection]:
-    """A connection inside a transaction acting for `identity`; commits on success.
+    appends_events: bool = True,
+) -> AsyncIterator[Transaction]:
+    """A transaction acting for `identity`; commits on success.
 
     `readonly=True` runs `READ ONLY` (a write raises SQLSTATE 25006). An exception raised in the
-    block rolls back and propagates unchanged (api/errors.py maps `UNREACHABLE_ERRORS` to 503);
-    failing to acquire, begin or commit because the database is gone raises `DatabaseUnavailable`.
-    A write transaction on a `Database` with a ringer rings its organisation after COMMIT (module
-    doc); `doorbell=False` marks one that appends no events (the hub's own bookkeeping): it
-    rings nothing, and the trigger stays as it is.
+    block rolls back and propagates unchanged (api/problems.py maps `UNREACHABLE_ERRORS` to
+    503); failing to acquire, begin or commit because the database is gone raises
+    `DatabaseUnavailable`. A write transaction on a `Database` with a ringer rings after COMMIT
+    (module doc); `appends_events=False` marks one that appends no events (the hub's own
+    bookkeeping, typing, presence): it rings nothing, and the event trigger stays as it is.
     """
     ring: Ring | None = None
     if isinstance(pool, Database):
         if statement_timeout_ms is None:
             statement_timeout_ms = pool.settings.statement_timeout_ms
-        if doorbell and not readonly:
+        if appends_events and not readonly:
             ring = pool.ring
         pool = pool.pool
     sql = begin_sql(
@@ -205,16 +262,14 @@ async def tenant(
         doorbell_off=ring is not None,
     )
     conn = await _acquire(pool)
-    named: set[User] = set()
-    if ring is not None:
-        _named[id(conn)] = named
     try:
         try:
             await conn.execute(sql)
         except UNREACHABLE_ERRORS as exc:
             raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        transaction = Transaction(conn, identity, rings=ring is not None)
         try:
-            yield conn
+            yield transaction
         except asyncpg.InternalClientError:
             conn.terminate()  # broken protocol state: never hand it to another request
             raise
@@ -231,10 +286,8 @@ async def tenant(
         except UNREACHABLE_ERRORS as exc:
             raise DatabaseUnavailable("database connection lost during COMMIT") from exc
         if ring is not None:
-            recipients = frozenset((u.user_type, u.user_id) for u in named) if named else None
-            ring(identity.organisation_id, recipients)
+            ring(identity.organisation_id, transaction.named_recipients)
     finally:
-        _named.pop(id(conn), None)
         await _release(pool, conn)
 
 
@@ -278,21 +331,6 @@ async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Recor
         raise
     finally:
         await _release(pool, conn)
-
-
-# The recipients named so far by each open tenant transaction that rings (by connection).
-_named: dict[int, set[User]] = {}
-
-
-def name_recipients(conn: Connection, recipients: Iterable[User]) -> None:
-    """Promise that every event `conn`'s transaction appends is for one of `recipients`.
-
-    The coalesced doorbell then rings for them alone, and only they are read back; without it the
-    ring names the whole organisation, which is always correct. A no-op where nothing rings.
-    """
-    named = _named.get(id(conn))
-    if named is not None:
-        named.update(recipients)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +410,7 @@ class Database:
         self.url = url or settings.database_url
         self.budget = budget
         self._pool: Pool | None = None
-        # Set by the realtime lifespan in coalesced doorbell mode (realtime/doorbell.py).
+        # The ringer's, set by the realtime engine in coalesced doorbell mode (realtime/ringer.py).
         self.ring: Ring | None = None
 
     @property
@@ -418,10 +456,10 @@ class Database:
                 await asyncio.wait_for(pool.close(), timeout=5)
 
     def tenant(
-        self, identity: Identity, *, readonly: bool = False, doorbell: bool = True
-    ) -> contextlib.AbstractAsyncContextManager[Connection]:
+        self, identity: Identity, *, readonly: bool = False, appends_events: bool = True
+    ) -> contextlib.AbstractAsyncContextManager[Transaction]:
         """See `tenant()`; uses this database's statement timeout."""
-        return tenant(self, identity, readonly=readonly, doorbell=doorbell)
+        return tenant(self, identity, readonly=readonly, appends_events=appends_events)
 
     async def ping(self) -> None:
         """Raise `DatabaseUnavailable` unless a query round trip succeeds within 2 s."""
@@ -648,7 +686,7 @@ async def check_role_safety(
 async def connect(
     url: str, *, budget: ConnectionBudget | None = None, **server_settings: str
 ) -> Connection:
-    """A connection of its own, outside any pool (the doorbell's ringer); the caller closes it.
+    """A connection of its own, outside any pool (the ringer's); the caller closes it.
 
     With a `budget` (registry mode) it counts against the process's connection cap.
     """

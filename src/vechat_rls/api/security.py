@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Handler parameter types; the parameter *name* selects the dependency (Litestar's named DI):
 #   identity: IdentityDep, conn: ConnDep, database: DatabaseDep, settings: SettingsDep
 IdentityDep: TypeAlias = NamedDependency[Identity]
-ConnDep: TypeAlias = NamedDependency[db.Connection]
+ConnDep: TypeAlias = NamedDependency[db.Transaction]
 DatabaseDep: TypeAlias = NamedDependency[db.Database]
 SettingsDep: TypeAlias = NamedDependency[Settings]
 
@@ -127,7 +127,7 @@ async def provide_fleet_database(
 
 async def provide_conn(
     request: ASGIConnection[Any, Any, Any, Any], identity: IdentityDep, database: DatabaseDep
-) -> AsyncIterator[db.Connection]:
+) -> AsyncIterator[db.Transaction]:
     """Dependency `conn`: the request's tenant transaction (READ ONLY for GET/HEAD).
 
     Litestar builds the response before this generator resumes, so the commit happens before a

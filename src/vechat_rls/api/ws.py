@@ -180,14 +180,14 @@ class _Session:
                 return Frame("pong")
             case frames.Typing(conversation_id=conversation_id, is_typing=is_typing):
                 # Typing and presence append no events: their transactions ring nothing.
-                async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
+                async with self._quiet_transaction() as conn:
                     found = await self.hub.typing(conn, self.identity, conversation_id, is_typing)
                 return None if found else _not_found(conversation_id)
             case frames.Read():
                 return await self._read(frame)
             case frames.Presence(status=status):
                 # A status chosen here rings for the peers again, changed or not.
-                async with db.tenant(self.hub.database, self.identity, doorbell=False) as conn:
+                async with self._quiet_transaction() as conn:
                     await presence.set_presence(conn, self.identity, status)
                     await presence.ring_presence(conn, self.identity)
                 return None
@@ -198,6 +198,9 @@ class _Session:
                         conn, self.identity, frame.conversation_id, frame, self.settings
                     )
                 return Frame("ack", message, frame.client_id)
+
+    def _quiet_transaction(self) -> contextlib.AbstractAsyncContextManager[db.Transaction]:
+        return db.tenant(self.hub.database, self.identity, appends_events=False)
 
     async def _read(self, read: frames.Read) -> Frame | None:
         # POST /conversations/{id}/read's own function: the trigger updates the counter and emits

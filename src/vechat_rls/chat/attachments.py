@@ -101,7 +101,7 @@ def checked_upload(file_name: str | None, data: bytes, settings: Settings) -> Up
     return Upload(sanitise_file_name(file_name), file_type, data)
 
 
-async def store_attachment(conn: db.Connection, identity: Identity, upload: Upload) -> Attachment:
+async def store_attachment(conn: db.Transaction, identity: Identity, upload: Upload) -> Attachment:
     """Store `upload` as the caller's file."""
     row = await conn.fetchrow(
         INSERT_ATTACHMENT_SQL,
@@ -115,14 +115,14 @@ async def store_attachment(conn: db.Connection, identity: Identity, upload: Uplo
     return _attachment(row)
 
 
-async def find_attachment(conn: db.Connection, attachment_id: int) -> Attachment | None:
+async def find_attachment(conn: db.Transaction, attachment_id: int) -> Attachment | None:
     """The file's metadata, None unless the caller may read it."""
     row = await conn.fetchrow(ATTACHMENT_META_SQL, attachment_id)
     return None if row is None else _attachment(row)
 
 
 async def attachment_bytes(
-    conn: db.Connection, attachment_id: int, byte_range: tuple[int, int] | None = None
+    conn: db.Transaction, attachment_id: int, byte_range: tuple[int, int] | None = None
 ) -> bytes | None:
     """The file's bytes, or those of `byte_range` (first, last; inclusive); None when it is gone
     (its uploader removed it since it was found)."""

@@ -150,7 +150,7 @@ RETURNING (xmax = 0) AS created
 """
 
 
-async def visible_contact(conn: db.Connection, user_id: int, user_type: str) -> Contact | None:
+async def visible_contact(conn: db.Transaction, user_id: int, user_type: str) -> Contact | None:
     """The contact (`user_id`, `user_type`) if the caller of `conn` may talk to it, else None.
 
     Use it for "the peer must be a visible, active contact": None means answer 404, exactly as
@@ -178,7 +178,7 @@ def like_pattern(q: str) -> str:
 
 
 async def contact_page(
-    conn: db.Connection, q: str | None, cursor: str | None, limit: int = DEFAULT_LIMIT
+    conn: db.Transaction, q: str | None, cursor: str | None, limit: int = DEFAULT_LIMIT
 ) -> ContactPage:
     """The contacts the caller may talk to, by name; `q` a substring of name or email."""
     after: tuple[Any, ...] = (None, None, None)
@@ -197,7 +197,7 @@ async def contact_page(
 
 
 async def upsert_contacts(
-    conn: db.Connection, identity: Identity, items: list[ContactUpsert]
+    conn: db.Transaction, identity: Identity, items: list[ContactUpsert]
 ) -> UpsertResult:
     """Write directory rows of the caller's organisation; an admin's only (`Forbidden`).
 

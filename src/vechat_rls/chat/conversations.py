@@ -170,7 +170,7 @@ def conversation_from_row(row: db.Record) -> Conversation:
 
 
 async def fetch_conversation(
-    conn: db.Connection, identity: Identity, conversation_id: int
+    conn: db.Transaction, identity: Identity, conversation_id: int
 ) -> Conversation | None:
     """The conversation as the transaction's user sees it, or None when it is not theirs.
 
@@ -183,7 +183,7 @@ async def fetch_conversation(
 
 
 async def conversation_page(
-    conn: db.Connection,
+    conn: db.Transaction,
     *,
     archived: bool | None = False,
     cursor: str | None = None,
@@ -258,7 +258,7 @@ SELECT EXISTS (SELECT 1 FROM conv) AS found, (SELECT count(*) FROM marked) AS ma
 
 
 async def read_conversation(
-    conn: db.Connection, conversation_id: int, up_to_message_id: int | None = None
+    conn: db.Transaction, conversation_id: int, up_to_message_id: int | None = None
 ) -> int | None:
     """Mark the caller's incoming messages of the conversation read, all or up to an id.
 
@@ -323,7 +323,7 @@ WHERE c.id = $1
 
 
 async def conversation(
-    conn: db.Connection, identity: Identity, conversation_id: int
+    conn: db.Transaction, identity: Identity, conversation_id: int
 ) -> Conversation:
     """`fetch_conversation`, or `NotFound` when it is not the caller's."""
     found = await fetch_conversation(conn, identity, conversation_id)
@@ -333,7 +333,7 @@ async def conversation(
 
 
 async def open_with(
-    conn: db.Connection, identity: Identity, peer: Participant
+    conn: db.Transaction, identity: Identity, peer: Participant
 ) -> tuple[Conversation, bool]:
     """The caller's conversation with `peer`, created if needed (`open_conversation`), and
     whether it was."""
@@ -342,7 +342,7 @@ async def open_with(
 
 
 async def update_flags(
-    conn: db.Connection, identity: Identity, conversation_id: int, data: ConversationUpdate
+    conn: db.Transaction, identity: Identity, conversation_id: int, data: ConversationUpdate
 ) -> Conversation:
     """Set the caller's own `archived` / `muted` (those given); `NotFound` unless theirs."""
     if data.archived is not msgspec.UNSET or data.muted is not msgspec.UNSET:
@@ -354,7 +354,7 @@ async def update_flags(
 
 
 async def mark_conversation_read(
-    conn: db.Connection, identity: Identity, conversation_id: int, up_to_message_id: int | None
+    conn: db.Transaction, identity: Identity, conversation_id: int, up_to_message_id: int | None
 ) -> Conversation:
     """`read_conversation`, then the conversation as it is now; `NotFound` unless theirs."""
     if await read_conversation(conn, conversation_id, up_to_message_id) is None:
@@ -362,7 +362,7 @@ async def mark_conversation_read(
     return await conversation(conn, identity, conversation_id)
 
 
-async def delete_for_me(conn: db.Connection, conversation_id: int) -> None:
+async def delete_for_me(conn: db.Transaction, conversation_id: int) -> None:
     """Hide the conversation's history from the caller (module docstring); the peer keeps it.
 
     `NotFound` unless it is the caller's conversation.

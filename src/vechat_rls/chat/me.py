@@ -37,7 +37,7 @@ LIMIT 1
 """
 
 
-async def me(conn: db.Connection, identity: Identity) -> Me:
+async def me(conn: db.Transaction, identity: Identity) -> Me:
     """The caller as the token says, with their contact row; a write (the row on first use)."""
     row = await conn.fetchrow(
         OWN_CONTACT_SQL,

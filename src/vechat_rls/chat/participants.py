@@ -70,7 +70,7 @@ WHERE c.participant1_id = $1 AND c.participant1_type = $2
 
 
 async def open_conversation(
-    conn: db.Connection, identity: Identity, peer: Participant
+    conn: db.Transaction, identity: Identity, peer: Participant
 ) -> tuple[int, bool]:
     """The id of the caller's conversation with `peer`, created if needed; and whether it was.
 

@@ -82,7 +82,7 @@ def _presence(row: db.Record) -> Presence:
     )
 
 
-async def set_presence(conn: db.Connection, identity: Identity, status: Status) -> Presence:
+async def set_presence(conn: db.Transaction, identity: Identity, status: Status) -> Presence:
     """Set the caller's status; it rings `vechat_presence` when what others see changes."""
     row = await conn.fetchrow(PUT_PRESENCE_SQL, identity.user_id, identity.user_type, status)
     assert row is not None
@@ -99,12 +99,12 @@ WHERE p.user_type = $1 AND p.user_id = $2 AND p.show_online_status
 """
 
 
-async def ring_presence(conn: db.Connection, identity: Identity) -> None:
+async def ring_presence(conn: db.Transaction, identity: Identity) -> None:
     """Ring `vechat_presence` for the caller, so that peers read their presence again."""
     await conn.execute(RING_PRESENCE_SQL, identity.user_type, identity.user_id)
 
 
-async def presence_of(conn: db.Connection, users: list[tuple[int, str]]) -> list[Presence]:
+async def presence_of(conn: db.Transaction, users: list[tuple[int, str]]) -> list[Presence]:
     """The presence of `users` ((user_id, user_type)) as the caller may see it, in that order."""
     rows = await conn.fetch(
         PRESENCE_SQL, [user_id for user_id, _ in users], [kind for _, kind in users]

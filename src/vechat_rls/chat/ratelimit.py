@@ -43,7 +43,7 @@ RETURNING hits,
 """
 
 
-async def hit(conn: db.Connection, action: str, *, limit: int, window_s: int = 60) -> int:
+async def hit(conn: db.Transaction, action: str, *, limit: int, window_s: int = 60) -> int:
     """Count one `action` for the transaction's user; `RateLimited` (429) past `limit`.
 
     Call it inside the request's tenant transaction, before the work it limits. Returns the

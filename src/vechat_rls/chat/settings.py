@@ -79,13 +79,13 @@ def _settings(row: db.Record | None) -> UserSettings:
     return UserSettings(**{name: row[name] for name in _FIELDS})
 
 
-async def get_settings(conn: db.Connection, identity: Identity) -> UserSettings:
+async def get_settings(conn: db.Transaction, identity: Identity) -> UserSettings:
     """The caller's settings (every default until first changed)."""
     return _settings(await conn.fetchrow(SETTINGS_SQL, identity.user_id, identity.user_type))
 
 
 async def change_settings(
-    conn: db.Connection, identity: Identity, data: UserSettingsUpdate
+    conn: db.Transaction, identity: Identity, data: UserSettingsUpdate
 ) -> UserSettings:
     """Change the fields given; `custom_settings` over 16 KiB of JSON is `Invalid`."""
     custom = data.custom_settings

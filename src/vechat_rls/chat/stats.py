@@ -30,7 +30,7 @@ SELECT (SELECT count(*) FROM public.vechat_messages
 """
 
 
-async def stats(conn: db.Connection, identity: Identity) -> Stats:
+async def stats(conn: db.Transaction, identity: Identity) -> Stats:
     """The caller's message and conversation counts."""
     row = await conn.fetchrow(STATS_SQL, identity.user_id, identity.user_type)
     assert row is not None

@@ -27,10 +27,10 @@ from vechat_rls import db
 from vechat_rls.config import Settings
 from vechat_rls.fleet import OK, UNAVAILABLE, Fleet, Slot
 from vechat_rls.identity import Identity
-from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.hub import Hub
 from vechat_rls.realtime.listener import Listener
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.ringer import Ringer
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ async def run_one(database: db.Database, settings: Settings) -> AsyncIterator[Ru
     """Hub, listener, pacer and (coalesced doorbell mode) ringer of one database.
 
     The ringer is installed on the database before this yields, so every write transaction
-    rings through it (realtime/doorbell.py). Readiness reports the listener.
+    rings through it (realtime/ringer.py). Readiness reports the listener.
     """
     pacer = Pacer(settings.delivery_pace_ms / 1000)
     pacer.start()

@@ -3,8 +3,8 @@
 One statement per wake-up reads the events of every recipient that needs them, whatever their
 organisation (`vechat.read_events`: one round trip, each recipient's rows under their own
 context). The function first drops the recipients whose event cursor is not beyond what they
-were sent, so a doorbell that names only the organisation (the coalesced doorbell,
-realtime/doorbell.py) costs one index lookup per idle user, not one read. The frame `data` is
+were sent, so a ring that names only the organisation (the ringer's, realtime/ringer.py)
+costs one index lookup per idle user, not one read. The frame `data` is
 built with the HTTP API's own mapping of rows to JSON: the `Message` as that recipient sees it
 *now* (read by the same statement, mapped by `api/messages.message_columns` and
 `message_from_row`), the `Conversation` (`api/conversations.fetch_conversation`, one more read as

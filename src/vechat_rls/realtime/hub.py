@@ -3,8 +3,8 @@
 Delivery. The hub relies on one thing only: *something says that a recipient may have new events*
 — a doorbell notification `{"o": org, "e": [[user_type, user_id, seq], …]}`, the listener
 reconnecting (every user), a socket connecting (its user), or the safety-net poll finding a
-cursor ahead of what was delivered. The coalesced doorbell (realtime/doorbell.py, the API's
-default) names the recipients with seq 0 ("read whatever is there") when the writers named them,
+cursor ahead of what was delivered. The ringer (realtime/ringer.py, the default doorbell mode)
+names the recipients with seq 0 ("read whatever is there") when the writers named them,
 else only the organisation, `{"o": org, "e": []}`: that marks every local user of the
 organisation, and the read skips those whose cursor shows nothing new. Doorbells only mark users
 dirty; one worker drains the dirty set per wake-up and reads every dirty user's events, whatever
@@ -240,7 +240,7 @@ class Hub:
         self.users: dict[User, _User] = {}
         self.by_org: dict[int, set[User]] = defaultdict(set)
         self._dirty: dict[int, dict[User, int]] = defaultdict(dict)
-        self._rung: set[int] = set()  # organisations rung without recipients (coalesced doorbell)
+        self._rung: set[int] = set()  # organisations rung without recipients named
         self._wake = asyncio.Event()
         self._presence_dirty: dict[int, set[tuple[str, int]]] = defaultdict(set)
         self._presence_wake = asyncio.Event()
@@ -295,7 +295,7 @@ class Hub:
         Raises `db.DatabaseUnavailable` (and database errors) when the database cannot say where
         the user's log stands; nothing is registered then.
         """
-        async with db.tenant(self.database, identity.bare(), doorbell=False) as conn:
+        async with db.tenant(self.database, identity.bare(), appends_events=False) as conn:
             row = await conn.fetchrow(
                 CONNECT_SQL, self.settings.event_retention_s, identity.user_type, identity.user_id
             )
@@ -365,7 +365,7 @@ class Hub:
         if not local:
             return
         if not notice.e:
-            # The coalesced doorbell: every local user of the organisation, expanded once per
+            # A ring that names no one: every local user of the organisation, expanded once per
             # wake-up however many rings arrive meanwhile.
             self._rung.add(notice.o)
             self._wake.set()
@@ -489,7 +489,7 @@ class Hub:
         try:
             async with (
                 self._reads,
-                db.tenant(self.database, keys[0].acting(), doorbell=False) as conn,
+                db.tenant(self.database, keys[0].acting(), appends_events=False) as conn,
             ):
                 rows = await conn.fetch(
                     CURSORS_SQL, [k.user_type for k in keys], [k.user_id for k in keys]
@@ -568,7 +568,7 @@ class Hub:
                     count = 0 if (self._stopping or user is None) else len(user.outboxes)
                     leases.append([key.user_type, key.user_id, count])
                 acting = next(iter(users.values())).bare()
-                async with db.tenant(self.database, acting, doorbell=False) as conn:
+                async with db.tenant(self.database, acting, appends_events=False) as conn:
                     await conn.fetch(
                         SET_LEASES_SQL, self.server_id, self.settings.presence_lease_s, leases
                     )
@@ -629,7 +629,7 @@ class Hub:
     # ------------------------------------------------------------------------------ typing
 
     async def typing(
-        self, conn: db.Connection, identity: Identity, conversation_id: int, is_typing: bool
+        self, conn: db.Transaction, identity: Identity, conversation_id: int, is_typing: bool
     ) -> bool:
         """Ring the peer's typing indicator; False when the caller is not in the conversation."""
         throttle = (identity.user, conversation_id)

@@ -1,4 +1,4 @@
-"""The doorbell: one dedicated connection per process that LISTENs, reconnecting with backoff.
+"""The listener: one dedicated connection that LISTENs for doorbells, reconnecting with backoff.
 
 The connection is not from the pool (a pooled connection would be reset and handed to requests)
 and never runs a tenant query: it only LISTENs. Every notification is handed, as text, to the

@@ -12,7 +12,7 @@ nothing needs batching and reading at once is what keeps latency at a few millis
 How. The pacer samples how late the event loop wakes from a short sleep (its lag) and averages that
 over one-second windows. A process whose loop runs late on average is short of CPU: above
 `LAG_ON_S` the pace becomes `VECHAT_DELIVERY_PACE_MS`, and the hub reads (realtime/hub.py) and
-the ringer rings (realtime/doorbell.py) at most once per pace; below `LAG_OFF_S` it is 0 again.
+the ringer rings (realtime/ringer.py) at most once per pace; below `LAG_OFF_S` it is 0 again.
 Between the two it stays as it is, so a process at the edge does not switch every second. Only
 durable events wait: acks, typing and presence never do, and nothing is lost or reordered, since
 every read starts from what each socket was sent.

@@ -36,7 +36,7 @@ SELECT t.message_type, t.deleted, t.mine, t.in_window FROM target t
 
 
 async def edit_message(
-    conn: db.Connection, message_id: int, data: MessageUpdate, settings: Settings
+    conn: db.Transaction, message_id: int, data: MessageUpdate, settings: Settings
 ) -> Message:
     """Replace the text of the caller's text message within `VECHAT_EDIT_WINDOW_S`.
 
@@ -107,7 +107,7 @@ SELECT t.mine FROM target t
 """
 
 
-async def delete_message(conn: db.Connection, message_id: int, *, for_everyone: bool) -> None:
+async def delete_message(conn: db.Transaction, message_id: int, *, for_everyone: bool) -> None:
     """Delete a message for everyone (sender only, else `Forbidden`) or for the caller only.
 
     `NotFound` unless the caller sent or received it. Deleting twice is not an error.
@@ -149,7 +149,7 @@ SELECT count(*) FROM marked
 """
 
 
-async def mark_read(conn: db.Connection, message_ids: list[int]) -> int:
+async def mark_read(conn: db.Transaction, message_ids: list[int]) -> int:
     """Mark the given messages the caller received as read; how many were unread."""
     return int(await conn.fetchval(MARK_READ_SQL, message_ids))
 

@@ -164,7 +164,7 @@ def message_from_row(row: db.Record) -> Message:
     )
 
 
-async def fetch_messages(conn: db.Connection, ids: list[int]) -> list[Message]:
+async def fetch_messages(conn: db.Transaction, ids: list[int]) -> list[Message]:
     """The messages `ids` as the transaction's user sees them, in id order; one round trip.
 
     Row-level security applies: ids of other organisations, or of messages the user neither sent
@@ -207,7 +207,7 @@ MESSAGES_FORWARD_SQL = _PAGE_SQL.format(
 
 
 async def message_page(
-    conn: db.Connection,
+    conn: db.Transaction,
     conversation_id: int,
     *,
     before: int | None = None,
@@ -262,7 +262,7 @@ SEARCH_CURSOR = "search"
 
 
 async def search_messages(
-    conn: db.Connection,
+    conn: db.Transaction,
     q: str,
     *,
     conversation_id: int | None = None,
@@ -304,7 +304,7 @@ EDITS_CURSOR = "edits"
 
 
 async def message_edits(
-    conn: db.Connection, message_id: int, *, cursor: str | None = None, limit: int = DEFAULT_LIMIT
+    conn: db.Transaction, message_id: int, *, cursor: str | None = None, limit: int = DEFAULT_LIMIT
 ) -> MessageEditPage | None:
     """Earlier versions of a message, oldest first; None unless the caller may read it."""
     after = cursors.decode(cursor, EDITS_CURSOR, int)[0] if cursor else 0

@@ -184,7 +184,7 @@ RATE_WINDOW_S = 60
 
 
 async def send_message(
-    conn: db.Connection,
+    conn: db.Transaction,
     identity: Identity,
     conversation_id: int,
     data: MessageCreate,
@@ -248,13 +248,13 @@ async def send_message(
     if data.reply_to_id is not None and not row["reply_found"]:
         raise NotFound(f"message {data.reply_to_id} in conversation", conversation_id)
     if row["id"] is not None:
-        # Every event of a new message is for its conversation's two participants: the coalesced
-        # doorbell rings for them alone (db.name_recipients, realtime/doorbell.py).
+        # Every event of a new message is for its conversation's two participants: the ringer
+        # rings for them alone (db.Transaction.name_recipients, realtime/ringer.py).
         participants = (
             identity.user,
             User(identity.organisation_id, row["receiver_type"], row["receiver_id"]),
         )
-        db.name_recipients(conn, participants)
+        conn.name_recipients(participants)
         return message_from_row(row), True
     original = await conn.fetchrow(ORIGINAL_BY_CLIENT_ID_SQL, data.client_id)
     if original is None or original["conversation_id"] != conversation_id:
@@ -263,7 +263,7 @@ async def send_message(
 
 
 async def send_to_receiver(
-    conn: db.Connection, identity: Identity, data: PeerMessageCreate, settings: Settings
+    conn: db.Transaction, identity: Identity, data: PeerMessageCreate, settings: Settings
 ) -> tuple[Message, bool]:
     """`send_message` to `data.receiver`, in their conversation with the caller, opened on
     demand (`open_conversation`); a message that breaks a rule opens no conversation."""
