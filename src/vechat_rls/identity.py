@@ -20,7 +20,7 @@ UserType = Literal["personnel", "client"]
 USER_TYPES: tuple[UserType, ...] = ("personnel", "client")
 BIGINT_MAX = 2**63 - 1
 # A role travels into the transaction-local setting `vechat.role`; keep it a plain identifier so
-# that it can never be more than a word (it is also quoted properly, see db.py).
+# that it can never be more than a word (it is also quoted properly, see db/transaction.py).
 ROLE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
