@@ -31,7 +31,8 @@ from read_events import ORGANISATION, RECIPIENTS, arguments, seeded_server
 from vechat_rls import db
 from vechat_rls.config import Settings
 from vechat_rls.identity import USER_TYPES, Identity, User
-from vechat_rls.realtime.hub import Hub, Outbox
+from vechat_rls.realtime.hub import Hub
+from vechat_rls.realtime.outbox import Outbox
 
 BACKENDS_SQL = "SELECT pid FROM pg_stat_activity WHERE application_name = 'vechat-rls'"
 RESULTS = Table(

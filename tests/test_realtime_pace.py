@@ -23,7 +23,8 @@ from tests.dbhelpers import C1, P1, insert_message, new_organisation_ids, seed_o
 from vechat_rls import db
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.identity import Identity, User
-from vechat_rls.realtime.hub import Hub, Outbox
+from vechat_rls.realtime.hub import Hub
+from vechat_rls.realtime.outbox import Outbox
 from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.ringer import Ringer
 

@@ -35,7 +35,8 @@ from vechat_rls.config import Settings
 from vechat_rls.identity import BIGINT_MAX, Identity
 from vechat_rls.realtime.engines import Hubs
 from vechat_rls.realtime.events import Frame
-from vechat_rls.realtime.hub import Hub, Outbox
+from vechat_rls.realtime.hub import Hub
+from vechat_rls.realtime.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,9 @@ class _Session:
             case frames.Typing(conversation_id=conversation_id, is_typing=is_typing):
                 # Typing and presence append no events: their transactions ring nothing.
                 async with self._quiet_transaction() as conn:
-                    found = await self.hub.typing(conn, self.identity, conversation_id, is_typing)
+                    found = await self.hub.typing.announce(
+                        conn, self.identity, conversation_id, is_typing
+                    )
                 return None if found else _not_found(conversation_id)
             case frames.Read():
                 return await self._read(frame)

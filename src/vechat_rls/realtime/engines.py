@@ -1,16 +1,9 @@
 """The realtime engine for the life of the process, and which hub a socket joins.
 
-`run_one` (one database) and `run_fleet` (registry mode) start and stop everything delivery
-needs: the pacer, the ringer (coalesced doorbell mode), the hub and its listener.
-
-A NOTIFY reaches only the listeners of the database it was sent in, and the hub reads events
-through one database's pool, so registry mode (fleet.py) runs one engine — a `Hub` and its
-`Listener` — per database that has sockets on this process: started when the first socket of
-that database opens, stopped `VECHAT_POOL_IDLE_S` after its last one closed (a page reload does
-not restart it). A running engine holds its database's pool open. Each listener reconnects with
-its own backoff and catches its own hub up, so one database going away leaves the others'
-delivery alone. Presence leases, typing, the safety-net poll and the sweep of dead leases are
-the hub's, per database, exactly as with one database; the pacer is the process's, shared.
+`run_one` (one database) and `run_fleet` (registry mode) start and stop what delivery needs: the
+pacer, the ringer (coalesced doorbell mode), and the hub with its listener. A NOTIFY reaches only
+one database's listeners, so registry mode runs an engine per database with sockets here,
+started with its first socket and stopped `VECHAT_POOL_IDLE_S` after its last.
 """
 
 from __future__ import annotations

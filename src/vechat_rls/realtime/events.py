@@ -1,16 +1,8 @@
 """Durable events read back under each recipient's own context and encoded as WebSocket frames.
 
-One statement per wake-up reads the events of every recipient that needs them, whatever their
-organisation (`vechat.read_events`: one round trip, each recipient's rows under their own
-context). The function first drops the recipients whose event cursor is not beyond what they
-were sent, so a ring that names only the organisation (the ringer's, realtime/ringer.py)
-costs one index lookup per idle user, not one read. The frame `data` is
-built with the HTTP API's own mapping of rows to JSON: the `Message` as that recipient sees it
-*now* (read by the same statement, mapped by `api/messages.message_columns` and
-`message_from_row`), the `Conversation` (`api/conversations.fetch_conversation`, one more read as
-that recipient), or the read receipt stored with the event. An event whose message or
-conversation the recipient can no longer see (hidden for them since) still arrives — seq stays
-gapless — with ids only: `{"id", "conversation_id"}` / `{"id"}`.
+One statement (`vechat.read_events`) reads the events of every recipient that needs them,
+whatever their organisation. Frames carry the HTTP API's own shapes (chat/messages,
+chat/conversations) as that recipient sees them now, or ids only for what they no longer see.
 """
 
 from __future__ import annotations
