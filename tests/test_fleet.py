@@ -20,8 +20,8 @@ from tests.fleethelpers import backends, eventually, migrated_databases, write_r
 from tests.pg import TestPostgres
 from vechat_rls import cli, db
 from vechat_rls.api.app import create_app
-from vechat_rls.api.server import check_before_serving
 from vechat_rls.auth import mint_token
+from vechat_rls.cli.serve import check_before_serving
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.fleet import Fleet
 from vechat_rls.identity import Identity

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -201,7 +199,7 @@ def websocket_token(connection: _Connection) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Minting (tests, the demo, `vechat-rls token`)
+# Minting (tests, the demo, `vechat-rls token`: cli/token.py)
 
 
 def mint_token(
@@ -239,33 +237,3 @@ def mint_token(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short test secrets are the caller's business
         return jwt.encode(claims, key, algorithm=algorithm)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`vechat-rls token`: print a token signed with `VECHAT_JWT_SECRET` (HS256)."""
-    from vechat_rls.cli import CliError
-
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    if not settings.jwt_secret:
-        raise CliError("VECHAT_JWT_SECRET is not set (the token command signs with HS256)")
-    for value, option in ((args.org, "--org"), (args.user, "--user"), (args.ttl, "--ttl")):
-        if value <= 0:
-            raise CliError(f"{option} must be a positive integer")
-    if args.role is not None and not ROLE_PATTERN.fullmatch(args.role):
-        raise CliError("--role must be a short identifier (letters, digits, _ . : -)")
-    token = mint_token(
-        organisation_id=args.org,
-        user_id=args.user,
-        user_type=args.type,
-        role=args.role,
-        name=args.name,
-        ttl_s=args.ttl,
-        key=settings.jwt_secret,
-        audience=settings.jwt_audience,
-        issuer=settings.jwt_issuer,
-    )
-    sys.stdout.write(token + "\n")
-    return 0
