@@ -5,10 +5,10 @@ verified first; without a valid one the socket is accepted only to be closed at 
 (a close code is the only answer a browser's WebSocket can read — a refused handshake shows as a
 bare 1006), and an open socket is closed 4401 when its token expires. `?since=<seq>` replays
 what was missed, then `ready`; `reset` when `since` is older than the retention. Client frames
-are handled one at a time, in order, each in its own tenant transaction, through the same
-functions (and SQL) as the HTTP routes; any invalid frame gets an `error` frame, never a crash.
-Replies go through the socket's outbox (realtime/hub.py), in line with its events, so one sender
-task per socket does all the writing.
+are decoded by api/frames.py and handled one at a time, in order, each in its own tenant
+transaction, through the same chat/ functions as the HTTP routes; an invalid frame gets an
+`error` frame, never a crash. Replies go through the socket's outbox (realtime/outbox.py), in
+line with its events, so one sender task per socket does all the writing.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ CLOSE_UNAUTHORIZED = WS_CLOSE_UNAUTHORIZED  # 4401
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_WAIT_S = 30.0  # a stalled peer gets this long to read up to our close frame
+
 
 @websocket("/ws", opt={AUTH_IN_HANDLER: True}, name="realtime")
 async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:

@@ -46,7 +46,7 @@ def encode(frame: EventFrame | Frame) -> str:
 # recipient, their user context, so vechat_events_select_recipient and
 # vechat_messages_select_participant (db/policies/) decide what each recipient gets: the message
 # and reply rows it returns were read as that recipient. The mapping shows them as that recipient
-# (`message_columns`, the HTTP API's) from those rows alone; it reads no table, since by the time
+# (chat/messages' `message_columns`) from those rows alone; it reads no table, since by the time
 # it runs the function has restored the (empty) context of this lone statement.
 READ_EVENTS_SQL = f"""
 SELECT e.organisation_id AS event_organisation_id, e.recipient_type AS event_recipient_type,
@@ -60,7 +60,7 @@ LEFT JOIN LATERAL (SELECT (e.reply_to).*) AS r ON true
 """
 
 # Switches the transaction to another user of the same organisation (transaction-local, like the
-# context `db.tenant` sets): the HTTP read functions then see exactly what that user would.
+# context `db.tenant` sets): the chat read functions then see exactly what that user would.
 ACT_AS_SQL = (
     "SELECT pg_catalog.set_config('vechat.user_id', $1, true), "
     "pg_catalog.set_config('vechat.user_type', $2, true), "
