@@ -17,7 +17,7 @@ from tests.pg import TestPostgres
 from tests.scratch import Scratch, create_scratch
 from vechat_rls import db
 from vechat_rls.api.app import create_app
-from vechat_rls.api.security import ConnDep, DatabaseDep, IdentityDep, SettingsDep
+from vechat_rls.api.dependencies import ConnDep, DatabaseDep, IdentityDep, SettingsDep
 from vechat_rls.auth import mint_token
 from vechat_rls.chat import ratelimit
 from vechat_rls.chat.errors import NotFound, RateLimited

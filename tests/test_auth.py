@@ -20,7 +20,8 @@ from litestar.testing import TestClient
 
 from vechat_rls import cli
 from vechat_rls.api.app import create_app
-from vechat_rls.api.security import IdentityDep, authenticate
+from vechat_rls.api.dependencies import IdentityDep
+from vechat_rls.api.security import authenticate
 from vechat_rls.auth import AuthError, TokenVerifier, mint_token, websocket_token
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.identity import Identity

@@ -3,7 +3,8 @@
 Adding a resource: write `api/<resource>.py` with one `Controller` and add it to `CONTROLLERS`.
 Its handlers may ask for `identity: IdentityDep`, `conn: ConnDep` (the request's tenant
 transaction, READ ONLY for GET/HEAD), `database: DatabaseDep` (to open transactions themselves)
-and `settings: SettingsDep` (api/security.py). Every route under `/api/v1` requires a valid token.
+and `settings: SettingsDep` (api/dependencies.py). Every route under `/api/v1` requires a valid
+token.
 JSON bodies (`data: JSONBody[XCreate]`) are decoded strictly (api/body.py). Bodies are limited to
 `VECHAT_MAX_BODY_BYTES`; a controller that takes more names its setting in the class attribute
 `body_limit_setting` (e.g. `"max_upload_bytes"`).
@@ -39,20 +40,19 @@ from vechat_rls.api.attachments import AttachmentsController
 from vechat_rls.api.body import StrictBody
 from vechat_rls.api.contacts import ContactsController
 from vechat_rls.api.conversations import ConversationsController
+from vechat_rls.api.dependencies import (
+    provide_conn,
+    provide_database,
+    provide_fleet_database,
+    provide_identity,
+)
 from vechat_rls.api.health import HealthController
 from vechat_rls.api.lifespans import database_lifespan, realtime_lifespan
 from vechat_rls.api.me import MeController
 from vechat_rls.api.messages import MessagesController
 from vechat_rls.api.presence import PresenceController
 from vechat_rls.api.problems import EXCEPTION_HANDLERS, problem_responses
-from vechat_rls.api.security import (
-    PlacedVerifier,
-    provide_conn,
-    provide_database,
-    provide_fleet_database,
-    provide_identity,
-    require_identity,
-)
+from vechat_rls.api.security import PlacedVerifier, require_identity
 from vechat_rls.api.settings import SettingsController
 from vechat_rls.api.stats import StatsController
 from vechat_rls.api.web import WebController

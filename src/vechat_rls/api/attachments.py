@@ -23,8 +23,8 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
 from vechat_rls import mime
+from vechat_rls.api.dependencies import ConnDep, DatabaseDep, IdentityDep, SettingsDep
 from vechat_rls.api.problems import problem, problem_responses
-from vechat_rls.api.security import ConnDep, DatabaseDep, IdentityDep, SettingsDep
 from vechat_rls.chat import attachments
 from vechat_rls.chat.attachments import Attachment
 from vechat_rls.chat.errors import Invalid, NotFound, TooLarge

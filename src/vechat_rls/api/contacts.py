@@ -7,8 +7,8 @@ from typing import Annotated
 from litestar import Controller, get, put
 from litestar.params import JSONBody, Parameter
 
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
 from vechat_rls.api.problems import problem_responses
-from vechat_rls.api.security import ConnDep, IdentityDep
 from vechat_rls.chat import contacts
 from vechat_rls.chat.contacts import ContactPage, ContactsUpsert, UpsertResult
 

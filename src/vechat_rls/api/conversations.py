@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import JSONBody, QueryParameter
 
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
 from vechat_rls.api.params import Cursor, Limit, PathId
-from vechat_rls.api.security import ConnDep, IdentityDep
 from vechat_rls.chat import conversations
 from vechat_rls.chat.conversations import (
     Conversation,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from vechat_rls.api.security import DatabaseDep, IdentityDep
+from vechat_rls.api.dependencies import DatabaseDep, IdentityDep
 from vechat_rls.chat import me
 from vechat_rls.chat.me import Me
 

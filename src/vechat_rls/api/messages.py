@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import JSONBody, QueryParameter
 
+from vechat_rls.api.dependencies import ConnDep, IdentityDep, SettingsDep
 from vechat_rls.api.params import Cursor, Limit, PathId
-from vechat_rls.api.security import ConnDep, IdentityDep, SettingsDep
 from vechat_rls.chat.errors import NotFound
 from vechat_rls.chat.messages import (
     Marked,

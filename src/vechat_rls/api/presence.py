@@ -8,7 +8,7 @@ from typing import Annotated
 from litestar import Controller, get, put
 from litestar.params import JSONBody, Parameter
 
-from vechat_rls.api.security import ConnDep, IdentityDep
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
 from vechat_rls.chat import presence
 from vechat_rls.chat.errors import Invalid
 from vechat_rls.chat.presence import Presence, PresenceUpdate

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get, patch
 from litestar.params import JSONBody
 
-from vechat_rls.api.security import ConnDep, IdentityDep
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
 from vechat_rls.chat import settings
 from vechat_rls.chat.settings import UserSettings, UserSettingsUpdate
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from vechat_rls.api.security import ConnDep, IdentityDep
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
 from vechat_rls.chat import stats
 from vechat_rls.chat.stats import Stats
 
