@@ -13,7 +13,7 @@ import msgspec
 PREFIX = "VECHAT_"
 MIB = 1024 * 1024
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
-DOORBELLS = ("coalesced", "transaction")
+DOORBELL_MODES = ("coalesced", "transaction")
 
 
 class ConfigError(ValueError):
@@ -165,9 +165,9 @@ def _validate(s: Settings) -> None:
     if s.presence_lease_s > 45:
         # presence_view promises offline within 60 s of a process dying: lease + one sweep.
         raise ConfigError(f"VECHAT_PRESENCE_LEASE_S must be at most 45, got {s.presence_lease_s}")
-    if s.doorbell not in DOORBELLS:
+    if s.doorbell not in DOORBELL_MODES:
         raise ConfigError(
-            f"VECHAT_DOORBELL must be one of {', '.join(DOORBELLS)}, got {s.doorbell!r}"
+            f"VECHAT_DOORBELL must be one of {', '.join(DOORBELL_MODES)}, got {s.doorbell!r}"
         )
     if not 0 <= s.doorbell_batch_ms <= 1000:
         raise ConfigError(f"VECHAT_DOORBELL_BATCH_MS must be in 0..1000, got {s.doorbell_batch_ms}")
