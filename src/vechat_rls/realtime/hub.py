@@ -4,8 +4,8 @@ Something says a recipient may have new events — an events doorbell, the liste
 (everyone), a socket connecting (its user), the safety-net poll — and the hub marks them dirty.
 One worker reads every dirty user's events per wake-up, in one statement whatever their
 organisation (realtime/events.py), and queues each socket exactly the seqs after the last one
-it was given, in order; a gap (events pruned under a live socket) resets the socket. Presence
-leases (leases.py), presence frames (presence_frames.py) and typing (typing.py) are its parts.
+it was given, in order; a gap (events pruned under a live socket) resets the socket. Its parts:
+presence leases (leases.py), presence frames (presence_frames.py), typing_indicators.py.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.presence_frames import PresenceFrames
 from vechat_rls.realtime.sockets import Sockets
 from vechat_rls.realtime.tasks import stop_task
-from vechat_rls.realtime.typing import Typing
+from vechat_rls.realtime.typing_indicators import Typing
 
 log = logging.getLogger(__name__)
 
