@@ -1,5 +1,6 @@
 # make run  — the demo on an embedded PostgreSQL (http://127.0.0.1:8000)
-# make test — venv, install, lint, the whole suite on PostgreSQL 18, the database suite on 15
+# make test — venv, install, lint (ruff, mypy, import layers), the whole suite on PostgreSQL 18,
+#             the database suite on 15
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -19,6 +20,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 pytest: $(STAMP) browser
 	$(PY) -m pytest

@@ -68,7 +68,7 @@ from harness.report import Column, Ratios, Table, cores, cpu_per_op, middle, ms,
 from harness.seed import Seeder, seed_organisations
 from harness.servers import POOL_MAX, RATE_LIMIT, ApiServer, start_all, token, wait_for_port
 from vechat_rls import db
-from vechat_rls.auth import Identity
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import free_port
 
 ORGANISATIONS = 10

@@ -29,10 +29,10 @@ from harness.meters import process_cpu
 from harness.report import Column, Table
 from read_events import ORGANISATION, RECIPIENTS, arguments, seeded_server
 from vechat_rls import db
-from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings
-from vechat_rls.realtime.events import UserKey
-from vechat_rls.realtime.hub import Hub, Outbox
+from vechat_rls.identity import USER_TYPES, Identity, User
+from vechat_rls.realtime.hub import Hub
+from vechat_rls.realtime.outbox import Outbox
 
 BACKENDS_SQL = "SELECT pid FROM pg_stat_activity WHERE application_name = 'vechat-rls'"
 RESULTS = Table(
@@ -47,7 +47,7 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
     database = db.Database(settings)
     await database.open()
     hub = Hub(database, settings)  # not started: only its reads run, one at a time
-    outboxes: dict[UserKey, Outbox] = {}
+    outboxes: dict[User, Outbox] = {}
     for i in range(1, pairs + 1):
         for kind in USER_TYPES:
             identity = Identity(organisation_id=ORGANISATION, user_type=kind, user_id=i)
@@ -61,7 +61,7 @@ async def measure(url: str, admin_url: str, pairs: int, calls: int) -> list[str]
                 wanted = [((ORGANISATION, kind, i), last[(ORGANISATION, kind, i)] - behind)
                           for i in range(1, conversations + 1) for kind in USER_TYPES]
 
-                async def read_once(wanted: list[tuple[UserKey, int]] = wanted) -> None:
+                async def read_once(wanted: list[tuple[User, int]] = wanted) -> None:
                     for key, since in wanted:
                         outbox = outboxes[key]  # as if it had sent up to `since` and no further
                         outbox.delivered = since

@@ -68,7 +68,7 @@ async def measure(url: str, role: str, cursors: dict[tuple[str, int], int],
                   calls: int) -> list[str]:
     conn = await db.connect(url)
     try:
-        await db._init_connection(conn)  # the pool's JSON codecs
+        await db.init_connection(conn)  # the pool's JSON codecs
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         lines = []
         for conversations in RECIPIENTS:

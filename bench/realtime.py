@@ -21,7 +21,7 @@ shares this machine's cores; the `cores` columns say who used what, and `other` 
 else running on the machine meanwhile (other people's work: noise).
 
 Reported, per doorbell mode (`VECHAT_DOORBELL`): `coalesced` (the default: one NOTIFY commit per
-process and batch, realtime/doorbell.py), `transaction` (the trigger's NOTIFY in every writing
+process and batch, realtime/ringer.py), `transaction` (the trigger's NOTIFY in every writing
 commit), `off` (the trigger silenced through the connection's `vechat.doorbell = off`, no
 ringer, poll once an hour: the event log is still written, nothing is delivered -- the send rate
 without any doorbell) and `poll` (the same, but delivered by the hub's safety-net poll every
@@ -116,11 +116,11 @@ from harness.report import Column, Ratios, Table, cores, cpu_per_op, middle, ms,
 from harness.seed import seed_organisations
 from harness.servers import JWT_SECRET, ApiServer, start_all, token, wait_for_port
 from vechat_rls import db
-from vechat_rls.auth import Identity
 from vechat_rls.config import Settings
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import PgServer, free_port
-from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.pace import AT_ONCE, BATCHING
+from vechat_rls.realtime.ringer import Ringer
 
 BENCH = Path(__file__).resolve().parent
 ORGANISATIONS = 10

@@ -26,7 +26,7 @@ from harness.cluster import create_database, private_cluster, role_url, workdir
 from harness.meters import closed_tasks
 from harness.report import Column, Table
 from vechat_rls import db
-from vechat_rls.auth import Identity
+from vechat_rls.identity import Identity
 
 ROLE = "bench_app"
 SETUP = f"""

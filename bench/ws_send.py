@@ -1,7 +1,7 @@
 """What one WebSocket frame costs the server to send, and what a timer per frame adds.
 
 The realtime hub writes every event frame through Litestar's `WebSocket.send_data` under uvicorn
-(websockets-sansio), from one sender task per socket (realtime/ws.py). A stalled peer must not
+(websockets-sansio), from one sender task per socket (api/ws.py). A stalled peer must not
 hold a socket forever, so a send needs a deadline. Two ways to give it one:
 
 * `wait_for`: `asyncio.wait_for(send_data(text), timeout)` around each frame (what the sender did

@@ -16,12 +16,13 @@ from tests.conftest import Database
 from tests.pg import TestPostgres
 from tests.scratch import Scratch, create_scratch
 from vechat_rls import db
-from vechat_rls.api import ratelimit
 from vechat_rls.api.app import create_app
-from vechat_rls.api.errors import NotFound, RateLimited
-from vechat_rls.api.security import ConnDep, DatabaseDep, IdentityDep, SettingsDep
-from vechat_rls.auth import Identity, mint_token
+from vechat_rls.api.dependencies import ConnDep, DatabaseDep, IdentityDep, SettingsDep
+from vechat_rls.auth import mint_token
+from vechat_rls.chat import ratelimit
+from vechat_rls.chat.errors import NotFound, RateLimited
 from vechat_rls.config import Settings
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import free_port
 
 SECRET = "api-test-secret-long-enough-for-hs256!"

@@ -17,12 +17,8 @@ from tests.apihelpers import Caller, api_client, assert_problem, purge_organisat
 from tests.conftest import Database
 from tests.dbhelpers import act_as, create_conversation, insert_message, new_organisation_ids
 from vechat_rls import mime
-from vechat_rls.api.attachments import (
-    Unsatisfiable,
-    content_disposition,
-    parse_range,
-    sanitise_file_name,
-)
+from vechat_rls.api.attachments import Unsatisfiable, content_disposition, parse_range
+from vechat_rls.chat.attachments import sanitise_file_name
 
 KIB = 1024
 MIB = 1024 * KIB

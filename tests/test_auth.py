@@ -20,9 +20,11 @@ from litestar.testing import TestClient
 
 from vechat_rls import cli
 from vechat_rls.api.app import create_app
-from vechat_rls.api.security import IdentityDep, authenticate
-from vechat_rls.auth import AuthError, Identity, TokenVerifier, mint_token, websocket_token
+from vechat_rls.api.dependencies import IdentityDep
+from vechat_rls.api.security import authenticate
+from vechat_rls.auth import AuthError, TokenVerifier, mint_token, websocket_token
 from vechat_rls.config import ConfigError, Settings
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import free_port
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"

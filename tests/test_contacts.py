@@ -13,8 +13,8 @@ from tests.apihelpers import Caller, api_client, assert_problem, purge_organisat
 from tests.conftest import Database
 from tests.dbhelpers import new_organisation_ids
 from vechat_rls import db
-from vechat_rls.api.contacts import visible_contact
-from vechat_rls.auth import Identity
+from vechat_rls.chat.contacts import visible_contact
+from vechat_rls.identity import Identity
 
 ORG_A, ORG_B = new_organisation_ids(2)
 ADMIN = Caller(ORG_A, 900, "personnel", role="admin")

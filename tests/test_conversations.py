@@ -25,9 +25,9 @@ from tests.chathelpers import (
 from tests.conftest import Database
 from tests.dbhelpers import new_organisation_ids
 from vechat_rls import db
-from vechat_rls.api import conversations
-from vechat_rls.api.conversations import fetch_conversation
-from vechat_rls.auth import Identity
+from vechat_rls.chat import conversations
+from vechat_rls.chat.conversations import fetch_conversation
+from vechat_rls.identity import Identity
 
 ORG_A, ORG_B = (Org(i) for i in new_organisation_ids(2))
 

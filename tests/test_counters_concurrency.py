@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from tests import dbhelpers as h
 from tests.dbhelpers import C1, C2, P1, P2, User
 from tests.pg import TestPostgres
-from vechat_rls.api.conversations import read_conversation
-from vechat_rls.auth import Identity
+from vechat_rls.chat.conversations import read_conversation
 from vechat_rls.db import create_pool, tenant
+from vechat_rls.identity import Identity
 
 pytestmark = pytest.mark.db
 

@@ -10,7 +10,7 @@ import pytest
 from tests.pg import TestPostgres
 from tests.scratch import Scratch, create_scratch
 from vechat_rls import db
-from vechat_rls.auth import Identity
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import free_port
 
 ALICE = Identity(organisation_id=1, user_id=10, user_type="personnel", role="admin")

@@ -20,14 +20,15 @@ from tests.fleethelpers import backends, eventually, migrated_databases, write_r
 from tests.pg import TestPostgres
 from vechat_rls import cli, db
 from vechat_rls.api.app import create_app
-from vechat_rls.api.server import check_before_serving
-from vechat_rls.auth import Identity, mint_token
+from vechat_rls.auth import mint_token
+from vechat_rls.cli.serve import check_before_serving
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.fleet import Fleet
+from vechat_rls.identity import Identity
 from vechat_rls.pgserver import free_port
-from vechat_rls.realtime.doorbell import Ringer
 from vechat_rls.realtime.engines import Engines
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.ringer import Ringer
 from vechat_rls.registry import load
 
 ORG_A, ORG_B, ORG_C, ORG_D = 7101, 7102, 7103, 7104

@@ -32,10 +32,10 @@ from tests.chathelpers import (
 from tests.conftest import Database
 from tests.dbhelpers import new_organisation_ids
 from vechat_rls import db
-from vechat_rls.api.messages import MessageCreate, fetch_messages, send_message
-from vechat_rls.api.ratelimit import RateLimited
-from vechat_rls.auth import Identity
+from vechat_rls.chat.errors import RateLimited
+from vechat_rls.chat.messages import MessageCreate, fetch_messages, send_message
 from vechat_rls.config import Settings
+from vechat_rls.identity import Identity
 
 ORG_A, ORG_B = (Org(i) for i in new_organisation_ids(2))
 MAX_CHARS = 50  # VECHAT_MAX_MESSAGE_CHARS for this module

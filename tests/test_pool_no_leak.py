@@ -19,8 +19,8 @@ import pytest
 from tests import dbhelpers as h
 from tests.dbhelpers import P1
 from tests.pg import TestPostgres
-from vechat_rls.auth import Identity
 from vechat_rls.db import create_pool, tenant
+from vechat_rls.identity import Identity
 
 pytestmark = pytest.mark.db
 

@@ -240,7 +240,7 @@ def test_unread_total_uses_an_index(plans_db: Plans, mode: str) -> None:
 @pytest.mark.parametrize("mode", PLAN_MODES)
 @pytest.mark.parametrize("user", USERS)
 def test_api_conversation_list_uses_indexes(plans_db: Plans, user: User, mode: str) -> None:
-    sql = api_sql("vechat_rls.api.conversations", "CONVERSATIONS_PAGE_SQL")
+    sql = api_sql("vechat_rls.chat.conversations", "CONVERSATIONS_PAGE_SQL")
     plan, rows = explain(plans_db, user, mode, sql, "NULL", "NULL", "NULL", "50")
     assert_no_seq_scan_on_big_tables(plan)
     assert PARTICIPANT_KEYS & indexes(plan), indexes(plan)
@@ -252,7 +252,7 @@ def test_api_conversation_list_uses_indexes(plans_db: Plans, user: User, mode: s
 def test_api_latest_page_reads_the_conversation_key_backwards(
     plans_db: Plans, user: User, mode: str
 ) -> None:
-    sql = api_sql("vechat_rls.api.messages", "MESSAGES_NEWEST_SQL")
+    sql = api_sql("vechat_rls.chat.messages.reading", "MESSAGES_NEWEST_SQL")
     plan, rows = explain(
         plans_db, user, mode, sql, str(BUSY_CONVERSATION), "0", "9223372036854775807", "50"
     )

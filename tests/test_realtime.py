@@ -43,7 +43,7 @@ class World:
         return self.servers[1]
 
 
-# Every test runs against both doorbells (realtime/doorbell.py): the coalesced one the API rings
+# Every test runs against both doorbells (realtime/ringer.py): the coalesced one the API rings
 # after its commits, and the trigger's NOTIFY in every writing transaction.
 @pytest.fixture(scope="module", params=["coalesced", "transaction"])
 def world(request: pytest.FixtureRequest, migrated_database: Database) -> Iterator[World]:

@@ -21,12 +21,12 @@ from tests.apihelpers import api_client, purge_organisations
 from tests.conftest import Database
 from tests.dbhelpers import C1, P1, insert_message, new_organisation_ids, seed_organisation
 from vechat_rls import db
-from vechat_rls.auth import Identity
 from vechat_rls.config import ConfigError, Settings
-from vechat_rls.realtime.doorbell import Ringer
-from vechat_rls.realtime.events import UserKey
-from vechat_rls.realtime.hub import Hub, Outbox
+from vechat_rls.identity import Identity, User
+from vechat_rls.realtime.hub import Hub
+from vechat_rls.realtime.outbox import Outbox
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.ringer import Ringer
 
 PACE_S = 0.4
 
@@ -115,7 +115,7 @@ class CountingHub(Hub):
 
     reads: list[float]
 
-    async def _read(self, wanted: list[tuple[UserKey, int]]) -> None:
+    async def _read(self, wanted: list[tuple[User, int]]) -> None:
         self.reads.append(time.monotonic())
         await super()._read(wanted)
 

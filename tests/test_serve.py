@@ -19,7 +19,7 @@ from tests.conftest import Database
 from tests.pg import TestPostgres
 from tests.scratch import Scratch, create_scratch
 from vechat_rls import cli
-from vechat_rls.api.server import METRICS_DIR_VARIABLES, TokenRedactingFilter, shared_metrics
+from vechat_rls.api.serving import METRICS_DIR_VARIABLES, TokenRedactingFilter, shared_metrics
 from vechat_rls.auth import mint_token
 from vechat_rls.pgserver import free_port
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-import re
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import jwt
-import msgspec
 
 from vechat_rls.config import ConfigError, Settings
+from vechat_rls.identity import BIGINT_MAX, ROLE_PATTERN, Identity, UserType
 
 T = TypeVar("T")
-UserType = Literal["personnel", "client"]
-USER_TYPES: tuple[UserType, ...] = ("personnel", "client")
-BIGINT_MAX = 2**63 - 1
-# A role travels into the transaction-local setting `vechat.role`; keep it a plain identifier so
-# that it can never be more than a word (it is also quoted properly, see db.py).
-ROLE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 NAME_MAX_CHARS = 200
 
 # The ERP's existing tokens spell some claims differently; the first name is ours (contract.md).
@@ -30,20 +21,6 @@ USER_CLAIMS = ("sub", "id")
 USER_TYPE_CLAIMS = ("user_type", "userType")
 
 WEBSOCKET_TOKEN_PARAMETER = "access_token"  # noqa: S105 - a parameter name; also the cookie
-
-
-class Identity(msgspec.Struct, frozen=True, kw_only=True):
-    """Who is calling: taken from a verified token and nothing else."""
-
-    organisation_id: int
-    user_id: int
-    user_type: UserType
-    role: str | None = None
-    display_name: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 class AuthError(Exception):
@@ -222,7 +199,7 @@ def websocket_token(connection: _Connection) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Minting (tests, the demo, `vechat-rls token`)
+# Minting (tests, the demo, `vechat-rls token`: cli/token.py)
 
 
 def mint_token(
@@ -260,33 +237,3 @@ def mint_token(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short test secrets are the caller's business
         return jwt.encode(claims, key, algorithm=algorithm)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`vechat-rls token`: print a token signed with `VECHAT_JWT_SECRET` (HS256)."""
-    from vechat_rls.cli import CliError
-
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    if not settings.jwt_secret:
-        raise CliError("VECHAT_JWT_SECRET is not set (the token command signs with HS256)")
-    for value, option in ((args.org, "--org"), (args.user, "--user"), (args.ttl, "--ttl")):
-        if value <= 0:
-            raise CliError(f"{option} must be a positive integer")
-    if args.role is not None and not ROLE_PATTERN.fullmatch(args.role):
-        raise CliError("--role must be a short identifier (letters, digits, _ . : -)")
-    token = mint_token(
-        organisation_id=args.org,
-        user_id=args.user,
-        user_type=args.type,
-        role=args.role,
-        name=args.name,
-        ttl_s=args.ttl,
-        key=settings.jwt_secret,
-        audience=settings.jwt_audience,
-        issuer=settings.jwt_issuer,
-    )
-    sys.stdout.write(token + "\n")
-    return 0

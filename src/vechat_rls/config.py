@@ -13,7 +13,7 @@ import msgspec
 PREFIX = "VECHAT_"
 MIB = 1024 * 1024
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
-DOORBELLS = ("coalesced", "transaction")
+DOORBELL_MODES = ("coalesced", "transaction")
 
 
 class ConfigError(ValueError):
@@ -41,7 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_send_timeout_s: int = 15  # one frame unsent this long: the socket is stalled, close 1013
     presence_lease_s: int = 45  # a process's connection lease; renewed every third of it
     realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
-    doorbell: str = "coalesced"  # or "transaction": the trigger's NOTIFY in every writing commit
+    doorbell: str = "coalesced"  # doorbell mode; "transaction": the trigger rings in every commit
     doorbell_batch_ms: int = 2  # coalesced: a process rings at most once per this, while busy
     delivery_pace_ms: int = 1000  # short of CPU: read and ring at most once per this (0: never)
     statement_timeout_ms: int = 5000
@@ -165,9 +165,9 @@ def _validate(s: Settings) -> None:
     if s.presence_lease_s > 45:
         # presence_view promises offline within 60 s of a process dying: lease + one sweep.
         raise ConfigError(f"VECHAT_PRESENCE_LEASE_S must be at most 45, got {s.presence_lease_s}")
-    if s.doorbell not in DOORBELLS:
+    if s.doorbell not in DOORBELL_MODES:
         raise ConfigError(
-            f"VECHAT_DOORBELL must be one of {', '.join(DOORBELLS)}, got {s.doorbell!r}"
+            f"VECHAT_DOORBELL must be one of {', '.join(DOORBELL_MODES)}, got {s.doorbell!r}"
         )
     if not 0 <= s.doorbell_batch_ms <= 1000:
         raise ConfigError(f"VECHAT_DOORBELL_BATCH_MS must be in 0..1000, got {s.doorbell_batch_ms}")

@@ -1,4 +1,4 @@
-"""`vechat-rls demo`: embedded PostgreSQL in ./.vechat/, migrated, two demo organisations, served.
+"""The demo: embedded PostgreSQL in ./.vechat/, migrated, two demo organisations, sign-in links.
 
 Everything lives in one directory (default `./.vechat/`): the cluster, a generated JWT secret and
 the `vechat_app` password. Running it again reuses them, so the demo's data survives restarts;
@@ -8,13 +8,10 @@ write it -- under each sender's tenant context -- so the triggers keep counters 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import secrets
-import signal
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psycopg
@@ -109,8 +106,13 @@ def _seed(admin_url: str) -> None:
                                               receiver[0], body, f"demo-{number}"))
 
 
-def prepare(directory: Path, *, port: int = 0) -> tuple[PgServer, dict[str, str]]:
-    """Start (or reuse) the demo cluster, migrate it, seed it; returns it and the settings."""
+def prepare(
+    directory: Path, *, port: int = 0, say: Callable[[str], None] = lambda line: None
+) -> tuple[PgServer, dict[str, str]]:
+    """Start (or reuse) the demo cluster, migrate it, seed it; returns it and the settings.
+
+    `say` hears the migration's progress, one line at a time.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     state = _state(directory)
     server = PgServer(datadir=directory / "postgres", bindir=embedded_bindir(), fast=False,
@@ -122,7 +124,7 @@ def prepare(directory: Path, *, port: int = 0) -> tuple[PgServer, dict[str, str]
             conn.execute(f"CREATE DATABASE {DATABASE}")
     admin_url = server.admin_url(DATABASE)
     target = migrate.Target(name="demo", admin_url=admin_url)
-    migrate.migrate(target, migrate.load_layout(), say=lambda line: print(f"  db: {line}"))
+    migrate.migrate(target, migrate.load_layout(), say=say)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
             psycopg.sql.SQL("ALTER ROLE vechat_app LOGIN PASSWORD {}").format(
@@ -147,35 +149,3 @@ def sign_in_links(base_url: str, jwt_secret: str) -> list[str]:
         label = f"{ORGANISATIONS[c['org']]} · {c['type']} {c['id']} · {c['name']}"
         lines.append(f"  {label}\n    {base_url}/?access_token={token}")
     return lines
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from vechat_rls.api import server as api_server
-
-    directory = Path(args.dir).resolve()
-    print(f"vechat-rls demo: PostgreSQL cluster in {directory}/postgres")
-    pg, env = prepare(directory)
-    os.environ.update(env)
-    base_url = f"http://{args.host}:{args.port}"
-    # The unix socket uses trust authentication: no password to print.
-    print(f"  psql as the DBA: psql -h {pg.socket_dir} -p {pg.port} -U postgres {DATABASE}")
-    print("Sign in as a demo user (links valid 12 h):")
-    print("\n".join(sign_in_links(base_url, env["VECHAT_JWT_SECRET"])))
-    print(f"API docs: {base_url}/schema/swagger")
-    if args.no_serve:
-        print(f"The cluster keeps running (port {pg.port}); `vechat-rls demo` reuses it.")
-        return 0
-    serve_args = argparse.Namespace(host=args.host, port=args.port, workers=1,
-                                    allow_privileged_role=False)
-    # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found:
-    # make that one unwind (the default would end the process before the cluster is stopped).
-    previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        return int(api_server.run_cli(serve_args))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        pg.stop()  # the data stays in the directory; the next demo starts it again
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)

@@ -1,19 +1,9 @@
 """Registry mode: each organisation's database, its pool opened on first use and closed when idle.
 
-`vechat-rls serve` with `VECHAT_REGISTRY` (docs/serving.md) keeps one `Slot` per registry
-database: its `db.Database`, opened the first time a request of one of its organisations needs
-it and closed once it has been unused for `VECHAT_POOL_IDLE_S`. Every connection the process
-opens to any of them — pooled, listener, ringer — counts against one `db.ConnectionBudget`
-(`VECHAT_POOL_TOTAL_MAX`); at the cap, idle connections of the least recently used databases are
-closed to make room.
-
-Routing: an organisation listed by an entry goes to that entry's database, any other to the
-`["*"]` entry, and without one it is not served (the API answers 401). The organisation is the
-verified token's, nothing else.
-
-Safety: a pool's first connection, every time it opens, runs the same role check as `serve` at
-startup (`db.check_role_safety`), so a database that was down when the process started is
-checked before it serves anyone.
+One `Slot` per registry database, opened when a request of one of its organisations first needs
+it (after the same role check as `serve` at startup) and closed after `VECHAT_POOL_IDLE_S` unused.
+An organisation goes to the entry listing it, else to the `["*"]` entry, else it is not served
+(401). Every connection of the process counts against one `db.ConnectionBudget`.
 """
 
 from __future__ import annotations

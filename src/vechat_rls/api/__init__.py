@@ -1,1 +1,2 @@
-"""The HTTP API: the Litestar app (`app.py`), one module per resource, errors, security."""
+"""The edges: the Litestar app, thin HTTP controllers over chat/, the WebSocket endpoint, and
+the one place that turns errors into problems and error frames (problems.py)."""

@@ -3,18 +3,20 @@
 Adding a resource: write `api/<resource>.py` with one `Controller` and add it to `CONTROLLERS`.
 Its handlers may ask for `identity: IdentityDep`, `conn: ConnDep` (the request's tenant
 transaction, READ ONLY for GET/HEAD), `database: DatabaseDep` (to open transactions themselves)
-and `settings: SettingsDep` (api/security.py). Every route under `/api/v1` requires a valid token.
+and `settings: SettingsDep` (api/dependencies.py). Every route under `/api/v1` requires a valid
+token.
 JSON bodies (`data: JSONBody[XCreate]`) are decoded strictly (api/body.py). Bodies are limited to
 `VECHAT_MAX_BODY_BYTES`; a controller that takes more names its setting in the class attribute
 `body_limit_setting` (e.g. `"max_upload_bytes"`).
-Something that must run for the life of the process (the realtime listener) is a context manager
-in `LIFESPANS`; if it can fail, it registers a readiness check in `app.state.readiness`.
+Something that must run for the life of the process (the realtime engine) is a context manager
+in `LIFESPANS` (api/lifespans.py); if it can fail, it registers a readiness check in
+`app.state.readiness`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from litestar import Litestar, Router
@@ -38,26 +40,26 @@ from vechat_rls.api.attachments import AttachmentsController
 from vechat_rls.api.body import StrictBody
 from vechat_rls.api.contacts import ContactsController
 from vechat_rls.api.conversations import ConversationsController
-from vechat_rls.api.errors import EXCEPTION_HANDLERS, problem_responses
-from vechat_rls.api.health import HealthController, ReadinessCheck
-from vechat_rls.api.me import MeController
-from vechat_rls.api.messages import MessagesController
-from vechat_rls.api.presence import PresenceController
-from vechat_rls.api.security import (
-    PlacedVerifier,
+from vechat_rls.api.dependencies import (
     provide_conn,
     provide_database,
     provide_fleet_database,
     provide_identity,
-    require_identity,
 )
+from vechat_rls.api.health import HealthController
+from vechat_rls.api.lifespans import database_lifespan, realtime_lifespan
+from vechat_rls.api.me import MeController
+from vechat_rls.api.messages import MessagesController
+from vechat_rls.api.presence import PresenceController
+from vechat_rls.api.problems import EXCEPTION_HANDLERS, problem_responses
+from vechat_rls.api.security import PlacedVerifier, require_identity
 from vechat_rls.api.settings import SettingsController
 from vechat_rls.api.stats import StatsController
 from vechat_rls.api.web import WebController
+from vechat_rls.api.ws import realtime_socket
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import Settings
 from vechat_rls.fleet import Fleet
-from vechat_rls.realtime.ws import realtime_lifespan, realtime_socket
 from vechat_rls.registry import load as load_registry
 
 API_PREFIX = "/api/v1"
@@ -71,38 +73,11 @@ CONTROLLERS: list[ControllerRouterHandler] = [
     PresenceController,
     StatsController,
     AttachmentsController,
-    realtime_socket,  # WebSocket /api/v1/ws (realtime/ws.py)
+    realtime_socket,  # WebSocket /api/v1/ws (api/ws.py)
 ]
 """Resource controllers mounted under `/api/v1`, one line each."""
 
 Lifespan = Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]
-
-
-@contextlib.asynccontextmanager
-async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """The pool for the life of the process; the app starts even while the database is down.
-
-    Registry mode: the fleet's pools open on first use and close when idle (fleet.py).
-    """
-    readiness: dict[str, ReadinessCheck] = app.state.readiness
-    fleet: Fleet | None = app.state.fleet
-    if fleet is not None:
-        await fleet.start()
-        readiness["databases"] = fleet.readiness
-        try:
-            yield
-        finally:
-            readiness.pop("databases", None)
-            await fleet.close()
-        return
-    database: db.Database = app.state.database
-    await database.open()
-    readiness["database"] = database.ping
-    try:
-        yield
-    finally:
-        readiness.pop("database", None)
-        await database.close()
 
 
 LIFESPANS: list[Lifespan] = [

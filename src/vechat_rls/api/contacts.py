@@ -1,201 +1,16 @@
-"""`/api/v1/contacts`: the directory a caller may talk to, and the admin's bulk sync of it.
-
-Who may talk to whom is one rule, `VISIBLE_CONTACT_PREDICATE`, used by the list here and by
-`visible_contact()`, which other resources call before starting a conversation with a peer:
-
-* personnel see every active contact of their organisation;
-* a client sees only active personnel: those listed in its own row's `assigned_personnel`, or, when
-  that list is empty (or the client has no row yet), those whose role is `commercial`;
-* nobody lists themselves.
-
-The organisation is never named here: `vechat_contacts_organisation_isolation` keeps every
-statement inside the caller's organisation, and `vechat_contacts_select_visible` already hides
-other clients from a client (db/policies/vechat_contacts.sql). The finer client rule above is a
-query rule on top of those policies.
-"""
+"""`/api/v1/contacts`: the directory a caller may talk to (chat/contacts.py), and its admin sync."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from typing import Annotated, Any
+from typing import Annotated
 
-import msgspec
 from litestar import Controller, get, put
 from litestar.params import JSONBody, Parameter
 
-from vechat_rls import db
-from vechat_rls.api.errors import BadRequest, Forbidden, problem_responses
-from vechat_rls.api.security import ConnDep, IdentityDep
-from vechat_rls.auth import BIGINT_MAX, UserType
-
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
-MAX_UPSERT_ITEMS = 1000
-MAX_QUERY_CHARS = 200
-
-UserId = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
-
-
-class Contact(msgspec.Struct, frozen=True, kw_only=True):
-    """A directory entry as the API shows it."""
-
-    user_id: int
-    user_type: UserType
-    display_name: str
-    email: str | None
-    avatar_url: str | None
-    role: str | None
-    active: bool
-
-
-class ContactPage(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[Contact]
-    next_cursor: str | None
-
-
-class ContactUpsert(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One directory row as the ERP sends it; the whole row (omitted fields take their defaults)."""
-
-    user_id: UserId
-    user_type: UserType
-    display_name: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
-    avatar_url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
-    role: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    active: bool = True
-    assigned_personnel: Annotated[list[UserId], msgspec.Meta(max_length=1000)] = []
-
-
-class ContactsUpsert(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    items: Annotated[list[ContactUpsert], msgspec.Meta(max_length=MAX_UPSERT_ITEMS)]
-
-
-class UpsertResult(msgspec.Struct, frozen=True, kw_only=True):
-    """How many rows `PUT /contacts` wrote: `upserted = created + updated`."""
-
-    upserted: int
-    created: int
-    updated: int
-
-
-# The one definition of "the caller may talk to contact c" (alias c), for a caller whose own
-# `assigned_personnel` is available as `me.assigned` (see `_ME_CTE`).
-# visibility: vechat_contacts_organisation_isolation, vechat_contacts_select_visible
-# (db/policies/vechat_contacts.sql) — the organisation, and no other client for a client.
-VISIBLE_CONTACT_PREDICATE = """
-c.active
-AND NOT (c.user_id = (SELECT vechat.current_user_id())
-         AND c.user_type = (SELECT vechat.current_user_type()))
-AND ((SELECT vechat.current_user_type()) = 'personnel'
-     OR (c.user_type = 'personnel'
-         AND CASE WHEN cardinality(me.assigned) = 0 THEN c.role = 'commercial'
-                  ELSE c.user_id = ANY (me.assigned) END))
-"""
-
-# The caller's own assignment list; no row yet means none assigned.
-_ME_CTE = """
-WITH me AS (
-    SELECT coalesce((SELECT o.assigned_personnel FROM public.vechat_contacts o
-                     WHERE o.user_id = (SELECT vechat.current_user_id())
-                       AND o.user_type = (SELECT vechat.current_user_type())),
-                    '{}'::bigint[]) AS assigned
-)
-"""
-
-_COLUMNS = "c.user_id, c.user_type, c.display_name, c.email, c.avatar_url, c.role, c.active"
-
-# Composed once at import from the fixed fragments above, so that the list and the single lookup
-# can never disagree about who is visible. No request data is ever part of the text.
-VISIBLE_CONTACT_SQL = f"""{_ME_CTE}
-SELECT {_COLUMNS}
-FROM public.vechat_contacts c, me
-WHERE c.user_id = $1 AND c.user_type = $2
-  AND {VISIBLE_CONTACT_PREDICATE}
-"""
-"""One visible contact by (`$1` user_id, `$2` user_type); no row when the caller may not see it."""
-
-# Keyset page ordered by (display_name, user_type, user_id); `$1` the LIKE pattern or NULL,
-# `$2..$4` the last row of the previous page or NULLs, `$5` the page size + 1.
-CONTACTS_PAGE_SQL = f"""{_ME_CTE}
-SELECT {_COLUMNS}
-FROM public.vechat_contacts c, me
-WHERE {VISIBLE_CONTACT_PREDICATE}
-  AND ($1::text IS NULL OR c.search_text LIKE '%' || lower(vechat.unaccent($1::text)) || '%')
-  AND ($2::text IS NULL
-       OR (c.display_name, c.user_type, c.user_id) > ($2::text, $3::text, $4::bigint))
-ORDER BY c.display_name, c.user_type, c.user_id
-LIMIT $5
-"""
-
-# Bulk upsert from a JSON array; `xmax = 0` marks a row this statement inserted.
-# visibility: vechat_contacts_insert_self_or_admin, vechat_contacts_update_self_or_admin
-# (db/policies/vechat_contacts.sql) — an admin writes any row of the transaction's organisation,
-# and vechat_contacts_organisation_isolation's WITH CHECK refuses any other organisation.
-UPSERT_CONTACTS_SQL = """
-INSERT INTO public.vechat_contacts AS c
-    (organisation_id, user_id, user_type, display_name, email, avatar_url, role, active,
-     assigned_personnel)
-SELECT (SELECT vechat.current_organisation_id()), r.user_id, r.user_type, r.display_name,
-       r.email, r.avatar_url, r.role, r.active, r.assigned_personnel
-FROM jsonb_to_recordset($1::jsonb) AS r(user_id bigint, user_type text, display_name text,
-                                        email text, avatar_url text, role text, active boolean,
-                                        assigned_personnel bigint[])
-ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
-SET display_name = EXCLUDED.display_name,
-    email = EXCLUDED.email,
-    avatar_url = EXCLUDED.avatar_url,
-    role = EXCLUDED.role,
-    active = EXCLUDED.active,
-    assigned_personnel = EXCLUDED.assigned_personnel
-RETURNING (xmax = 0) AS created
-"""
-
-
-async def visible_contact(conn: db.Connection, user_id: int, user_type: str) -> Contact | None:
-    """The contact (`user_id`, `user_type`) if the caller of `conn` may talk to it, else None.
-
-    Use it for "the peer must be a visible, active contact": None means answer 404, exactly as
-    for a user who does not exist or belongs to another organisation.
-    """
-    row = await conn.fetchrow(VISIBLE_CONTACT_SQL, user_id, user_type)
-    return None if row is None else _contact(row)
-
-
-def _contact(row: db.Record) -> Contact:
-    return Contact(
-        user_id=row["user_id"],
-        user_type=row["user_type"],
-        display_name=row["display_name"],
-        email=row["email"],
-        avatar_url=row["avatar_url"],
-        role=row["role"],
-        active=row["active"],
-    )
-
-
-def like_pattern(q: str) -> str:
-    r"""`q` with LIKE's wildcards escaped (`\` is the default escape character)."""
-    return q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-_CURSOR_TYPE = tuple[str, str, int]
-
-
-def encode_cursor(contact: Contact) -> str:
-    raw = msgspec.json.encode((contact.display_name, contact.user_type, contact.user_id))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> _CURSOR_TYPE:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        name, user_type, user_id = msgspec.json.decode(raw, type=_CURSOR_TYPE)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise BadRequest("cursor is invalid") from None
-    if user_type not in ("personnel", "client") or not 1 <= user_id <= BIGINT_MAX:
-        raise BadRequest("cursor is invalid")
-    return name, user_type, user_id
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
+from vechat_rls.api.problems import problem_responses
+from vechat_rls.chat import contacts
+from vechat_rls.chat.contacts import ContactPage, ContactsUpsert, UpsertResult
 
 
 class ContactsController(Controller):
@@ -210,18 +25,13 @@ class ContactsController(Controller):
             str | None,
             Parameter(
                 description="Case- and accent-insensitive substring of name or email",
-                max_length=MAX_QUERY_CHARS,
+                max_length=contacts.MAX_QUERY_CHARS,
             ),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-        cursor: Annotated[str | None, Parameter(max_length=1000)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=contacts.MAX_LIMIT)] = contacts.DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Parameter(max_length=contacts.MAX_CURSOR_CHARS)] = None,
     ) -> ContactPage:
-        after: tuple[Any, ...] = (None, None, None) if cursor is None else decode_cursor(cursor)
-        pattern = like_pattern(q.strip()) if q and q.strip() else None
-        rows = await conn.fetch(CONTACTS_PAGE_SQL, pattern, *after, limit + 1)
-        items = [_contact(row) for row in rows[:limit]]
-        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
-        return ContactPage(items=items, next_cursor=next_cursor)
+        return await contacts.contact_page(conn, q, cursor, limit)
 
     @put(
         summary="Admin: upsert up to 1000 directory rows of the caller's own organisation",
@@ -230,19 +40,4 @@ class ContactsController(Controller):
     async def upsert_contacts(
         self, conn: ConnDep, identity: IdentityDep, data: JSONBody[ContactsUpsert]
     ) -> UpsertResult:
-        if not identity.is_admin:
-            raise Forbidden("only an admin may change the contact directory")
-        seen: dict[tuple[str, int], int] = {}
-        for index, item in enumerate(data.items):
-            key = (item.user_type, item.user_id)
-            if key in seen:
-                raise BadRequest(
-                    f"items[{index}] repeats {item.user_type}:{item.user_id} "
-                    f"(first at items[{seen[key]}])"
-                )
-            seen[key] = index
-        if not data.items:
-            return UpsertResult(upserted=0, created=0, updated=0)
-        rows = await conn.fetch(UPSERT_CONTACTS_SQL, msgspec.to_builtins(data.items))
-        created = sum(1 for row in rows if row["created"])
-        return UpsertResult(upserted=len(rows), created=created, updated=len(rows) - created)
+        return await contacts.upsert_contacts(conn, identity, data.items)

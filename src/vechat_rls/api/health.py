@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get
 
-from vechat_rls.api.errors import problem
+from vechat_rls.api.problems import problem
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str] | None]]
 """Registered in `app.state.readiness` by lifespans. Returns None when its dependency is usable,

@@ -1,35 +1,24 @@
-"""Bearer token → `Identity` for every `/api/v1` route, its database, and the tenant connection."""
+"""Bearer token → `Identity` for every `/api/v1` route: the guard, and registry mode's verifier."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol
 
 from litestar.connection import ASGIConnection
-from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import WebSocketException
 from litestar.handlers.base import BaseRouteHandler
 
-from vechat_rls import db
-from vechat_rls.auth import AuthError, Identity, TokenVerifier, http_token, websocket_token
-from vechat_rls.config import Settings
+from vechat_rls.auth import AuthError, TokenVerifier, http_token, websocket_token
 from vechat_rls.fleet import Fleet
+from vechat_rls.identity import Identity
 
 log = logging.getLogger(__name__)
-
-# Handler parameter types; the parameter *name* selects the dependency (Litestar's named DI):
-#   identity: IdentityDep, conn: ConnDep, database: DatabaseDep, settings: SettingsDep
-IdentityDep: TypeAlias = NamedDependency[Identity]
-ConnDep: TypeAlias = NamedDependency[db.Connection]
-DatabaseDep: TypeAlias = NamedDependency[db.Database]
-SettingsDep: TypeAlias = NamedDependency[Settings]
 
 AUTH_IN_HANDLER = "vechat_auth_in_handler"
 """Route `opt` key: a WebSocket handler that authenticates itself (to accept, then close 4401)."""
 
-READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 WS_CLOSE_UNAUTHORIZED = 4401  # contract.md: bad token on the WebSocket
 
 
@@ -95,43 +84,3 @@ async def require_identity(
         if connection.scope["type"] == ScopeType.WEBSOCKET:
             raise WebSocketException(detail=exc.reason, code=WS_CLOSE_UNAUTHORIZED) from None
         raise
-
-
-async def provide_identity(request: ASGIConnection[Any, Any, Any, Any]) -> Identity:
-    """Dependency `identity`: the guard has already verified the token."""
-    identity = request.scope.get("user")
-    if not isinstance(identity, Identity):
-        raise AuthError("missing bearer token", error="")
-    return identity
-
-
-async def provide_database(request: ASGIConnection[Any, Any, Any, Any]) -> db.Database:
-    """Dependency `database`: for handlers that open their own tenant transactions."""
-    database: db.Database = request.app.state.database
-    return database
-
-
-async def provide_fleet_database(
-    request: ASGIConnection[Any, Any, Any, Any], identity: IdentityDep
-) -> AsyncIterator[db.Database]:
-    """Dependency `database` in registry mode: the caller's organisation's database.
-
-    The organisation is the verified token's (fleet.py routes it); the database is held open
-    until the request is done.
-    """
-    fleet: Fleet = request.app.state.fleet
-    async with fleet.lease(identity.organisation_id) as database:
-        yield database
-
-
-async def provide_conn(
-    request: ASGIConnection[Any, Any, Any, Any], identity: IdentityDep, database: DatabaseDep
-) -> AsyncIterator[db.Connection]:
-    """Dependency `conn`: the request's tenant transaction (READ ONLY for GET/HEAD).
-
-    Litestar builds the response before this generator resumes, so the commit happens before a
-    single byte is sent and a failed commit still becomes an error response.
-    """
-    readonly = request.scope.get("method") in READ_ONLY_METHODS
-    async with database.tenant(identity, readonly=readonly) as conn:
-        yield conn

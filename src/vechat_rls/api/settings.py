@@ -1,84 +1,13 @@
-"""`/api/v1/settings`: the caller's chat preferences; no row yet means every default."""
+"""`/api/v1/settings`: the caller's chat preferences (chat/settings.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-import msgspec
 from litestar import Controller, get, patch
 from litestar.params import JSONBody
 
-from vechat_rls import db
-from vechat_rls.api.errors import BadRequest
-from vechat_rls.api.security import ConnDep, IdentityDep
-
-Theme = Literal["light", "dark", "auto"]
-FontSize = Literal["small", "medium", "large"]
-MAX_CUSTOM_SETTINGS_BYTES = 16 * 1024  # also vechat_user_settings_custom_settings_check
-
-
-class UserSettings(msgspec.Struct, frozen=True, kw_only=True):
-    email_notifications: bool = True
-    push_notifications: bool = True
-    sound_notifications: bool = True
-    theme: Theme = "light"
-    font_size: FontSize = "medium"
-    show_online_status: bool = True
-    show_read_receipts: bool = True
-    custom_settings: dict[str, Any] = {}
-
-
-DEFAULT_SETTINGS = UserSettings()
-
-
-class UserSettingsUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Only the fields given change; `custom_settings`, when given, replaces the whole object."""
-
-    email_notifications: bool | msgspec.UnsetType = msgspec.UNSET
-    push_notifications: bool | msgspec.UnsetType = msgspec.UNSET
-    sound_notifications: bool | msgspec.UnsetType = msgspec.UNSET
-    theme: Theme | msgspec.UnsetType = msgspec.UNSET
-    font_size: FontSize | msgspec.UnsetType = msgspec.UNSET
-    show_online_status: bool | msgspec.UnsetType = msgspec.UNSET
-    show_read_receipts: bool | msgspec.UnsetType = msgspec.UNSET
-    custom_settings: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
-
-
-_FIELDS = tuple(UserSettings.__struct_fields__)
-_COLUMNS = ", ".join(_FIELDS)
-
-# visibility: vechat_user_settings_all_owner (db/policies/vechat_user_settings.sql) — only the
-# caller's own row is readable, in the caller's organisation.
-SETTINGS_SQL = f"""
-SELECT {_COLUMNS} FROM public.vechat_user_settings WHERE user_id = $1 AND user_type = $2
-"""
-
-# Create-or-update in one statement; NULL means "not given" (no column is nullable). The AFTER
-# trigger copies show_online_status to the caller's presence row.
-# visibility: vechat_user_settings_all_owner (db/policies/vechat_user_settings.sql)
-PATCH_SETTINGS_SQL = f"""
-INSERT INTO public.vechat_user_settings AS s (organisation_id, user_id, user_type, {_COLUMNS})
-VALUES ((SELECT vechat.current_organisation_id()), $1, $2,
-        coalesce($3, true), coalesce($4, true), coalesce($5, true),
-        coalesce($6, 'light'), coalesce($7, 'medium'),
-        coalesce($8, true), coalesce($9, true), coalesce($10::jsonb, '{{}}'::jsonb))
-ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
-SET email_notifications = coalesce($3, s.email_notifications),
-    push_notifications = coalesce($4, s.push_notifications),
-    sound_notifications = coalesce($5, s.sound_notifications),
-    theme = coalesce($6, s.theme),
-    font_size = coalesce($7, s.font_size),
-    show_online_status = coalesce($8, s.show_online_status),
-    show_read_receipts = coalesce($9, s.show_read_receipts),
-    custom_settings = coalesce($10::jsonb, s.custom_settings)
-RETURNING {_COLUMNS}
-"""
-
-
-def _settings(row: db.Record | None) -> UserSettings:
-    if row is None:
-        return DEFAULT_SETTINGS
-    return UserSettings(**{name: row[name] for name in _FIELDS})
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
+from vechat_rls.chat import settings
+from vechat_rls.chat.settings import UserSettings, UserSettingsUpdate
 
 
 class SettingsController(Controller):
@@ -87,29 +16,10 @@ class SettingsController(Controller):
 
     @get(summary="The caller's settings (defaults until first changed)")
     async def get_settings(self, conn: ConnDep, identity: IdentityDep) -> UserSettings:
-        return _settings(await conn.fetchrow(SETTINGS_SQL, identity.user_id, identity.user_type))
+        return await settings.get_settings(conn, identity)
 
     @patch(summary="Change some of the caller's settings; unknown fields are refused")
     async def patch_settings(
         self, conn: ConnDep, identity: IdentityDep, data: JSONBody[UserSettingsUpdate]
     ) -> UserSettings:
-        custom = data.custom_settings
-        if custom is not msgspec.UNSET and (
-            len(msgspec.json.encode(custom)) > MAX_CUSTOM_SETTINGS_BYTES
-        ):
-            raise BadRequest(
-                f"custom_settings is larger than {MAX_CUSTOM_SETTINGS_BYTES} bytes",
-                extra={
-                    "errors": [
-                        {"path": "custom_settings", "source": "body", "message": "too large"}
-                    ]
-                },
-            )
-        values = [getattr(data, name) for name in _FIELDS]
-        row = await conn.fetchrow(
-            PATCH_SETTINGS_SQL,
-            identity.user_id,
-            identity.user_type,
-            *(None if value is msgspec.UNSET else value for value in values),
-        )
-        return _settings(row)
+        return await settings.change_settings(conn, identity, data)

@@ -1,33 +1,12 @@
-"""`GET /api/v1/stats`: how many messages the caller sent and received, in how many conversations.
-
-Counts every message the caller sent or received (tombstones included: they were sent) and every
-conversation the caller takes part in, over the rows row-level security lets the caller see.
-"""
+"""`GET /api/v1/stats`: the caller's message and conversation counts (chat/stats.py)."""
 
 from __future__ import annotations
 
-import msgspec
 from litestar import Controller, get
 
-from vechat_rls.api.security import ConnDep, IdentityDep
-
-
-class Stats(msgspec.Struct, frozen=True, kw_only=True):
-    sent_messages: int
-    received_messages: int
-    conversations: int
-
-
-# visibility: vechat_messages_select_participant (db/policies/vechat_messages.sql) and
-# vechat_conversations_select_participant (db/policies/vechat_conversations.sql) — only the
-# caller's own messages and conversations, of the caller's organisation, are counted.
-STATS_SQL = """
-SELECT (SELECT count(*) FROM public.vechat_messages
-        WHERE sender_id = $1 AND sender_type = $2) AS sent_messages,
-       (SELECT count(*) FROM public.vechat_messages
-        WHERE receiver_id = $1 AND receiver_type = $2) AS received_messages,
-       (SELECT count(*) FROM public.vechat_conversations) AS conversations
-"""
+from vechat_rls.api.dependencies import ConnDep, IdentityDep
+from vechat_rls.chat import stats
+from vechat_rls.chat.stats import Stats
 
 
 class StatsController(Controller):
@@ -36,10 +15,4 @@ class StatsController(Controller):
 
     @get(summary="The caller's message and conversation counts")
     async def get_stats(self, conn: ConnDep, identity: IdentityDep) -> Stats:
-        row = await conn.fetchrow(STATS_SQL, identity.user_id, identity.user_type)
-        assert row is not None
-        return Stats(
-            sent_messages=row["sent_messages"],
-            received_messages=row["received_messages"],
-            conversations=row["conversations"],
-        )
+        return await stats.stats(conn, identity)

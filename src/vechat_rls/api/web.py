@@ -1,16 +1,9 @@
 """The browser client: `GET /` (index.html) and `GET /static/{name}`, public, under a strict CSP.
 
-The files are package data (`vechat_rls/web/`), read once per process. The page names its assets
-with a content hash (`/static/app.css?v=…`), so an asset asked for with the current hash may be
-cached for a year, while the page itself is revalidated on every load (`no-cache` + ETag).
-
-The `.js` files are native ES modules, `app.js` the entry, importing each other as `./name.js`.
-Each such import is rewritten here to `./name.js?v=…` with one version shared by all modules, the
-hash of them all: they import each other in cycles, so a module's own hash could not cover those
-of the modules it imports. Any change to the client changes every module URL, and a URL cached
-for a year never names other bytes. (An import map could map names to hashed URLs too, but it is
-inline script, which `script-src 'self'` forbids.)
-No token is needed here: the page takes it from `?access_token=` and talks to `/api/v1` itself.
+The files are package data (`vechat_rls/web/`), read once per process. Assets are named with a
+content hash, one version for all ES modules (their imports are rewritten to carry it), so a URL
+cached for a year never names other bytes; the page itself is revalidated on every load. No
+token is needed here: the page takes it from `?access_token=` and talks to `/api/v1` itself.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, FromQuery
 
-from vechat_rls.api.errors import NotFound
+from vechat_rls.chat.errors import NotFound
 
 # 'self' covers same-origin ws:/wss: in CSP Level 3; the schemes are listed for older engines.
 CONTENT_SECURITY_POLICY = "; ".join(

@@ -1,8 +1,9 @@
 """The `vechat-rls` command line: serve, demo, db, audit, token.
 
-This package owns the command line: argument parsing, one-line messages and exit codes. Each
-command's work lives in a library module that raises its own errors; `cli.db` and `cli.audit` turn
-them into lines and codes, so that a user never sees a traceback.
+This package owns the command line: argument parsing, one-line messages and exit codes, one
+module per command (`cli.serve`, `cli.demo`, `cli.db`, `cli.audit`, `cli.token`). Each command's
+work lives in a library module that raises its own errors, which the command turns into lines
+and codes. Nothing outside this package imports it.
 """
 
 from __future__ import annotations
@@ -95,17 +96,17 @@ def run(args: argparse.Namespace) -> int:
 
         return audit.run(args)
     if args.command == "token":
-        from vechat_rls import auth
+        from vechat_rls.cli import token
 
-        return auth.run_cli(args)
+        return token.run(args)
     if args.command == "serve":
-        from vechat_rls.api import server
+        from vechat_rls.cli import serve
 
-        return server.run_cli(args)
+        return serve.run(args)
     if args.command == "demo":
-        from vechat_rls import demo
+        from vechat_rls.cli import demo
 
-        return demo.run_cli(args)
+        return demo.run(args)
     raise CliError(f"unknown command {args.command!r}")
 
 

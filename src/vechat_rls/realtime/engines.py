@@ -1,13 +1,9 @@
-"""Which hub a socket joins: the process's one hub, or in registry mode its database's own.
+"""The realtime engine for the life of the process, and which hub a socket joins.
 
-A NOTIFY reaches only the listeners of the database it was sent in, and the hub reads events
-through one database's pool, so registry mode (fleet.py) runs one engine — a `Hub` and its
-`Listener` — per database that has sockets on this process: started when the first socket of
-that database opens, stopped `VECHAT_POOL_IDLE_S` after its last one closed (a page reload does
-not restart it). A running engine holds its database's pool open. Each listener reconnects with
-its own backoff and catches its own hub up, so one database going away leaves the others'
-delivery alone. Presence leases, typing, the safety-net poll and the sweep of dead leases are
-the hub's, per database, exactly as with one database; the pacer is the process's, shared.
+`run_one` (one database) and `run_fleet` (registry mode) start and stop what delivery needs: the
+pacer, the ringer (coalesced doorbell mode), and the hub with its listener. A NOTIFY reaches only
+one database's listeners, so registry mode runs an engine per database with sockets here,
+started with its first socket and stopped `VECHAT_POOL_IDLE_S` after its last.
 """
 
 from __future__ import annotations
@@ -16,20 +12,18 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from vechat_rls.auth import Identity
+from vechat_rls import db
 from vechat_rls.config import Settings
 from vechat_rls.fleet import OK, UNAVAILABLE, Fleet, Slot
+from vechat_rls.identity import Identity
 from vechat_rls.realtime.hub import Hub
-from vechat_rls.realtime.listener import (
-    EVENTS_CHANNEL,
-    PRESENCE_CHANNEL,
-    TYPING_CHANNEL,
-    Listener,
-)
+from vechat_rls.realtime.listener import Listener
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.ringer import Ringer
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +136,7 @@ class Engines:
             hub = Hub(database, self.settings, self.pacer)
             listener = Listener(
                 database.url,
-                {
-                    EVENTS_CHANNEL: hub.on_events,
-                    PRESENCE_CHANNEL: hub.on_presence,
-                    TYPING_CHANNEL: hub.on_typing,
-                },
+                hub.notification_handlers(),
                 on_connect=hub.catch_up_all,
                 budget=self.fleet.budget,
                 name=slot.name,
@@ -187,3 +177,72 @@ class Engines:
         finally:
             self.fleet.let_go(engine.slot)
         log.info("realtime: database %s: hub and listener stopped", engine.slot.name)
+
+
+@dataclass
+class Running:
+    """The realtime engine while it runs: where sockets find their hub, and its readiness."""
+
+    hubs: Hubs
+    readiness: Callable[[], Awaitable[dict[str, str] | None]]
+    hub: Hub | None = None  # one database: the hub, its listener and its ringer
+    listener: Listener | None = None
+    ringer: Ringer | None = None
+
+
+@contextlib.asynccontextmanager
+async def run_one(database: db.Database, settings: Settings) -> AsyncIterator[Running]:
+    """Hub, listener, pacer and (coalesced doorbell mode) ringer of one database.
+
+    The ringer is installed on the database before this yields, so every write transaction
+    rings through it (realtime/ringer.py). Readiness reports the listener.
+    """
+    pacer = Pacer(settings.delivery_pace_ms / 1000)
+    pacer.start()
+    ringer: Ringer | None = None
+    if settings.doorbell == "coalesced":
+        ringer = Ringer(database.url, settings.doorbell_batch_ms / 1000, pacer)
+        ringer.start()
+        database.ring = ringer.ring
+    hub = Hub(database, settings, pacer)
+    listener = Listener(database.url, hub.notification_handlers(), on_connect=hub.catch_up_all)
+    hub.start()
+    listener.start()
+    try:
+        yield Running(OneHub(hub), listener.check, hub, listener, ringer)
+    finally:
+        await listener.stop()
+        await hub.stop()
+        if ringer is not None:
+            database.ring = None
+            await ringer.stop()
+        await pacer.stop()
+
+
+@contextlib.asynccontextmanager
+async def run_fleet(fleet: Fleet, settings: Settings) -> AsyncIterator[Running]:
+    """Registry mode: a ringer beside each open pool, an engine per database with sockets.
+
+    Every write rings its own database's doorbell, whether or not this process has sockets
+    there: other processes may. The ringer starts with the pool and stops with it.
+    """
+    pacer = Pacer(settings.delivery_pace_ms / 1000)
+    pacer.start()
+    if settings.doorbell == "coalesced":
+
+        def ringer_for(database: db.Database) -> Ringer:
+            ringer = Ringer(
+                database.url, settings.doorbell_batch_ms / 1000, pacer, budget=fleet.budget
+            )
+            ringer.start()
+            database.ring = ringer.ring
+            return ringer
+
+        await fleet.set_companion(ringer_for)
+    engines = Engines(fleet, settings, pacer)
+    try:
+        yield Running(engines, engines.readiness)
+    finally:
+        await engines.stop()
+        await fleet.set_companion(None)
+        await pacer.stop()

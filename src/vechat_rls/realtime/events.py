@@ -1,16 +1,8 @@
 """Durable events read back under each recipient's own context and encoded as WebSocket frames.
 
-One statement per wake-up reads the events of every recipient that needs them, whatever their
-organisation (`vechat.read_events`: one round trip, each recipient's rows under their own
-context). The function first drops the recipients whose event cursor is not beyond what they
-were sent, so a doorbell that names only the organisation (the coalesced doorbell,
-realtime/doorbell.py) costs one index lookup per idle user, not one read. The frame `data` is
-built with the HTTP API's own mapping of rows to JSON: the `Message` as that recipient sees it
-*now* (read by the same statement, mapped by `api/messages.message_columns` and
-`message_from_row`), the `Conversation` (`api/conversations.fetch_conversation`, one more read as
-that recipient), or the read receipt stored with the event. An event whose message or
-conversation the recipient can no longer see (hidden for them since) still arrives — seq stays
-gapless — with ids only: `{"id", "conversation_id"}` / `{"id"}`.
+One statement (`vechat.read_events`) reads the events of every recipient that needs them,
+whatever their organisation. Frames carry the HTTP API's own shapes (chat/messages,
+chat/conversations) as that recipient sees them now, or ids only for what they no longer see.
 """
 
 from __future__ import annotations
@@ -21,19 +13,9 @@ from typing import Any
 import msgspec
 
 from vechat_rls import db
-from vechat_rls.api.conversations import Conversation, fetch_conversation
-from vechat_rls.api.messages import message_columns, message_from_row
-from vechat_rls.auth import Identity, UserType
-
-UserKey = tuple[int, str, int]
-"""(organisation_id, user_type, user_id): whom a socket, a doorbell or an event belongs to."""
-
-
-def identity_of(key: UserKey) -> Identity:
-    """A bare identity (no role, no name) to act as the user `key` in a transaction."""
-    user_type: UserType = "personnel" if key[1] == "personnel" else "client"
-    return Identity(organisation_id=key[0], user_type=user_type, user_id=key[2])
-
+from vechat_rls.chat.conversations import Conversation, fetch_conversation
+from vechat_rls.chat.messages import message_columns, message_from_row
+from vechat_rls.identity import User
 
 MESSAGE_EVENTS = frozenset({"message.created", "message.updated", "message.deleted"})
 CONVERSATION_UPDATED = "conversation.updated"
@@ -64,7 +46,7 @@ def encode(frame: EventFrame | Frame) -> str:
 # recipient, their user context, so vechat_events_select_recipient and
 # vechat_messages_select_participant (db/policies/) decide what each recipient gets: the message
 # and reply rows it returns were read as that recipient. The mapping shows them as that recipient
-# (`message_columns`, the HTTP API's) from those rows alone; it reads no table, since by the time
+# (chat/messages' `message_columns`) from those rows alone; it reads no table, since by the time
 # it runs the function has restored the (empty) context of this lone statement.
 READ_EVENTS_SQL = f"""
 SELECT e.organisation_id AS event_organisation_id, e.recipient_type AS event_recipient_type,
@@ -78,7 +60,7 @@ LEFT JOIN LATERAL (SELECT (e.reply_to).*) AS r ON true
 """
 
 # Switches the transaction to another user of the same organisation (transaction-local, like the
-# context `db.tenant` sets): the HTTP read functions then see exactly what that user would.
+# context `db.tenant` sets): the chat read functions then see exactly what that user would.
 ACT_AS_SQL = (
     "SELECT pg_catalog.set_config('vechat.user_id', $1, true), "
     "pg_catalog.set_config('vechat.user_type', $2, true), "
@@ -87,8 +69,8 @@ ACT_AS_SQL = (
 
 
 async def read_frames(
-    database: db.Database, wanted: list[tuple[UserKey, int]], limit: int
-) -> tuple[dict[UserKey, list[tuple[int, str]]], set[UserKey]]:
+    database: db.Database, wanted: list[tuple[User, int]], limit: int
+) -> tuple[dict[User, list[tuple[int, str]]], set[User]]:
     """Frames `(seq, text)` in seq order per user, for the events after their `since`.
 
     One statement on its own (`db.fetch_alone`), whatever the number of users and organisations;
@@ -98,16 +80,18 @@ async def read_frames(
     """
     recipients = [[*key, since] for key, since in wanted]  # [[org, user_type, user_id, since]]
     rows = await db.fetch_alone(database, READ_EVENTS_SQL, recipients, limit)
-    by_user: dict[UserKey, list[db.Record]] = defaultdict(list)
+    by_user: dict[User, list[db.Record]] = defaultdict(list)
     for row in rows:
-        key = (row["event_organisation_id"], row["event_recipient_type"], row["event_recipient_id"])
+        key = User(
+            row["event_organisation_id"], row["event_recipient_type"], row["event_recipient_id"]
+        )
         by_user[key].append(row)
-    wanted_conversations: dict[int, dict[UserKey, list[int]]] = defaultdict(dict)
+    wanted_conversations: dict[int, dict[User, list[int]]] = defaultdict(dict)
     for key, events in by_user.items():
         updated = [e for e in events if e["event_type"] == CONVERSATION_UPDATED]
         if ids := {e["event_conversation_id"] for e in updated}:
-            wanted_conversations[key[0]][key] = sorted(ids)
-    conversations: dict[UserKey, dict[int, Conversation]] = {}
+            wanted_conversations[key.organisation_id][key] = sorted(ids)
+    conversations: dict[User, dict[int, Conversation]] = {}
     for by_key in wanted_conversations.values():
         conversations.update(await _conversations(database, by_key))
     frames = {
@@ -118,16 +102,16 @@ async def read_frames(
 
 
 async def _conversations(
-    database: db.Database, wanted: dict[UserKey, list[int]]
-) -> dict[UserKey, dict[int, Conversation]]:
+    database: db.Database, wanted: dict[User, list[int]]
+) -> dict[User, dict[int, Conversation]]:
     """The conversations `wanted` by users of one organisation, each as that user sees them."""
-    found: dict[UserKey, dict[int, Conversation]] = {}
+    found: dict[User, dict[int, Conversation]] = {}
     keys = list(wanted)
-    async with db.tenant(database, identity_of(keys[0]), readonly=True) as conn:
+    async with db.tenant(database, keys[0].acting(), readonly=True) as conn:
         for n, key in enumerate(keys):
             if n:
-                await conn.execute(ACT_AS_SQL, str(key[2]), key[1])
-            identity = identity_of(key)
+                await conn.execute(ACT_AS_SQL, str(key.user_id), key.user_type)
+            identity = key.acting()
             found[key] = {}
             for conversation_id in wanted[key]:
                 conversation = await fetch_conversation(conn, identity, conversation_id)

@@ -1,51 +1,11 @@
-"""The hub: this process's sockets by user, exactly-once delivery, presence leases and typing.
+"""The hub: this process's sockets by user, and exactly-once delivery of their events.
 
-Delivery. The hub relies on one thing only: *something says that a recipient may have new events*
-— a doorbell notification `{"o": org, "e": [[user_type, user_id, seq], …]}`, the listener
-reconnecting (every user), a socket connecting (its user), or the safety-net poll finding a
-cursor ahead of what was delivered. The coalesced doorbell (realtime/doorbell.py, the API's
-default) names the recipients with seq 0 ("read whatever is there") when the writers named them,
-else only the organisation, `{"o": org, "e": []}`: that marks every local user of the
-organisation, and the read skips those whose cursor shows nothing new. Doorbells only mark users
-dirty; one worker drains the dirty set per wake-up and reads every dirty user's events, whatever
-their organisation, in one statement (`realtime/events.py`, each under the recipient's own
-context; `READ_CHUNK` users per statement), so a burst of doorbells costs one read per wake-up,
-not one per event or organisation.
-
-Exactly once, in order. Every socket remembers the last seq put on its queue (`delivered`); a user's
-events are read from the smallest `delivered` of their sockets, and each socket takes only
-`delivered + 1, + 2, …`: duplicates (two doorbells, a replay racing a doorbell) are dropped, and a
-gap — events deleted by retention under a live socket — resets that socket (`{"type": "reset"}`).
-Seqs become visible in order (a writer takes the next seq under the recipient's cursor row lock),
-so reading `seq > delivered` never skips one that commits later.
-
-Backpressure. Each socket has its own sender task and a queue bounded by `VECHAT_WS_QUEUE_LIMIT`
-frames, so one slow socket never delays the others and memory per socket is bounded. Durable
-events are never dropped and never force a disconnect: the event log is the buffer. A socket
-whose queue is full stops taking events ("lagging") and, once it has sent half its queue, is read
-again from its own `delivered` — a slow reader, or a large replay, is paced from the log. A
-socket that makes no progress at all (one frame unsent for `VECHAT_WS_SEND_TIMEOUT_S`), or whose
-ephemeral frames (typing, presence, replies) pile up beyond the queue, is dropped from the hub and
-closed 1013 (a watchdog looks every quarter of the timeout); the client resumes with `since`.
-
-Presence. The process holds, per user with sockets here, one lease row in
-`vechat_presence_connections` (server_id = this process): written when a user's local socket count
-changes and renewed for all users every third of `VECHAT_PRESENCE_LEASE_S`, in one call per
-organisation (`vechat.set_leases`). The same call rings `vechat_presence` (ids only) when a user
-came online or went offline anywhere. Every `VECHAT_REALTIME_POLL_S` the process also sweeps the
-expired leases of the organisations it serves (`vechat.sweep_leases`): a process killed with -9
-stops renewing, its leases expire, and whoever sweeps first rings offline. A presence
-notification makes each process that has sockets in that organisation read, acting as the user
-whose presence changed, their conversation peers and `vechat.presence_view` (which honours
-`show_online_status`), and send a `presence` frame to the peers connected here.
-
-Typing. A `typing` frame is checked under the sender's context (only a participant finds the
-conversation) and rung on `vechat_typing` with ids only, in the same statement; the process holding
-the peer's sockets sends the frame and, unless it is refreshed, `is_typing: false` after 5 s.
-
-NOTIFY payloads are hints: anyone who may connect may NOTIFY. Events and presence are read back
-under row-level security whatever the payload says; a forged typing hint can at worst show a
-typing indicator between two users of one organisation.
+Something says a recipient may have new events — an events doorbell, the listener reconnecting
+(everyone), a socket connecting (its user), the safety-net poll — and the hub marks them dirty.
+One worker reads every dirty user's events per wake-up, in one statement whatever their
+organisation (realtime/events.py), and queues each socket exactly the seqs after the last one
+it was given, in order; a gap (events pruned under a live socket) resets the socket. Its parts:
+presence leases (leases.py), presence frames (presence_frames.py), typing_indicators.py.
 """
 
 from __future__ import annotations
@@ -53,126 +13,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from vechat_rls import db
-from vechat_rls.api.presence import PUT_PRESENCE_SQL
-from vechat_rls.auth import USER_TYPES, Identity
 from vechat_rls.config import Settings
-from vechat_rls.realtime.events import Frame, UserKey, encode, identity_of, read_frames
+from vechat_rls.identity import Identity, User
+from vechat_rls.realtime.events import Frame, encode, read_frames
+from vechat_rls.realtime.leases import Leases
+from vechat_rls.realtime.listener import EVENTS_CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL
+from vechat_rls.realtime.outbox import CLOSE_TRY_AGAIN, Outbox
 from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.presence_frames import PresenceFrames
+from vechat_rls.realtime.sockets import Sockets
 from vechat_rls.realtime.tasks import stop_task
+from vechat_rls.realtime.typing_indicators import Typing
 
 log = logging.getLogger(__name__)
 
-TYPING_TTL_S = 5.0
-EPHEMERAL_SLACK = 64  # frames without a seq a full queue still takes before the socket is dropped
-TYPING_REFRESH_MIN_S = 1.0  # a client repeating "typing" faster than this rings nothing new
 RETRY_S = 1.0  # after a failed read, dirty users are tried again this much later
-CLOSE_TRY_AGAIN = 1013
 READ_CHUNK = 500  # users per read statement (a wake-up with more reads in parallel chunks)
-
-
-def server_id() -> str:
-    """This process's name in the lease table: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def key_of(identity: Identity) -> UserKey:
-    return (identity.organisation_id, identity.user_type, identity.user_id)
-
-
-class Outbox:
-    """One socket's side of the hub: its bounded queue of frames and the last seq put on it."""
-
-    def __init__(self, identity: Identity, limit: int) -> None:
-        self.identity = identity
-        self.key = key_of(identity)
-        self.limit = limit
-        self.queue: asyncio.Queue[str] = asyncio.Queue()  # bounded by push/push_event
-        self.delivered = 0  # the last seq queued
-        self.ready_at: int | None = None  # send `ready` once `delivered` reaches it
-        self.lagging = False  # full: takes no events until it has sent half its queue
-        self.on_resume: Callable[[Outbox], None] | None = None
-        self.closed = asyncio.Event()  # set when the hub has dropped this socket
-        self.close_code: int | None = None
-        self.sending_since: float | None = None  # monotonic start of the frame being written
-
-    def stalled(self, now: float, timeout: float) -> bool:
-        """One frame has been on its way to the peer for `timeout` seconds or more."""
-        return self.sending_since is not None and now - self.sending_since >= timeout
-
-    def push_event(self, seq: int, text: str) -> bool:
-        """Queue the event `seq` (the next one); False when the queue is full (lagging now)."""
-        if self.closed.is_set() or self.lagging:
-            return False
-        if self.queue.qsize() >= self.limit:
-            self.lagging = True
-            return False
-        self.queue.put_nowait(text)
-        self.delivered = seq
-        if self.ready_at is not None and seq >= self.ready_at:
-            self.ready()
-        return True
-
-    def ready(self) -> None:
-        self.ready_at = None
-        self.push(encode(Frame("ready", {"seq": self.delivered})))
-
-    def push(self, text: str) -> bool:
-        """Queue a frame without a seq; a socket this far behind is dropped (1013)."""
-        if self.closed.is_set():
-            return False
-        if self.queue.qsize() >= self.limit + EPHEMERAL_SLACK:
-            self.drop(CLOSE_TRY_AGAIN)
-            return False
-        self.queue.put_nowait(text)
-        return True
-
-    async def next_frame(self) -> str:
-        """The next frame to send (the socket's sender task)."""
-        text = await self.queue.get()
-        if self.lagging and self.queue.qsize() <= self.limit // 2:
-            self.lagging = False
-            if self.on_resume is not None:
-                self.on_resume(self)
-        return text
-
-    def drop(self, code: int) -> None:
-        if not self.closed.is_set():
-            self.close_code = code
-            self.closed.set()
-            # The frames waiting here will never be sent; free them now, not when the peer reads.
-            self.queue = asyncio.Queue()
-
-
-@dataclass
-class _User:
-    identity: Identity
-    outboxes: set[Outbox] = field(default_factory=set)
-
-
-class _TypingNotice(msgspec.Struct, frozen=True):
-    o: int
-    c: int
-    f: tuple[str, int]
-    t: tuple[str, int]
-    y: bool
-
-
-class _PresenceNotice(msgspec.Struct, frozen=True):
-    o: int
-    u: tuple[str, int]
 
 
 class _EventsNotice(msgspec.Struct, frozen=True):
@@ -197,53 +61,15 @@ SELECT vechat.prune_own_events($1) AS pruned_seq,
                  WHERE c.user_type = $2 AND c.user_id = $3), 0) AS last_seq
 """
 
-SET_LEASES_SQL = "SELECT * FROM vechat.set_leases($1, $2, $3::jsonb)"
-SWEEP_LEASES_SQL = "SELECT * FROM vechat.sweep_leases()"
-
-# The changed user's peers (everyone they share a conversation with) and their presence as others
-# see it. Runs acting as that user.
-# visibility: vechat_conversations_select_participant (db/policies/vechat_conversations.sql) —
-# the user's own conversations; vechat.presence_view (db/schema/18_presence_view.sql) honours
-# show_online_status.
-PRESENCE_SQL = """
-SELECT v.status, v.last_seen,
-       ARRAY(SELECT DISTINCT CASE WHEN c.participant1_id = $1 AND c.participant1_type = $2
-                                  THEN c.participant2_type ELSE c.participant1_type END
-                             || ':' ||
-                             CASE WHEN c.participant1_id = $1 AND c.participant1_type = $2
-                                  THEN c.participant2_id ELSE c.participant1_id END
-             FROM public.vechat_conversations c) AS peers
-FROM (SELECT 1) AS one
-LEFT JOIN vechat.presence_view v ON v.user_id = $1 AND v.user_type = $2
-"""
-
-# The typing hint, rung only when the caller takes part in the conversation; one statement.
-# visibility: vechat_conversations_select_participant — a non-participant finds no row.
-TYPING_SQL = """
-SELECT pg_catalog.pg_notify('vechat_typing', json_build_object(
-           'o', c.organisation_id, 'c', c.id,
-           'f', json_build_array($2::text, $3::bigint),
-           't', CASE WHEN c.participant1_id = $3 AND c.participant1_type = $2
-                     THEN json_build_array(c.participant2_type, c.participant2_id)
-                     ELSE json_build_array(c.participant1_type, c.participant1_id) END,
-           'y', $4::boolean)::text)
-FROM public.vechat_conversations c
-WHERE c.id = $1
-"""
-
-# A status chosen over the socket: the row as PUT /presence writes it (api/presence.py), then the
-# doorbell for peers unless the user hides their presence.
-# visibility: vechat_presence_select_organisation — the caller's own row.
-STATUS_NOTIFY_SQL = """
-SELECT pg_catalog.pg_notify('vechat_presence', json_build_object(
-           'o', p.organisation_id, 'u', json_build_array(p.user_type, p.user_id))::text)
-FROM public.vechat_presence p
-WHERE p.user_type = $1 AND p.user_id = $2 AND p.show_online_status
-"""
-
 
 class Hub:
-    """Routes events, presence and typing to this process's sockets (see the module docstring)."""
+    """Routes events, presence and typing to this process's sockets (see the module docstring).
+
+    Each socket has its own sender task and an outbox bounded by `VECHAT_WS_QUEUE_LIMIT`: one
+    slow socket never delays the others. Durable events are never dropped: a socket that falls
+    behind is paced from the event log. One that makes no progress for
+    `VECHAT_WS_SEND_TIMEOUT_S` is dropped (1013) by a watchdog; the client resumes with `since`.
+    """
 
     def __init__(
         self, database: db.Database, settings: Settings, pacer: Pacer | None = None
@@ -251,30 +77,32 @@ class Hub:
         self.database = database
         self.settings = settings
         self.pacer = pacer or Pacer(0)  # none given: every wake-up reads at once
-        self.server_id = server_id()
-        self.users: dict[UserKey, _User] = {}
-        self.by_org: dict[int, set[UserKey]] = defaultdict(set)
-        self._dirty: dict[int, dict[UserKey, int]] = defaultdict(dict)
-        self._rung: set[int] = set()  # organisations rung without recipients (coalesced doorbell)
-        self._wake = asyncio.Event()
-        self._presence_dirty: dict[int, set[tuple[str, int]]] = defaultdict(set)
-        self._presence_wake = asyncio.Event()
-        self._lease_dirty: dict[UserKey, Identity] = {}
-        self._lease_wake = asyncio.Event()
-        self._typing_timers: dict[tuple[UserKey, int, tuple[str, int]], asyncio.TimerHandle] = {}
-        self._typing_sent: dict[tuple[UserKey, int], tuple[bool, float]] = {}
+        self.sockets = Sockets(lambda user, identity: self.leases.changed(user, identity))
+        self.leases = Leases(database, settings, self.sockets)
         self._reads = asyncio.Semaphore(max(1, settings.pool_max // 2))
+        self.presence = PresenceFrames(database, self.sockets, self._reads)
+        self.typing = Typing(self.sockets)
+        self._dirty: dict[int, dict[User, int]] = defaultdict(dict)
+        self._rung: set[int] = set()  # organisations rung without recipients named
+        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
 
     # ------------------------------------------------------------------------------ life cycle
+
+    def notification_handlers(self) -> dict[str, Callable[[str], None]]:
+        """What the listener hands each channel's notifications to."""
+        return {
+            EVENTS_CHANNEL: self.on_events,
+            PRESENCE_CHANNEL: self.presence.on_notice,
+            TYPING_CHANNEL: self.typing.on_notice,
+        }
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for name, job in (
             ("deliver", self._deliver_loop),
-            ("presence", self._presence_loop),
-            ("leases", self._lease_loop),
+            ("presence", self.presence.run),
+            ("leases", self.leases.run),
             ("poll", self._poll_loop),
             ("stalls", self._stall_loop),
         ):
@@ -282,17 +110,15 @@ class Hub:
 
     async def stop(self) -> None:
         """Drop every socket (1012: the service restarts) and give up this process's leases."""
-        self._stopping = True
-        for user in list(self.users.values()):
-            for outbox in list(user.outboxes):
-                outbox.drop(1012)
-                self._forget(outbox)
+        self.leases.stopping = True
+        for outbox in self.sockets.outboxes():
+            outbox.drop(1012)
+            self.sockets.remove(outbox)
         await asyncio.gather(*(stop_task(task) for task in self._tasks))
         self._tasks.clear()
-        for timer in self._typing_timers.values():
-            timer.cancel()
+        self.typing.stop()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._flush_leases(), timeout=5)
+            await asyncio.wait_for(self.leases.flush(), timeout=5)
 
     # ------------------------------------------------------------------------------ sockets
 
@@ -302,7 +128,7 @@ class Hub:
         Raises `db.DatabaseUnavailable` (and database errors) when the database cannot say where
         the user's log stands; nothing is registered then.
         """
-        async with db.tenant(self.database, _bare(identity), doorbell=False) as conn:
+        async with db.tenant(self.database, identity.bare(), appends_events=False) as conn:
             row = await conn.fetchrow(
                 CONNECT_SQL, self.settings.event_retention_s, identity.user_type, identity.user_id
             )
@@ -319,12 +145,7 @@ class Hub:
         else:
             outbox.delivered = since
         key = outbox.key
-        user = self.users.get(key)
-        if user is None:
-            user = self.users[key] = _User(identity)
-            self.by_org[key[0]].add(key)
-        user.outboxes.add(outbox)
-        self._lease_changed(key, identity)
+        self.sockets.add(outbox)
         if outbox.delivered < last_seq:
             # The replay is an ordinary read (paced like any other); `ready` follows its end.
             outbox.ready_at = last_seq
@@ -336,27 +157,13 @@ class Hub:
         return outbox
 
     def _resume(self, outbox: Outbox) -> None:
-        if outbox.key in self.users:
+        if outbox.key in self.sockets.users:
             self.mark_dirty(outbox.key)
 
     def close(self, outbox: Outbox) -> None:
         """The socket is gone (or being closed): stop routing to it."""
         outbox.drop(outbox.close_code or 1000)
-        self._forget(outbox)
-
-    def _forget(self, outbox: Outbox) -> None:
-        user = self.users.get(outbox.key)
-        if user is None or outbox not in user.outboxes:
-            return
-        user.outboxes.discard(outbox)
-        if not user.outboxes:
-            del self.users[outbox.key]
-            org_users = self.by_org.get(outbox.key[0])
-            if org_users is not None:
-                org_users.discard(outbox.key)
-                if not org_users:
-                    del self.by_org[outbox.key[0]]
-        self._lease_changed(outbox.key, outbox.identity)
+        self.sockets.remove(outbox)
 
     def send(self, outbox: Outbox, frame: Frame) -> None:
         """A reply to one socket (pong, ack, error), in line with its events."""
@@ -368,23 +175,23 @@ class Hub:
         """`vechat_events`: mark the recipients this process serves dirty."""
         notice = msgspec.json.decode(payload, type=_EventsNotice)
         # Routing, not visibility: the events are read back under each recipient's own context.
-        local = self.by_org.get(notice.o)
+        local = self.sockets.by_org.get(notice.o)
         if not local:
             return
         if not notice.e:
-            # The coalesced doorbell: every local user of the organisation, expanded once per
+            # A ring that names no one: every local user of the organisation, expanded once per
             # wake-up however many rings arrive meanwhile.
             self._rung.add(notice.o)
             self._wake.set()
             return
         for user_type, user_id, seq in notice.e:
-            key = (notice.o, user_type, user_id)
+            key = User(notice.o, user_type, user_id)
             if key in local:
                 self.mark_dirty(key, seq)
 
-    def mark_dirty(self, key: UserKey, seq: int = 0) -> None:
+    def mark_dirty(self, key: User, seq: int = 0) -> None:
         """`key` may have events up to `seq` (0: unknown, read whatever is there)."""
-        pending = self._dirty[key[0]]
+        pending = self._dirty[key.organisation_id]
         known = pending.get(key, seq)
         # "Unknown" wins: a catch-up must read even when a doorbell for an older seq came too.
         pending[key] = max(known, seq) if known and seq else 0
@@ -392,7 +199,7 @@ class Hub:
 
     async def catch_up_all(self) -> None:
         """After the listener (re)connects: anything rung while it was away is in the log."""
-        for key in list(self.users):
+        for key in list(self.sockets.users):
             self.mark_dirty(key)
 
     async def _deliver_loop(self) -> None:
@@ -406,9 +213,9 @@ class Hub:
             rung, self._rung = self._rung, set()
             for organisation_id in rung:
                 pending = dirty[organisation_id]
-                for key in self.by_org.get(organisation_id, ()):
+                for key in self.sockets.by_org.get(organisation_id, ()):
                     pending[key] = 0  # unknown: read whatever the cursor says is there
-            wanted: list[tuple[UserKey, int]] = []
+            wanted: list[tuple[User, int]] = []
             for keys in dirty.values():
                 for key, seq in keys.items():
                     taking = self._taking(key)
@@ -424,7 +231,7 @@ class Hub:
             )
             _log_failures("delivery", results)
 
-    async def _read(self, wanted: list[tuple[UserKey, int]]) -> None:
+    async def _read(self, wanted: list[tuple[User, int]]) -> None:
         """Read and deliver the events of `wanted` users (any organisations): one statement."""
         try:
             async with self._reads:
@@ -446,19 +253,19 @@ class Hub:
         for key in more:
             self.mark_dirty(key)
 
-    def _taking(self, key: UserKey) -> list[Outbox]:
-        user = self.users.get(key)
+    def _taking(self, key: User) -> list[Outbox]:
+        user = self.sockets.users.get(key)
         return [o for o in user.outboxes if not o.lagging] if user else []
 
-    def _retry_later(self, keys: dict[UserKey, int]) -> None:
+    def _retry_later(self, keys: dict[User, int]) -> None:
         def again() -> None:
             for key, seq in keys.items():
-                if key in self.users:
+                if key in self.sockets.users:
                     self.mark_dirty(key, seq)
 
         asyncio.get_running_loop().call_later(RETRY_S, again)
 
-    def _deliver(self, key: UserKey, frames: list[tuple[int, str]]) -> None:
+    def _deliver(self, key: User, frames: list[tuple[int, str]]) -> None:
         for outbox in self._taking(key):
             for seq, text in frames:
                 if seq <= outbox.delivered:
@@ -476,7 +283,7 @@ class Hub:
                 outbox.delivered = outbox.ready_at
                 outbox.ready()
             if outbox.closed.is_set():
-                self._forget(outbox)
+                self.sockets.remove(outbox)
 
     # ------------------------------------------------------------------------------ safety net
 
@@ -484,22 +291,25 @@ class Hub:
         while True:
             await asyncio.sleep(self.settings.realtime_poll_s)
             results = await asyncio.gather(
-                *(self._poll_org(org) for org in list(self.by_org)), return_exceptions=True
+                *(self._poll_org(org) for org in list(self.sockets.by_org)),
+                return_exceptions=True,
             )
             _log_failures("poll", results)
 
     async def _poll_org(self, organisation_id: int) -> None:
         """Catch up users whose cursor is ahead of what they got; sweep dead leases."""
-        keys = list(self.by_org.get(organisation_id, ()))
+        keys = list(self.sockets.by_org.get(organisation_id, ()))
         if not keys:
             return
         try:
             async with (
                 self._reads,
-                db.tenant(self.database, identity_of(keys[0]), doorbell=False) as conn,
+                db.tenant(self.database, keys[0].acting(), appends_events=False) as conn,
             ):
-                rows = await conn.fetch(CURSORS_SQL, [k[1] for k in keys], [k[2] for k in keys])
-                await conn.fetch(SWEEP_LEASES_SQL)
+                rows = await conn.fetch(
+                    CURSORS_SQL, [k.user_type for k in keys], [k.user_id for k in keys]
+                )
+                await self.leases.sweep(conn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -508,7 +318,7 @@ class Hub:
             )
             return
         for row in rows:
-            key = (organisation_id, row["user_type"], row["user_id"])
+            key = User(organisation_id, row["user_type"], row["user_id"])
             taking = self._taking(key)
             if taking and row["last_seq"] > min(o.delivered for o in taking):
                 self.mark_dirty(key, row["last_seq"])
@@ -523,186 +333,10 @@ class Hub:
         while True:
             await asyncio.sleep(timeout / 4)
             now = time.monotonic()
-            for user in list(self.users.values()):
-                for outbox in list(user.outboxes):
-                    if outbox.stalled(now, timeout):
-                        outbox.drop(CLOSE_TRY_AGAIN)
-                        self._forget(outbox)
-
-    # ------------------------------------------------------------------------------ leases
-
-    def _lease_changed(self, key: UserKey, identity: Identity) -> None:
-        self._lease_dirty[key] = identity
-        self._lease_wake.set()
-
-    async def _lease_loop(self) -> None:
-        renew_every = self.settings.presence_lease_s / 3
-        next_renewal = time.monotonic() + renew_every
-        while True:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
-            # arrives as the event is set, and stop() sets it (sockets dropped) before cancelling.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_renewal - time.monotonic())):
-                    await self._lease_wake.wait()
-            self._lease_wake.clear()
-            if time.monotonic() >= next_renewal:
-                next_renewal = time.monotonic() + renew_every
-                for key, user in self.users.items():
-                    self._lease_dirty.setdefault(key, user.identity)
-            try:
-                await self._flush_leases()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("realtime: lease update failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(RETRY_S)
-                self._lease_wake.set()
-
-    async def _flush_leases(self) -> None:
-        """Write the leases of every user whose local socket count changed (or is due renewal)."""
-        dirty, self._lease_dirty = self._lease_dirty, {}
-        by_org: dict[int, dict[UserKey, Identity]] = defaultdict(dict)
-        for key, identity in dirty.items():
-            by_org[key[0]][key] = identity
-        try:
-            for organisation_id in list(by_org):
-                users = by_org[organisation_id]
-                leases = []
-                for key in users:
-                    user = self.users.get(key)
-                    count = 0 if (self._stopping or user is None) else len(user.outboxes)
-                    leases.append([key[1], key[2], count])
-                acting = _bare(next(iter(users.values())))
-                async with db.tenant(self.database, acting, doorbell=False) as conn:
-                    await conn.fetch(
-                        SET_LEASES_SQL, self.server_id, self.settings.presence_lease_s, leases
-                    )
-                del by_org[organisation_id]
-        finally:
-            # Whatever was not written is written next time (a newer change wins).
-            for users in by_org.values():
-                for key, identity in users.items():
-                    self._lease_dirty.setdefault(key, identity)
-
-    # ------------------------------------------------------------------------------ presence
-
-    def on_presence(self, payload: str) -> None:
-        notice = msgspec.json.decode(payload, type=_PresenceNotice)
-        if notice.o in self.by_org and notice.u[0] in USER_TYPES:
-            self._presence_dirty[notice.o].add(notice.u)
-            self._presence_wake.set()
-
-    async def _presence_loop(self) -> None:
-        while True:
-            await self._presence_wake.wait()
-            self._presence_wake.clear()
-            dirty, self._presence_dirty = self._presence_dirty, defaultdict(set)
-            for organisation_id, users in dirty.items():
-                for user_type, user_id in sorted(users):
-                    try:
-                        await self._send_presence((organisation_id, user_type, user_id))
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        log.warning("realtime: presence frame failed (%s)", type(exc).__name__)
-
-    async def _send_presence(self, key: UserKey) -> None:
-        if key[0] not in self.by_org:
-            return
-        async with (
-            self._reads,
-            db.tenant(self.database, identity_of(key), readonly=True) as conn,
-        ):
-            row = await conn.fetchrow(PRESENCE_SQL, key[2], key[1])
-        assert row is not None
-        last_seen: datetime | None = row["last_seen"]
-        frame = encode(
-            Frame(
-                "presence",
-                {
-                    "user_id": key[2],
-                    "user_type": key[1],
-                    "status": row["status"] or "offline",
-                    "last_seen": last_seen,
-                },
-            )
-        )
-        for peer in row["peers"]:
-            peer_type, _, peer_id = peer.partition(":")
-            self._push_user((key[0], peer_type, int(peer_id)), frame)
-
-    async def set_status(self, conn: db.Connection, identity: Identity, status: str) -> Any:
-        """A `presence` frame: the status as PUT /presence sets it, then tell the peers."""
-        row = await conn.fetchrow(PUT_PRESENCE_SQL, identity.user_id, identity.user_type, status)
-        await conn.execute(STATUS_NOTIFY_SQL, identity.user_type, identity.user_id)
-        return row
-
-    # ------------------------------------------------------------------------------ typing
-
-    async def typing(
-        self, conn: db.Connection, identity: Identity, conversation_id: int, is_typing: bool
-    ) -> bool:
-        """Ring the peer's typing indicator; False when the caller is not in the conversation."""
-        throttle = (key_of(identity), conversation_id)
-        now = time.monotonic()
-        last = self._typing_sent.get(throttle)
-        if last is not None and last[0] == is_typing and now - last[1] < TYPING_REFRESH_MIN_S:
-            return True
-        rung = await conn.fetch(
-            TYPING_SQL, conversation_id, identity.user_type, identity.user_id, is_typing
-        )
-        if not rung:
-            return False
-        self._typing_sent[throttle] = (is_typing, now)
-        if len(self._typing_sent) > 10_000:
-            self._typing_sent.clear()
-        return True
-
-    def on_typing(self, payload: str) -> None:
-        notice = msgspec.json.decode(payload, type=_TypingNotice)
-        to: UserKey = (notice.o, notice.t[0], notice.t[1])
-        if to not in self.users:
-            return
-        timer_key = (to, notice.c, notice.f)
-        timer = self._typing_timers.pop(timer_key, None)
-        if timer is not None:
-            timer.cancel()
-        self._push_typing(to, notice.c, notice.f, notice.y)
-        if notice.y:
-            self._typing_timers[timer_key] = asyncio.get_running_loop().call_later(
-                TYPING_TTL_S, self._typing_expired, timer_key
-            )
-
-    def _typing_expired(self, timer_key: tuple[UserKey, int, tuple[str, int]]) -> None:
-        self._typing_timers.pop(timer_key, None)
-        to, conversation_id, sender = timer_key
-        self._push_typing(to, conversation_id, sender, False)
-
-    def _push_typing(
-        self, to: UserKey, conversation_id: int, sender: tuple[str, int], is_typing: bool
-    ) -> None:
-        frame = Frame(
-            "typing",
-            {
-                "conversation_id": conversation_id,
-                "user": {"user_id": sender[1], "user_type": sender[0]},
-                "is_typing": is_typing,
-            },
-        )
-        self._push_user(to, encode(frame))
-
-    def _push_user(self, key: UserKey, text: str) -> None:
-        user = self.users.get(key)
-        if user is None:
-            return
-        for outbox in list(user.outboxes):
-            if not outbox.push(text):
-                self._forget(outbox)
-
-    # ------------------------------------------------------------------------------ inspection
-
-    def sockets(self) -> int:
-        return sum(len(u.outboxes) for u in self.users.values())
+            for outbox in self.sockets.outboxes():
+                if outbox.stalled(now, timeout):
+                    outbox.drop(CLOSE_TRY_AGAIN)
+                    self.sockets.remove(outbox)
 
 
 def _log_failures(what: str, results: list[Any]) -> None:
@@ -711,11 +345,3 @@ def _log_failures(what: str, results: list[Any]) -> None:
         if isinstance(result, Exception):
             log.error("realtime: %s failed", what, exc_info=result)
 
-
-def _bare(identity: Identity) -> Identity:
-    """The identity without its application role: hub transactions never act as an admin."""
-    return Identity(
-        organisation_id=identity.organisation_id,
-        user_type=identity.user_type,
-        user_id=identity.user_id,
-    )

@@ -1,17 +1,9 @@
-"""The doorbell: one dedicated connection per process that LISTENs, reconnecting with backoff.
+"""The listener: one dedicated connection that LISTENs for doorbells, reconnecting with backoff.
 
-The connection is not from the pool (a pooled connection would be reset and handed to requests)
-and never runs a tenant query: it only LISTENs. Every notification is handed, as text, to the
-callback of its channel; payloads carry ids only (NOTIFY is visible to every role that may
-LISTEN, whatever row-level security says), so nothing read here is trusted beyond "look again".
-
-NOTIFY is not durable: what is rung while the connection is down is lost. So after every
-(re)connect, once LISTEN is in place, `on_connect` runs — the hub then catches every connected user
-up from the event log, which covers anything rung while the listener was away. A connection that
-dies silently is noticed by a keepalive query every `KEEPALIVE_S`.
-
-In registry mode there is one listener per database with sockets on this process
-(realtime/fleet.py); its connection then counts against the process's connection budget.
+Every notification goes, as text, to its channel's callback; payloads are ids only, trusted no
+further than "look again". NOTIFY is not durable, so after every (re)connect `on_connect` runs
+(the hub catches everyone up from the event log); a keepalive query notices a connection that
+died silently.
 """
 
 from __future__ import annotations

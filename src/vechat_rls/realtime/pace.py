@@ -1,24 +1,9 @@
 """Delivery's pace: at once while this process keeps up, in batches while it is short of CPU.
 
-Why. Delivering an event costs the same fixed work whether it is one event or several: a hub read
-acts for each recipient under their own context (a few statements per recipient in
-`vechat.read_events`), every ring of the coalesced doorbell is a NOTIFY commit that wakes every
-listener, and every wake-up costs each process it reaches. Read at once, each recipient comes with
-one event; read once a second, with every event of that second. bench/realtime.py on 2 cores: with
-a read and a ring at every doorbell, the delivered rate stays near 0.8 of what the same servers
-send with the doorbell off; reading and ringing at most once a second, 0.98. At 200 messages/s
-nothing needs batching and reading at once is what keeps latency at a few milliseconds.
-
-How. The pacer samples how late the event loop wakes from a short sleep (its lag) and averages that
-over one-second windows. A process whose loop runs late on average is short of CPU: above
-`LAG_ON_S` the pace becomes `VECHAT_DELIVERY_PACE_MS`, and the hub reads (realtime/hub.py) and
-the ringer rings (realtime/doorbell.py) at most once per pace; below `LAG_OFF_S` it is 0 again.
-Between the two it stays as it is, so a process at the edge does not switch every second. Only
-durable events wait: acks, typing and presence never do, and nothing is lost or reordered, since
-every read starts from what each socket was sent.
-
-Measured with bench/realtime.py (2 cores, everything on them): mean lag 0.02-0.45 ms per window at
-200 messages/s, 1.1-2.7 ms at the maximum rate.
+The pacer averages how late the event loop wakes from a short sleep over one-second windows:
+above `LAG_ON_S` the pace becomes `VECHAT_DELIVERY_PACE_MS`, and the hub reads and the ringer
+rings at most once per pace; below `LAG_OFF_S` it is 0 again (in between it stays as it is).
+Only durable events wait; nothing is lost or reordered.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from typing import Annotated
 import msgspec
 
 from vechat_rls import db
-from vechat_rls.api.contacts import VISIBLE_CONTACT_SQL
-from vechat_rls.api.errors import BadRequest, NotFound
-from vechat_rls.auth import BIGINT_MAX, Identity, UserType
+from vechat_rls.chat.contacts import VISIBLE_CONTACT_SQL
+from vechat_rls.chat.errors import Invalid, NotFound
+from vechat_rls.identity import BIGINT_MAX, Identity, UserType
 
 Id = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
 """An id in a request: a positive bigint (0, negative or huge → 400, never a database error)."""
@@ -38,7 +38,7 @@ def stored_pair(a: Participant, b: Participant) -> tuple[Participant, Participan
 
 # Create-or-get in one statement. `existing` and the peer check run on the statement's snapshot;
 # the insert happens only when there is no conversation yet and the caller may talk to the peer
-# ($1, $2) — VISIBLE_CONTACT_SQL (api/contacts.py) is that rule, embedded unchanged. A concurrent
+# ($1, $2) — VISIBLE_CONTACT_SQL (chat/contacts.py) is that rule, embedded unchanged. A concurrent
 # creator of the same pair makes ON CONFLICT do nothing: the caller then looks again
 # (`CONVERSATION_OF_PAIR_SQL`, a new snapshot that sees the winner's row).
 # visibility: vechat_conversations_select_participant, vechat_conversations_insert_participant
@@ -70,20 +70,20 @@ WHERE c.participant1_id = $1 AND c.participant1_type = $2
 
 
 async def open_conversation(
-    conn: db.Connection, identity: Identity, peer: Participant
+    conn: db.Transaction, identity: Identity, peer: Participant
 ) -> tuple[int, bool]:
     """The id of the caller's conversation with `peer`, created if needed; and whether it was.
 
     One round trip (two when another request creates the same pair at the same moment, or the
-    peer is refused). Talking to oneself is `BadRequest` (400). Starting a conversation needs a
-    peer the caller may talk to (`api/contacts.py`: visible and active), else `NotFound` (404) —
+    peer is refused). Talking to oneself is `Invalid` (400). Starting a conversation needs a
+    peer the caller may talk to (chat/contacts.py: visible and active), else `NotFound` (404) —
     the same answer as for a user who does not exist or belongs to another organisation. An
     existing conversation is returned to its participant whatever the directory says now: they
     can reach it by id anyway, and a client must be able to answer staff who wrote first.
     """
     me = Participant(user_id=identity.user_id, user_type=identity.user_type)
     if me == peer:
-        raise BadRequest("a conversation needs two different participants")
+        raise Invalid("a conversation needs two different participants")
     first, second = stored_pair(me, peer)
     pair = (first.user_id, first.user_type, second.user_id, second.user_type)
     row = await conn.fetchrow(OPEN_CONVERSATION_SQL, peer.user_id, peer.user_type, *pair)

@@ -1,38 +1,12 @@
-"""The coalesced doorbell: one NOTIFY commit per process for a batch of committed writes.
+"""The ringer: one NOTIFY commit per process for a batch of committed writes (coalesced mode).
 
-Why. A transaction that calls `pg_notify` takes PostgreSQL's server-wide notify lock at commit and
-holds it through its WAL flush, so every writing transaction that rings queues behind every other
-one: insert+NOTIFY commits top out at a fraction of plain inserts (bench/realtime.py measures
-both). With `VECHAT_DOORBELL=coalesced` (the default) the API's write transactions switch the
-event trigger's NOTIFY off in their BEGIN batch (`db.tenant`, no extra round trip) and, after
-COMMIT, call `Ringer.ring(organisation_id, recipients)`. This process's ringer then sends every
-pending organisation in one short transaction on `vechat_events`, ids only like the trigger's
-payload: `{"o": organisation_id, "e": [[user_type, user_id, 0], ...]}` when every transaction of
-the batch named its recipients (`db.name_recipients`: a sent message names its two
-participants), else `{"o": organisation_id, "e": []}` -- anyone of the organisation. While rings
-keep coming it rings at most once per `VECHAT_DOORBELL_BATCH_MS` (once per
-`VECHAT_DELIVERY_PACE_MS` while the process is short of CPU, realtime/pace.py); when idle, at
-once. So N commits cost one NOTIFY commit, and the writers themselves never touch the notify lock.
-
-Its connection runs with `synchronous_commit = off`: the ring carries no data (the events it
-announces were committed durably before it was rung), so it need not wait for a WAL flush; a
-ring lost in a server crash is covered like any other, by the listeners reconnecting and catching
-up from the event log.
-
-Receiving side (realtime/hub.py): seq 0 means "read whatever is there" for the users named; an
-empty `e` names no one, so every local user of that organisation is read, in one query that
-first skips users whose `vechat_event_cursors.last_seq` is not beyond what they were sent
-(realtime/events.py). Naming recipients matters as organisations grow: bench/realtime.py
-measured reading every local user per ring at about 2/3 of the delivered rate of named rings
-with 50 users per organisation and process. A crash between a commit and its ring, or
-a failed ring, is covered by the hub's safety-net poll (`VECHAT_REALTIME_POLL_S`). Writes from
-outside the API (psql, other tools) do not switch the trigger off and keep ringing per commit;
-`VECHAT_DOORBELL=transaction` makes the API do the same.
-
-In registry mode each database has a ringer of its own (NOTIFY reaches only the listeners of the
-database it is sent in), which lives as long as that database's pool (fleet.py) and opens its
-connection through the process's connection budget; under pressure the budget may close it
-between rings (`release_idle_connection`), and the next ring connects again.
+In the coalesced doorbell mode a write transaction silences the event trigger's NOTIFY in its
+BEGIN batch and, after COMMIT, calls `Ringer.ring(organisation_id, recipients)`. The ringer
+rings `vechat_events` for every pending organisation in one short transaction of its own: at
+most once per `VECHAT_DOORBELL_BATCH_MS` while rings keep coming (once per pace while the
+process is short of CPU), at once when idle. Payloads carry ids only: `{"o": organisation, "e":
+[[user_type, user_id, 0], ...]}` when every write of the batch named its recipients, else
+`{"o": organisation, "e": []}`. Registry mode has one ringer per database.
 """
 
 from __future__ import annotations
@@ -44,7 +18,7 @@ import logging
 import time
 
 from vechat_rls import db
-from vechat_rls.auth import USER_TYPES
+from vechat_rls.identity import USER_TYPES
 from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.tasks import stop_task
 
@@ -60,7 +34,7 @@ PER_PAYLOAD = 100  # recipients per notification (a payload must stay under 8000
 MAX_NAMED = 1000  # an organisation with more pending recipients is rung as a whole
 
 
-def payloads(organisation_id: int, recipients: frozenset[db.Recipient] | None) -> list[str]:
+def payloads(organisation_id: int, recipients: frozenset[tuple[str, int]] | None) -> list[str]:
     """The notifications of one organisation: ids only (user types are one of two words)."""
     if not recipients:
         return [json.dumps({"o": int(organisation_id), "e": []})]
@@ -89,15 +63,20 @@ class Ringer:
         self.pacer = pacer or Pacer(0)  # short of CPU: ring at most once per its delay instead
         self.budget = budget
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
-        self._pending: dict[int, set[db.Recipient] | None] = {}
+        self._pending: dict[int, set[tuple[str, int]] | None] = {}
         self._wake = asyncio.Event()
         self._conn: db.Connection | None = None
         self._ringing = False
         self._task: asyncio.Task[None] | None = None
         self._last = 0.0
 
-    def ring(self, organisation_id: int, recipients: frozenset[db.Recipient] | None = None) -> None:
+    def ring(
+        self, organisation_id: int, recipients: frozenset[tuple[str, int]] | None = None
+    ) -> None:
         """A write of `organisation_id` for `recipients` (None: anyone) has committed.
+
+        Recipients are users of that organisation by `(user_type, user_id)`, the form the payload
+        carries.
 
         Called by `db.tenant` after COMMIT; never blocks.
         """

@@ -1,13 +1,17 @@
-"""The one mapping from exceptions to RFC 9457 problem details (`application/problem+json`).
+"""The one place that turns an exception into an answer: a problem, or a WebSocket error frame.
 
-Controllers raise the `ApiError` subclasses below (or let database errors propagate); nothing else
-builds an error response. A response never carries a stack trace, SQL, or a constraint's text.
+The domain raises `vechat_rls.chat.errors` (so do the edges, for the same refusals); database
+and token errors propagate as they are. `failure()` says how the service answers each — status,
+slug, detail, headers — and both the HTTP exception handlers (RFC 9457 problem details,
+`application/problem+json`) and the WebSocket endpoint (an `error` frame with that status and
+detail) answer from it. An answer never carries a stack trace, SQL, or a constraint's text.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -19,89 +23,21 @@ from litestar.types import ExceptionHandlersMap
 
 from vechat_rls import db
 from vechat_rls.auth import AuthError
+from vechat_rls.chat.errors import (
+    ChatError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    RuleBroken,
+    TooLarge,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:vechat:problem:"
-
-
-class ApiError(Exception):
-    """An answer other than success; `detail` is shown to the client, so it names ids, not data."""
-
-    status: int = 500
-    slug: str = "internal-error"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail or HTTPStatus(self.status).phrase)
-        self.detail = detail or HTTPStatus(self.status).phrase
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-
-class BadRequest(ApiError):
-    """400: the request is malformed or a value is out of range."""
-
-    status, slug = 400, "bad-request"
-
-
-class Forbidden(ApiError):
-    """403: authenticated, visible, but not allowed (e.g. editing someone else's message)."""
-
-    status, slug = 403, "forbidden"
-
-
-class NotFound(ApiError):
-    """404 for ids that do not exist *and* for ids the caller may not see — indistinguishable."""
-
-    status, slug = 404, "not-found"
-
-    def __init__(self, resource: str, resource_id: int | str | None = None) -> None:
-        what = resource if resource_id is None else f"{resource} {resource_id}"
-        super().__init__(f"{what} not found")
-
-
-class Conflict(ApiError):
-    """409: a duplicate that cannot be merged."""
-
-    status, slug = 409, "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    """413: a body or an uploaded file over its limit."""
-
-    status, slug = 413, "payload-too-large"
-
-
-class Unprocessable(ApiError):
-    """422: a well-formed request that breaks a rule (e.g. the edit window has passed)."""
-
-    status, slug = 422, "unprocessable"
-
-
-class RateLimited(ApiError):
-    """429 with `Retry-After` (seconds until the window resets)."""
-
-    status, slug = 429, "rate-limited"
-
-    def __init__(self, retry_after: int, detail: str = "rate limit exceeded") -> None:
-        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
-        self.retry_after = max(1, retry_after)
-
-
-class ServiceUnavailable(ApiError):
-    """503 with `Retry-After`: the database (or another dependency) is not there right now."""
-
-    status, slug = 503, "service-unavailable"
-
-    def __init__(self, detail: str = "service temporarily unavailable", retry_after: int = 2):
-        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class FieldError(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,16 +93,6 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
-    return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers, extra=exc.extra)
-
-
-def _auth_error(_: Request[Any, Any, Any], exc: AuthError) -> Response[dict[str, Any]]:
-    return problem(
-        401, exc.reason, slug="unauthorized", headers={"WWW-Authenticate": exc.www_authenticate}
-    )
-
-
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 
@@ -204,16 +130,31 @@ def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[d
     return problem(status, detail, headers=exc.headers)
 
 
-def _database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.warning("database unavailable: %s", type(exc).__name__)
-    retry_after = exc.retry_after if isinstance(exc, db.DatabaseUnavailable) else db.RETRY_AFTER_S
-    return problem(
-        503,
-        "database unavailable, retry later",
-        slug="service-unavailable",
-        headers={"Retry-After": str(retry_after)},
-    )
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How the service answers an exception: the problem's parts, or an error frame's."""
 
+    status: int
+    slug: str
+    detail: str
+    headers: dict[str, str] | None = None
+    extra: dict[str, Any] | None = None
+
+    def response(self) -> Response[dict[str, Any]]:
+        return problem(
+            self.status, self.detail, slug=self.slug, headers=self.headers, extra=self.extra
+        )
+
+
+_CHAT_ERRORS: dict[type[ChatError], tuple[int, str]] = {
+    Invalid: (400, "bad-request"),
+    Forbidden: (403, "forbidden"),
+    NotFound: (404, "not-found"),
+    Conflict: (409, "conflict"),
+    TooLarge: (413, "payload-too-large"),
+    RuleBroken: (422, "unprocessable"),
+    RateLimited: (429, "rate-limited"),
+}
 
 # SQLSTATE → (status, slug, detail). Details are fixed text: the server's message could name
 # another tenant's key values (`Key (organisation_id, id)=(2, 7) already exists`).
@@ -235,44 +176,80 @@ _SQLSTATES: dict[str, tuple[int, str, str]] = {
 }
 
 
-def _postgres_error(_: Request[Any, Any, Any], exc: db.PostgresError) -> Response[dict[str, Any]]:
+def failure(exc: BaseException) -> Failure:
+    """The answer to `exc`, whichever edge it reached (logging what must be logged)."""
+    if isinstance(exc, ChatError):
+        return _chat_failure(exc)
+    if isinstance(exc, AuthError):
+        return Failure(
+            401, "unauthorized", exc.reason, {"WWW-Authenticate": exc.www_authenticate}
+        )
+    if isinstance(exc, (db.DatabaseUnavailable, *db.UNREACHABLE_ERRORS)):
+        return _database_unavailable(exc)
+    if isinstance(exc, db.PostgresError):
+        return _postgres_error(exc)
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        # Litestar groups exceptions raised while cleaning up generator dependencies.
+        return failure(exc.exceptions[0])
+    log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+    return Failure(500, "internal-error", HTTPStatus(500).phrase)
+
+
+def _chat_failure(exc: ChatError) -> Failure:
+    status, slug = next(
+        (_CHAT_ERRORS[cls] for cls in type(exc).__mro__ if cls in _CHAT_ERRORS),
+        (500, "internal-error"),
+    )
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    extra = None
+    if isinstance(exc, Invalid) and exc.field is not None:
+        error = {"path": exc.field, "source": "body", "message": exc.reason or exc.detail}
+        extra = {"errors": [error]}
+    return Failure(status, slug, exc.detail, headers, extra)
+
+
+def _database_unavailable(exc: BaseException) -> Failure:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    retry_after = exc.retry_after if isinstance(exc, db.DatabaseUnavailable) else db.RETRY_AFTER_S
+    return Failure(
+        503,
+        "service-unavailable",
+        "database unavailable, retry later",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def _postgres_error(exc: db.PostgresError) -> Failure:
     sqlstate = str(getattr(exc, "sqlstate", "") or "")
     if sqlstate == "42501":
         if "row-level security" in str(exc):
             # A write the policies refuse is a write to something the caller cannot see.
-            return problem(404, "resource not found", slug="not-found")
+            return Failure(404, "not-found", "resource not found")
         log.error("privilege error (a missing GRANT?): sqlstate=%s", sqlstate, exc_info=exc)
-        return problem(403, "not allowed", slug="forbidden")
+        return Failure(403, "forbidden", "not allowed")
     mapped = _SQLSTATES.get(sqlstate, _SQLSTATE_CLASSES.get(sqlstate[:2]))
     if mapped is None:
         log.error("unmapped database error sqlstate=%s", sqlstate, exc_info=exc)
-        return problem(500, slug="internal-error")
+        return Failure(500, "internal-error", HTTPStatus(500).phrase)
     status, slug, detail = mapped
     headers = {"Retry-After": "1"} if status == 503 else None
     if status >= 500:
         log.warning("database error sqlstate=%s → %s", sqlstate, status)
-    return problem(status, detail, slug=slug, headers=headers)
+    return Failure(status, slug, detail, headers)
 
 
-def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def _answer(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        # Litestar groups exceptions raised while cleaning up generator dependencies.
         inner = exc.exceptions[0]
-        for cls in type(inner).__mro__:
-            handler = EXCEPTION_HANDLERS.get(cls)
-            if handler is not None and cls is not Exception:
-                return handler(request, inner)
-    log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-    return problem(500, slug="internal-error")
+        if isinstance(inner, HTTPException):
+            return _http_exception(_, inner)
+    return failure(exc).response()
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    ApiError: _api_error,
-    AuthError: _auth_error,
     HTTPException: _http_exception,
-    db.DatabaseUnavailable: _database_unavailable,
-    **{cls: _database_unavailable for cls in db.UNREACHABLE_ERRORS},
-    db.PostgresError: _postgres_error,
-    Exception: _internal_error,
+    Exception: _answer,
 }
 """Passed to `Litestar(exception_handlers=…)`; the handler of the closest class in the MRO wins."""

@@ -1,8 +1,11 @@
-"""`vechat-rls serve`: check settings and the database roles, then run the app under uvicorn."""
+"""Serving the app: the checks before the first request, then uvicorn with our logging and metrics.
+
+The command line (cli/serve.py) reads the options, prints what `preflight` warns about and turns
+its errors into exit codes; nothing here prints or exits.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import copy
@@ -10,9 +13,8 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -22,9 +24,9 @@ from litestar import Litestar
 from vechat_rls import db, registry
 from vechat_rls.api.app import create_app
 from vechat_rls.auth import TokenVerifier
-from vechat_rls.config import ConfigError, Settings
+from vechat_rls.config import Settings
 
-APP_FACTORY = "vechat_rls.api.server:app_factory"
+APP_FACTORY = "vechat_rls.api.serving:app_factory"
 METRICS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 _TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s\"']+")
 
@@ -62,52 +64,52 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def check_before_serving(settings: Settings, *, allow_privileged_role: bool) -> None:
-    """Everything that must hold before accepting a request; raises `CliError` otherwise."""
-    from vechat_rls.cli import CliError
+class Refused(Exception):
+    """A database must not be served: its role could bypass row-level security, it refuses our
+    login, or no database of the registry answers. The message is one line."""
 
-    try:
-        TokenVerifier(settings)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+
+def preflight(
+    settings: Settings, *, allow_privileged_role: bool, warn: Callable[[str], None]
+) -> None:
+    """Everything that must hold before accepting a request; `warn` hears each warning (a line).
+
+    Raises `ConfigError` for an unusable key, `registry.RegistryError` for an unusable
+    registry, `Refused` for a database that must not be served (docs/serving.md, "Before
+    serving").
+    """
+    TokenVerifier(settings)
     if settings.registry:
-        _check_registry(settings.registry, allow_privileged_role=allow_privileged_role)
+        _check_registry(settings.registry, allow_privileged_role=allow_privileged_role, warn=warn)
         return
     try:
         problems = asyncio.run(
             db.check_role_safety(settings.database_url, allow_privileged=allow_privileged_role)
         )
     except db.RoleSafetyError as exc:
-        raise CliError(f"refusing to serve: {exc}", 1) from None
+        raise Refused(f"refusing to serve: {exc}") from None
     except db.DatabaseUnavailable as exc:
-        raise CliError(str(exc), 1) from None
-    _warn_privileged(problems)
+        raise Refused(str(exc)) from None
+    _warn_privileged(problems, warn)
 
 
-def _warn_privileged(problems: list[str], where: str = "") -> None:
+def _warn_privileged(problems: list[str], warn: Callable[[str], None], where: str = "") -> None:
     for problem in problems:
-        print(
-            f"vechat-rls: WARNING: {where}{problem}. Tenant isolation is NOT enforced "
-            "(--allow-privileged-role: benchmarks only).",
-            file=sys.stderr,
+        warn(
+            f"{where}{problem}. Tenant isolation is NOT enforced "
+            "(--allow-privileged-role: benchmarks only)."
         )
 
 
-def _check_registry(path: str, *, allow_privileged_role: bool) -> None:
-    """The role check of every registry database (docs/serving.md, "Before serving").
+def _check_registry(path: str, *, allow_privileged_role: bool, warn: Callable[[str], None]) -> None:
+    """The role check of every registry database.
 
-    A registry that cannot be used is exit 2; a role that could bypass row-level security, or a
-    URL the database refuses (no such role or database, wrong password), is exit 1. A database
-    that does not answer is a warning: the others are served, and it is checked when its pool
-    first opens. None answering is exit 1.
+    A role that could bypass row-level security, or a URL the database refuses (no such role or
+    database, wrong password), is `Refused`. A database that does not answer is a warning: the
+    others are served, and it is checked when its pool first opens. None answering is `Refused`.
     """
-    from vechat_rls.cli import CliError
-
-    try:
-        databases = registry.load(path)
-        databases.require_serving()
-    except registry.RegistryError as exc:
-        raise CliError(str(exc)) from None
+    databases = registry.load(path)
+    databases.require_serving()
 
     async def check_all() -> list[list[str] | BaseException]:
         limit = asyncio.Semaphore(STARTUP_CHECKS_AT_ONCE)
@@ -124,20 +126,19 @@ def _check_registry(path: str, *, allow_privileged_role: bool) -> None:
     away: list[str] = []
     for entry, result in zip(databases.entries, results, strict=True):
         if isinstance(result, db.RoleSafetyError):
-            raise CliError(f"refusing to serve database {entry.name}: {result}", 1)
+            raise Refused(f"refusing to serve database {entry.name}: {result}")
         if isinstance(result, db.DatabaseUnavailable) and db.is_outage(result):
             away.append(entry.name)
-            print(
-                f"vechat-rls: WARNING: database {entry.name} is unreachable ({result}); serving "
-                "the others, its organisations get 503 until it answers",
-                file=sys.stderr,
+            warn(
+                f"database {entry.name} is unreachable ({result}); serving the others, its "
+                "organisations get 503 until it answers"
             )
         elif isinstance(result, BaseException):
-            raise CliError(f"database {entry.name}: {result}", 1)
+            raise Refused(f"database {entry.name}: {result}")
         else:
-            _warn_privileged(result, f"database {entry.name}: ")
+            _warn_privileged(result, warn, f"database {entry.name}: ")
     if len(away) == len(databases.entries):
-        raise CliError("no database of the registry is reachable", 1)
+        raise Refused("no database of the registry is reachable")
 
 
 @contextlib.contextmanager
@@ -164,25 +165,17 @@ def shared_metrics(workers: int) -> Iterator[str | None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from vechat_rls.cli import CliError
-
-    try:
-        settings = Settings.from_env(host=args.host, port=args.port)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    if args.workers < 1:
-        raise CliError("--workers must be at least 1")
-    check_before_serving(settings, allow_privileged_role=args.allow_privileged_role)
-    if args.allow_privileged_role:
+def run(settings: Settings, *, workers: int, allow_privileged_role: bool) -> None:
+    """Serve `settings` with `workers` processes until the server stops (after `preflight`)."""
+    if allow_privileged_role:
         os.environ[ALLOW_PRIVILEGED_ENV] = "1"
-    with shared_metrics(args.workers):
+    with shared_metrics(workers):
         uvicorn.run(
             APP_FACTORY,
             factory=True,
             host=settings.host,
             port=settings.port,
-            workers=args.workers,
+            workers=workers,
             log_config=log_config(),
             server_header=False,
             lifespan="on",
@@ -190,4 +183,3 @@ def run_cli(args: argparse.Namespace) -> int:
             # above it).
             ws_max_size=settings.max_body_bytes,
         )
-    return 0

@@ -1,24 +1,9 @@
 """Per-user rate limits that hold across server processes: a fixed-window counter row in PostgreSQL.
 
-One row per (organisation, user, action) in `public.vechat_rate_limits`, under RLS like every
-tenant table. `hit()` bumps it with one `INSERT … ON CONFLICT DO UPDATE` inside the caller's own
-tenant transaction, so it costs one statement and no extra transaction; the row lock serialises a
-user's concurrent requests, so N processes cannot overshoot the limit; and a request that fails
-afterwards rolls its hit back (only accepted work counts). Windows are aligned to multiples of
-`window_s` since the epoch (a burst straddling two windows gets at most twice the limit).
-
-Needs (db/schema, owned by vechat_owner; policies: organisation isolation + the caller's own row):
-
-    CREATE TABLE public.vechat_rate_limits (
-        organisation_id bigint      NOT NULL,
-        user_type       varchar(20) NOT NULL,
-        user_id         bigint      NOT NULL,
-        action          text        NOT NULL,
-        window_start    timestamptz NOT NULL,
-        hits            integer     NOT NULL,
-        CONSTRAINT vechat_rate_limits_pkey PRIMARY KEY (organisation_id, user_type, user_id, action)
-    );
-    GRANT SELECT, INSERT, UPDATE ON public.vechat_rate_limits TO vechat_app;
+One row per (organisation, user, action) in `public.vechat_rate_limits`, bumped by `hit()` with
+one statement inside the caller's own tenant transaction: its row lock serialises a user's
+concurrent requests across processes, and a request that fails afterwards rolls its hit back.
+Windows are aligned to multiples of `window_s` since the epoch.
 """
 
 from __future__ import annotations
@@ -26,7 +11,7 @@ from __future__ import annotations
 import math
 
 from vechat_rls import db
-from vechat_rls.api.errors import RateLimited
+from vechat_rls.chat.errors import RateLimited
 
 # visibility: vechat_rate_limits policies — the row of the transaction's own user only.
 HIT_SQL = """
@@ -43,7 +28,7 @@ RETURNING hits,
 """
 
 
-async def hit(conn: db.Connection, action: str, *, limit: int, window_s: int = 60) -> int:
+async def hit(conn: db.Transaction, action: str, *, limit: int, window_s: int = 60) -> int:
     """Count one `action` for the transaction's user; `RateLimited` (429) past `limit`.
 
     Call it inside the request's tenant transaction, before the work it limits. Returns the

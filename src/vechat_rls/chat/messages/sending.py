@@ -1,0 +1,272 @@
+"""Sending a message: the rules of each message type, then one statement that does the rest.
+
+Counters, the last message, un-archiving and the events are written by the triggers in
+db/schema/20_message_triggers.sql in the same transaction; nothing here counts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from vechat_rls import db
+from vechat_rls.chat import ratelimit
+from vechat_rls.chat.errors import Conflict, Invalid, NotFound, RateLimited, RuleBroken
+from vechat_rls.chat.messages.reading import (
+    CALLER_IS_PARTICIPANT1,
+    MESSAGE_COLUMNS,
+    REPLY_JOIN,
+    message_from_row,
+)
+from vechat_rls.chat.messages.shapes import (
+    Audio,
+    Location,
+    Message,
+    MessageCreate,
+    MessageType,
+    PeerMessageCreate,
+)
+from vechat_rls.chat.participants import open_conversation
+from vechat_rls.config import Settings
+from vechat_rls.identity import Identity, User
+
+RATE_LIMIT_ACTION = "messages"
+
+MEDIA_TYPES: dict[str, str | None] = {
+    "image": "image/",
+    "video": "video/",
+    "audio": "audio/",
+    "file": None,
+}
+"""Attachment-carrying types and the MIME prefix their file must have (`file`: any)."""
+
+
+
+class _Validated(msgspec.Struct, frozen=True, kw_only=True):
+    message_type: MessageType
+    body: str | None
+    attachment_id: int | None
+    location: Location | None
+    audio: Audio | None
+
+
+def check_body_length(body: str, settings: Settings) -> None:
+    """`Invalid` (400, naming the field) for a body over `VECHAT_MAX_MESSAGE_CHARS`."""
+    if len(body) > settings.max_message_chars:
+        raise Invalid(
+            "request validation failed",
+            field="body",
+            reason=f"Expected `str` of length <= {settings.max_message_chars}",
+        )
+
+
+def validate_create(data: MessageCreate, settings: Settings) -> _Validated:
+    """The rules of each message type, before any database work.
+
+    * `text`: a non-blank `body`; no attachment, location or audio.
+    * `image`, `file`, `video`, `audio` (`voice`): an `attachment_id` (its MIME type is checked
+      against the type in the database: image/*, video/*, audio/*, anything for file); `body` is
+      an optional caption; `audio` metadata only on `audio`.
+    * `location`: a `location`; `body` is an optional caption.
+
+    A body longer than `VECHAT_MAX_MESSAGE_CHARS` is 400 (a value out of range); a rule broken by a
+    well-formed body is 422.
+    """
+    message_type: MessageType = "audio" if data.message_type == "voice" else data.message_type
+    body = data.body
+    if body is not None:
+        check_body_length(body, settings)
+    misplaced = []
+    if message_type == "text":
+        if body is None or not body.strip():
+            raise RuleBroken("a text message needs a non-blank body")
+        misplaced = ["attachment_id", "location", "audio"]
+    elif message_type == "location":
+        if data.location is None:
+            raise RuleBroken("a location message needs a location")
+        misplaced = ["attachment_id", "audio"]
+    else:
+        if data.attachment_id is None:
+            raise RuleBroken(f"a {message_type} message needs an attachment_id")
+        misplaced = ["location"] if message_type == "audio" else ["location", "audio"]
+    for name in misplaced:
+        if getattr(data, name) is not None:
+            raise RuleBroken(f"{name} does not belong to a {message_type} message")
+    if body is not None and not body.strip() and message_type != "text":
+        body = None  # an empty caption is no caption
+    return _Validated(
+        message_type=message_type,
+        body=body,
+        attachment_id=data.attachment_id,
+        location=data.location,
+        audio=data.audio,
+    )
+
+
+# One statement: count the send against the rate limit (chat/ratelimit.py's own statement, $1-$2),
+# find the conversation and the peer, the attachment and the replied-to message, insert — only if
+# all of it holds — and return the new message with a diagnosis of what was missing otherwise.
+# `ON CONFLICT … DO NOTHING` on the sender's client_id makes retries idempotent: it waits for a
+# concurrent insert of the same client_id and then inserts nothing; `ORIGINAL_BY_CLIENT_ID_SQL`
+# (a new snapshot) then finds the original.
+# visibility: vechat_conversations_select_participant — the conversation must be the caller's;
+# vechat_attachments_select_uploader_or_participant plus the uploader condition below (and the
+# key vechat_messages_attachment_fkey) — only the uploader attaches a file;
+# vechat_messages_insert_sender — the caller sends only as themselves, to their peer.
+SEND_SQL = f"""
+WITH rate AS ({ratelimit.HIT_SQL}),
+conv AS (
+    SELECT c.organisation_id, c.id,
+           CASE WHEN {CALLER_IS_PARTICIPANT1} THEN c.participant2_id ELSE c.participant1_id END
+               AS peer_id,
+           CASE WHEN {CALLER_IS_PARTICIPANT1} THEN c.participant2_type ELSE c.participant1_type END
+               AS peer_type
+    FROM public.vechat_conversations c
+    WHERE c.id = $3
+),
+att AS (
+    SELECT a.id, a.file_name, a.file_size, a.file_type,
+           CASE WHEN $5::text IS NULL THEN true
+                ELSE a.file_type LIKE $5::text || '%' END AS fits
+    FROM public.vechat_attachments a
+    WHERE a.id = $6
+      AND a.uploader_id = (SELECT vechat.current_user_id())
+      AND a.uploader_type = (SELECT vechat.current_user_type())
+),
+reply AS (
+    -- By id alone (the primary key): with `conversation_id = $3` here a generic plan scanned the
+    -- whole conversation. Same conversation is checked where it is used.
+    SELECT r.id, r.conversation_id FROM public.vechat_messages r WHERE r.id = $7
+),
+inserted AS (
+    INSERT INTO public.vechat_messages AS m
+        (organisation_id, conversation_id, sender_id, sender_type, receiver_id, receiver_type,
+         message_type, message, attachment_id, file_name, file_size, file_type,
+         reply_to_message_id, client_id, location_latitude, location_longitude,
+         location_accuracy, audio_duration, audio_waveform)
+    SELECT conv.organisation_id, conv.id,
+           (SELECT vechat.current_user_id()), (SELECT vechat.current_user_type()),
+           conv.peer_id, conv.peer_type,
+           $4::text, $8::text, att.id, att.file_name, att.file_size, att.file_type,
+           reply.id, $9::text, $10::float8, $11::float8, $12::float8, $13::integer, $14::text
+    FROM conv
+    CROSS JOIN rate
+    LEFT JOIN att ON true
+    LEFT JOIN reply ON true
+    WHERE rate.hits <= $15
+      AND ($6::bigint IS NULL OR att.fits)
+      AND ($7::bigint IS NULL OR reply.conversation_id = conv.id)
+    ON CONFLICT (organisation_id, sender_type, sender_id, client_id) DO NOTHING
+    RETURNING m.*
+)
+SELECT rate.hits AS rate_hits, rate.reset_in AS rate_reset_in,
+       EXISTS (SELECT 1 FROM conv) AS conversation_found,
+       (SELECT fits FROM att) AS attachment_fits,
+       EXISTS (SELECT 1 FROM reply WHERE reply.conversation_id = $3) AS reply_found,
+       {MESSAGE_COLUMNS}
+FROM rate
+LEFT JOIN inserted m ON true
+{REPLY_JOIN}
+"""
+
+# visibility: vechat_messages_select_participant — the caller's own sent message.
+ORIGINAL_BY_CLIENT_ID_SQL = f"""
+SELECT {MESSAGE_COLUMNS}
+FROM public.vechat_messages m
+{REPLY_JOIN}
+WHERE m.sender_id = (SELECT vechat.current_user_id())
+  AND m.sender_type = (SELECT vechat.current_user_type())
+  AND m.client_id = $1
+"""
+
+RATE_WINDOW_S = 60
+
+
+async def send_message(
+    conn: db.Transaction,
+    identity: Identity,
+    conversation_id: int,
+    data: MessageCreate,
+    settings: Settings,
+) -> tuple[Message, bool]:
+    """Send `data` into the caller's conversation; returns the message and whether it is new.
+
+    The sender is the transaction's tenant context, which `identity` must be (the realtime layer
+    passes the socket's identity and a connection in its tenant transaction).
+
+    One round trip (two when `client_id` repeats an earlier send: then the original message comes
+    back with `False`, whatever this request's content). Raises, without writing anything once the
+    caller's transaction rolls back:
+    `RuleBroken`/`Invalid` (`validate_create`); `RateLimited` past
+    `VECHAT_RATE_LIMIT_PER_MIN` sends per minute; `NotFound` for a conversation, attachment or
+    replied-to message the caller may not use — a reply must quote a message *of the same
+    conversation*, and one from elsewhere is answered exactly like one that does not exist (404);
+    `RuleBroken` for an attachment whose MIME type does not fit the message type; `Conflict`
+    when the `client_id` was already used for a message to another conversation.
+    """
+    valid = validate_create(data, settings)
+    mime_prefix = MEDIA_TYPES.get(valid.message_type)
+    location, audio = valid.location, valid.audio
+    row = await conn.fetchrow(
+        SEND_SQL,
+        RATE_LIMIT_ACTION,
+        float(RATE_WINDOW_S),
+        conversation_id,
+        valid.message_type,
+        mime_prefix,
+        valid.attachment_id,
+        data.reply_to_id,
+        valid.body,
+        data.client_id,
+        location.latitude if location else None,
+        location.longitude if location else None,
+        location.accuracy if location else None,
+        audio.duration_s if audio else None,
+        audio.waveform if audio else None,
+        settings.rate_limit_per_min,
+    )
+    assert row is not None
+    if row["rate_hits"] > settings.rate_limit_per_min:
+        raise RateLimited(
+            retry_after=math.ceil(row["rate_reset_in"]),
+            detail=(
+                f"rate limit of {settings.rate_limit_per_min} {RATE_LIMIT_ACTION} "
+                f"per {RATE_WINDOW_S} s exceeded"
+            ),
+        )
+    if not row["conversation_found"]:
+        raise NotFound("conversation", conversation_id)
+    if valid.attachment_id is not None:
+        if row["attachment_fits"] is None:
+            raise NotFound("attachment", valid.attachment_id)
+        if not row["attachment_fits"]:
+            raise RuleBroken(
+                f"attachment {valid.attachment_id} is not a {mime_prefix}* file, "
+                f"as a {valid.message_type} message needs"
+            )
+    if data.reply_to_id is not None and not row["reply_found"]:
+        raise NotFound(f"message {data.reply_to_id} in conversation", conversation_id)
+    if row["id"] is not None:
+        # Every event of a new message is for its conversation's two participants: the ringer
+        # rings for them alone (db.Transaction.name_recipients, realtime/ringer.py).
+        participants = (
+            identity.user,
+            User(identity.organisation_id, row["receiver_type"], row["receiver_id"]),
+        )
+        conn.name_recipients(participants)
+        return message_from_row(row), True
+    original = await conn.fetchrow(ORIGINAL_BY_CLIENT_ID_SQL, data.client_id)
+    if original is None or original["conversation_id"] != conversation_id:
+        raise Conflict(f"client_id {data.client_id!r} was already used for another message")
+    return message_from_row(original), False
+
+
+async def send_to_receiver(
+    conn: db.Transaction, identity: Identity, data: PeerMessageCreate, settings: Settings
+) -> tuple[Message, bool]:
+    """`send_message` to `data.receiver`, in their conversation with the caller, opened on
+    demand (`open_conversation`); a message that breaks a rule opens no conversation."""
+    validate_create(data, settings)
+    conversation_id, _ = await open_conversation(conn, identity, data.receiver)
+    return await send_message(conn, identity, conversation_id, data, settings)
