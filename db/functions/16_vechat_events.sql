@@ -28,29 +28,25 @@ $$;
 COMMENT ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) IS
     'Appends one event to a recipient''s log with the next gapless seq; the insert rings the doorbell. Called only by the message triggers (vechat_app may not execute it).';
 
--- The doorbell: after each insert statement, NOTIFY vechat_events with ids only. NOTIFY payloads
--- are visible to every role that may LISTEN, whatever row-level security says, so they never
--- carry content -- listeners read the events back under the recipient's context.
+-- The doorbell: after each insert statement, NOTIFY vechat_events. NOTIFY payloads are visible to
+-- every login that may LISTEN, whatever row-level security says, and anyone may NOTIFY: the
+-- payload names no organisation, user or conversation -- only a signature the service's listeners
+-- check (vechat.doorbell), so one rung from psql is told apart and dropped. A listener that hears
+-- it reads every local user's new events back under their own signed context.
 CREATE OR REPLACE FUNCTION vechat.events_after_insert() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
 DECLARE
-    r record;
+    v_bell text;
 BEGIN
     IF pg_catalog.current_setting('vechat.doorbell', true) = 'off' THEN
-        RETURN NULL;  -- benchmarks only: measure the event log without the doorbell
+        RETURN NULL;  -- the API rings after COMMIT instead (realtime/ringer.py)
     END IF;
-    FOR r IN
-        SELECT n.organisation_id,
-               pg_catalog.json_agg(pg_catalog.json_build_array(n.recipient_type, n.recipient_id, n.seq)) AS e
-        FROM (SELECT *, (pg_catalog.row_number() OVER (ORDER BY organisation_id, recipient_type, recipient_id, seq) - 1) / 100 AS chunk
-              FROM new_events) n
-        GROUP BY n.organisation_id, n.chunk
-    LOOP
-        PERFORM pg_catalog.pg_notify('vechat_events',
-            pg_catalog.json_build_object('o', r.organisation_id, 'e', r.e)::text);
-    END LOOP;
+    v_bell := vechat.doorbell('vechat_events');
+    IF v_bell IS NOT NULL THEN
+        PERFORM pg_catalog.pg_notify('vechat_events', v_bell);
+    END IF;
     RETURN NULL;
 END
 $$;

@@ -3,26 +3,26 @@
 -- The hub of each server process serves many users of one organisation at once. Reading every
 -- user's events in their own transaction would cost a round trip per user per wake-up; these
 -- functions act for several users in one call instead, each statement under that user's own
--- context (transaction-local settings switched between statements), so the policies decide what
--- each of them sees exactly as they would in a transaction of their own. The lease functions act in
--- the caller's organisation; read_events sets each recipient's (and refuses, in a transaction
--- that acts for one organisation, any other), so that it can run as a statement of its own.
+-- signed context (vechat.enter with a token the caller signed for each of them, for this
+-- connection), so the policies decide what each of them sees exactly as they would in a
+-- transaction of their own, and a caller without the service's key acts for nobody.
+-- Every limit and duration they take is checked: out of range raises (SQLSTATE 22023).
 
 -- The events of several recipients after the seq each has already received, each recipient's rows
 -- read under their own context (policy vechat_events_select_recipient), in one statement: the hub
 -- calls it outside any transaction (the statement is its own) with every user a wake-up found
--- dirty, so a wake-up costs one round trip however many users and organisations it serves. It
--- therefore sets, transaction-locally, each recipient's organisation as well as their user, exactly
--- as a tenant transaction's first statement would -- the same trust as set_config -- and inside a
--- transaction that already acts for an organisation it refuses any other. Recipients whose event
--- cursor is not beyond their `since` are skipped with one index lookup (a doorbell that names only
--- the organisation marks every local user). A message event comes with its message and the
--- message it replies to as whole rows read in the recipient's context
+-- dirty, so a wake-up costs one round trip however many users and organisations it serves. Each
+-- recipient comes with a token the hub signed for them on this connection
+-- ([[organisation_id, user_type, user_id, since, token], ...], tokens in the order signed), and
+-- is read after vechat.enter(token): the function can act for nobody the caller could not.
+-- Recipients whose event cursor is not beyond their `since` are skipped with one index lookup (a
+-- doorbell that names only the organisation marks every local user). A message event comes with
+-- its message and the message it replies to as whole rows read in the recipient's context
 -- (vechat_messages_select_participant; NULL when they cannot see it), and whether its receiver
 -- shows read receipts (the rule of RECEIPTS_SHOWN in src/vechat_rls/api/messages.py; NULL while
--- the message has no read_at, so there is nothing to show or hide). The caller
--- maps those rows with the HTTP API's own mapping. Every setting is back as the caller had it on
--- return: nothing after this call in the statement acts for anyone.
+-- the message has no read_at, so there is nothing to show or hide). The caller maps those rows
+-- with the HTTP API's own mapping. It ends with vechat.leave(): nothing after this call in the
+-- transaction acts for anyone.
 CREATE OR REPLACE FUNCTION vechat.read_events(p_recipients jsonb, p_limit integer DEFAULT 1000)
     RETURNS TABLE (organisation_id bigint, recipient_type text, recipient_id bigint, seq bigint,
                    event_type text, conversation_id bigint, message_id bigint, data jsonb,
@@ -39,38 +39,32 @@ CREATE OR REPLACE FUNCTION vechat.read_events(p_recipients jsonb, p_limit intege
 AS $$
 #variable_conflict use_column
 DECLARE
-    r         record;
-    x         record;
-    v_org     bigint := vechat.current_organisation_id();
-    v_acting  bigint := v_org;
-    v_org_raw text   := pg_catalog.current_setting('vechat.organisation_id', true);
-    v_user_id text   := pg_catalog.current_setting('vechat.user_id', true);
-    v_type    text   := pg_catalog.current_setting('vechat.user_type', true);
+    r record;
+    x record;
 BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'vechat.read_events: p_limit must be in 1..10000' USING ERRCODE = '22023';
+    END IF;
     FOR r IN
         SELECT (x.value ->> 0)::bigint AS organisation_id, x.value ->> 1 AS user_type,
-               (x.value ->> 2)::bigint AS user_id, (x.value ->> 3)::bigint AS since
+               (x.value ->> 2)::bigint AS user_id, (x.value ->> 3)::bigint AS since,
+               x.value ->> 4 AS token
         FROM pg_catalog.jsonb_array_elements(p_recipients) WITH ORDINALITY AS x(value, n)
-        ORDER BY 1, x.n
+        ORDER BY x.n
     LOOP
-        IF r.organisation_id IS NULL THEN
-            RAISE EXCEPTION 'vechat.read_events: a recipient without organisation'
-                USING ERRCODE = '22004';
+        IF r.since IS NULL OR r.since < 0 THEN
+            RAISE EXCEPTION 'vechat.read_events: since must be 0 or more' USING ERRCODE = '22023';
         END IF;
-        IF v_org IS NOT NULL AND v_org <> r.organisation_id THEN
-            RAISE EXCEPTION 'vechat.read_events: the transaction acts for another organisation'
-                USING ERRCODE = '42501';
-        END IF;
-        IF v_acting IS DISTINCT FROM r.organisation_id THEN
-            PERFORM pg_catalog.set_config('vechat.organisation_id', r.organisation_id::text, true);
-            v_acting := r.organisation_id;
+        PERFORM vechat.enter(r.token);
+        IF NOT EXISTS (SELECT 1 FROM vechat.context c
+                       WHERE c.organisation_id = r.organisation_id AND c.user_type = r.user_type
+                         AND c.user_id = r.user_id) THEN
+            RAISE EXCEPTION 'vechat.read_events: a token for another recipient' USING ERRCODE = '28000';
         END IF;
         -- vechat_event_cursors_select_organisation: readable in the organisation, whoever acts.
         CONTINUE WHEN NOT EXISTS (
             SELECT 1 FROM public.vechat_event_cursors c
             WHERE c.user_type = r.user_type AND c.user_id = r.user_id AND c.last_seq > r.since);
-        PERFORM pg_catalog.set_config('vechat.user_id', r.user_id::text, true),
-                pg_catalog.set_config('vechat.user_type', r.user_type, true);
         -- Each message by primary key, in a subquery run per event: the plan cannot turn into a
         -- scan of the recipient's messages, whatever the statistics say. The message it replies
         -- to, and whether its receiver shows read receipts, only when the event needs them:
@@ -118,19 +112,19 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
-    PERFORM pg_catalog.set_config('vechat.organisation_id', coalesce(v_org_raw, ''), true),
-            pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
-            pg_catalog.set_config('vechat.user_type', coalesce(v_type, ''), true);
+    PERFORM vechat.leave();
 END
 $$;
 COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
-    'Events of several recipients ([[organisation_id, user_type, user_id, since], ...]) with seq > since, at most p_limit each, each read under that recipient''s own context (organisation and user); message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts (NULL while the message has no read_at). Callable alone (one statement); inside a transaction acting for an organisation, refuses any other; restores the caller''s settings.';
+    'Events of several recipients ([[organisation_id, user_type, user_id, since, token], ...]) with seq > since, at most p_limit (1..10000) each, each read under that recipient''s signed context (vechat.enter(token)); message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts (NULL while the message has no read_at). Ends acting for nobody.';
 
--- A server process's connection leases, for several users at once: [[user_type, user_id, sockets]].
+-- A server process's connection leases, for several users of the caller's organisation at once:
+-- [[user_type, user_id, sockets, token]], each user's statements after vechat.enter(token).
 -- sockets > 0 creates or renews the lease (expires_at = now() + p_lease_s); 0 removes it. A user
 -- who had no live lease anywhere and now has one comes online; one whose last live lease goes
--- comes offline (last_seen = now()). Either change rings vechat_presence with ids only, unless the
--- user hides their presence (show_online_status = false): then there is nothing others may see.
+-- comes offline (last_seen = now()). Returns, for each user, that change -- unless the user hides
+-- their presence (show_online_status = false): then there is nothing others may see and change is
+-- NULL. The caller rings vechat_presence for them after its commit (realtime/leases.py).
 CREATE OR REPLACE FUNCTION vechat.set_leases(p_server_id text, p_lease_s integer, p_users jsonb)
     RETURNS TABLE (user_type text, user_id bigint, change text)
     LANGUAGE plpgsql
@@ -140,21 +134,34 @@ AS $$
 DECLARE
     r         record;
     v_org     bigint := vechat.current_organisation_id();
-    v_user_id text := pg_catalog.current_setting('vechat.user_id', true);
-    v_type    text := pg_catalog.current_setting('vechat.user_type', true);
     v_live    boolean;
     v_shown   boolean;
 BEGIN
+    IF p_lease_s IS NULL OR p_lease_s NOT BETWEEN 1 AND 3600 THEN
+        RAISE EXCEPTION 'vechat.set_leases: p_lease_s must be in 1..3600' USING ERRCODE = '22023';
+    END IF;
+    IF v_org IS NULL THEN
+        RAISE EXCEPTION 'vechat.set_leases: the transaction acts for nobody' USING ERRCODE = '28000';
+    END IF;
     FOR r IN
         SELECT x.value ->> 0 AS user_type, (x.value ->> 1)::bigint AS user_id,
-               (x.value ->> 2)::integer AS sockets
-        FROM pg_catalog.jsonb_array_elements(p_users) AS x
+               (x.value ->> 2)::integer AS sockets, x.value ->> 3 AS token
+        FROM pg_catalog.jsonb_array_elements(p_users) WITH ORDINALITY AS x(value, n)
+        ORDER BY x.n
     LOOP
-        PERFORM pg_catalog.set_config('vechat.user_id', r.user_id::text, true),
-                pg_catalog.set_config('vechat.user_type', r.user_type, true);
+        IF r.sockets IS NULL OR r.sockets NOT BETWEEN 0 AND 100000 THEN
+            RAISE EXCEPTION 'vechat.set_leases: sockets must be in 0..100000' USING ERRCODE = '22023';
+        END IF;
+        PERFORM vechat.enter(r.token);
+        IF NOT EXISTS (SELECT 1 FROM vechat.context c
+                       WHERE c.organisation_id = v_org AND c.user_type = r.user_type
+                         AND c.user_id = r.user_id) THEN
+            RAISE EXCEPTION 'vechat.set_leases: a token for another user' USING ERRCODE = '28000';
+        END IF;
         user_type := r.user_type;
         user_id := r.user_id;
         change := NULL;
+        v_shown := NULL;
         SELECT EXISTS (SELECT 1 FROM public.vechat_presence_connections c
                        WHERE c.user_type = r.user_type AND c.user_id = r.user_id
                          AND c.expires_at > pg_catalog.now() AND c.sockets > 0)
@@ -197,22 +204,20 @@ BEGIN
                 END IF;
             END IF;
         END IF;
-        IF change IS NOT NULL AND coalesce(v_shown, true) THEN
-            PERFORM pg_catalog.pg_notify('vechat_presence', pg_catalog.json_build_object(
-                'o', v_org, 'u', pg_catalog.json_build_array(r.user_type, r.user_id))::text);
+        IF NOT coalesce(v_shown, true) THEN
+            change := NULL;
         END IF;
         RETURN NEXT;
     END LOOP;
-    PERFORM pg_catalog.set_config('vechat.user_id', coalesce(v_user_id, ''), true),
-            pg_catalog.set_config('vechat.user_type', coalesce(v_type, ''), true);
 END
 $$;
 COMMENT ON FUNCTION vechat.set_leases(text, integer, jsonb) IS
-    'Creates, renews (sockets > 0) or removes (0) one server process''s connection leases for several users, each under their own context; returns who came online or went offline and rings vechat_presence for them (ids only).';
+    'Creates, renews (sockets > 0) or removes (0) one server process''s connection leases for several users of the organisation ([[user_type, user_id, sockets, token]]), each under their own signed context; returns who came online or went offline where others may see it (the caller rings vechat_presence).';
 
 -- Leases of dead processes: anyone of the organisation may delete expired ones (policy
 -- vechat_presence_connections_delete_self_or_expired). Users left without a live lease went
--- offline when their process died; ring vechat_presence for them (ids only).
+-- offline when their process died; they are returned, and the caller rings vechat_presence for
+-- them after its commit (a NOTIFY payload here would name them to every listening login).
 CREATE OR REPLACE FUNCTION vechat.sweep_leases()
     RETURNS TABLE (user_type text, user_id bigint)
     LANGUAGE plpgsql
@@ -239,8 +244,6 @@ BEGIN
                           AND p.user_id = s.user_id), true)
         ORDER BY 1, 2, 3
     LOOP
-        PERFORM pg_catalog.pg_notify('vechat_presence', pg_catalog.json_build_object(
-            'o', r.organisation_id, 'u', pg_catalog.json_build_array(r.user_type, r.user_id))::text);
         user_type := r.user_type;
         user_id := r.user_id;
         RETURN NEXT;
@@ -248,7 +251,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION vechat.sweep_leases() IS
-    'Deletes the expired connection leases of the transaction''s organisation and rings vechat_presence (ids only) for users left without a live lease; returns them.';
+    'Deletes the expired connection leases of the transaction''s organisation; returns the users left without a live lease who show their presence (the caller rings vechat_presence for them).';
 
 -- Retention, run when a user connects: delete the user's own events older than p_retention_s in
 -- one statement and advance pruned_seq. Writers are not blocked: the delete touches only old rows
@@ -265,6 +268,10 @@ DECLARE
     v_upto    bigint;
     v_pruned  bigint;
 BEGIN
+    IF p_retention_s IS NULL OR p_retention_s NOT BETWEEN 60 AND 315360000 THEN
+        RAISE EXCEPTION 'vechat.prune_own_events: p_retention_s must be in 60..315360000 (ten years)'
+            USING ERRCODE = '22023';
+    END IF;
     -- The newest event older than the retention; seq order and created_at order agree up to
     -- transactions that overlapped, which is close enough for a retention mark.
     SELECT e.seq INTO v_upto
@@ -285,7 +292,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION vechat.prune_own_events(integer) IS
-    'Deletes the calling user''s events older than p_retention_s seconds and advances their pruned_seq; returns pruned_seq. Runs as vechat_owner but row-level security (forced) keeps it to the transaction''s own user.';
+    'Deletes the calling user''s events older than p_retention_s seconds (60..315360000, else it raises) and advances their pruned_seq; returns pruned_seq. Runs as vechat_owner but row-level security (forced) keeps it to the transaction''s own user.';
 
 -- Retention for users who never connect: the DBA runs, as a superuser (row-level security does
 -- not apply to it), e.g. nightly:  SELECT vechat.prune_events(604800);
@@ -293,9 +300,16 @@ COMMENT ON FUNCTION vechat.prune_own_events(integer) IS
 -- vechat_app cannot: it holds no DELETE on vechat_events, and this function runs with the
 -- caller's rights.
 CREATE OR REPLACE FUNCTION vechat.prune_events(p_retention_s integer) RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = ''
-BEGIN ATOMIC
+AS $$
+DECLARE
+    v_deleted bigint;
+BEGIN
+    IF p_retention_s IS NULL OR p_retention_s NOT BETWEEN 60 AND 315360000 THEN
+        RAISE EXCEPTION 'vechat.prune_events: p_retention_s must be in 60..315360000 (ten years)'
+            USING ERRCODE = '22023';
+    END IF;
     WITH deleted AS (
         DELETE FROM public.vechat_events e
         WHERE e.created_at < pg_catalog.now() - pg_catalog.make_interval(secs => p_retention_s)
@@ -314,7 +328,9 @@ BEGIN ATOMIC
           AND c.user_id = m.recipient_id
         RETURNING 1
     )
-    SELECT coalesce(pg_catalog.sum(m.n), 0)::bigint FROM marks m;
-END;
+    SELECT coalesce(pg_catalog.sum(m.n), 0)::bigint INTO v_deleted FROM marks m;
+    RETURN v_deleted;
+END
+$$;
 COMMENT ON FUNCTION vechat.prune_events(integer) IS
-    'Maintenance, for a superuser: deletes every event older than p_retention_s seconds and advances pruned_seq; returns how many were deleted. Run it for users who never connect (connecting prunes one''s own).';
+    'Maintenance, for a superuser: deletes every event older than p_retention_s seconds (60..315360000, else it raises) and advances pruned_seq; returns how many were deleted. Run it for users who never connect (connecting prunes one''s own).';

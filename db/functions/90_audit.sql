@@ -138,6 +138,35 @@ COMMENT ON VIEW vechat_audit.grants IS
 -- "App role": vechat_app, and any role that holds a DML grant on a tenant table (other than the
 -- table's owner), and every role that is a member of one of those; of these, the login roles are
 -- the ones a connection can be made as.
+-- Whether a transaction-local setting alone, as any statement of the application may set it, makes
+-- the transaction act for an organisation (as it did before contexts were signed): tried on the
+-- spot, and every setting put back as it was.
+CREATE OR REPLACE FUNCTION vechat_audit.unsigned_context_accepted() RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    v_names  text[] := ARRAY['vechat.organisation_id', 'vechat.user_id', 'vechat.user_type'];
+    v_saved  text[] := ARRAY[pg_catalog.current_setting('vechat.organisation_id', true),
+                             pg_catalog.current_setting('vechat.user_id', true),
+                             pg_catalog.current_setting('vechat.user_type', true)];
+    v_before bigint := vechat.current_organisation_id();
+    v_probe  bigint := coalesce(v_before, 0) + 1;
+    v_after  bigint;
+BEGIN
+    PERFORM pg_catalog.set_config('vechat.organisation_id', v_probe::text, true),
+            pg_catalog.set_config('vechat.user_id', '1', true),
+            pg_catalog.set_config('vechat.user_type', 'personnel', true);
+    v_after := vechat.current_organisation_id();
+    FOR i IN 1..3 LOOP
+        PERFORM pg_catalog.set_config(v_names[i], coalesce(v_saved[i], ''), true);
+    END LOOP;
+    RETURN v_after IS NOT DISTINCT FROM v_probe;
+END
+$$;
+COMMENT ON FUNCTION vechat_audit.unsigned_context_accepted() IS
+    'True when set_config(''vechat.organisation_id'', …) alone changes the tenant the policies see: contexts are not signed. Puts every setting back.';
+
 CREATE OR REPLACE FUNCTION vechat_audit.findings()
     RETURNS TABLE (severity text, object text, problem text)
     LANGUAGE sql STABLE
@@ -173,7 +202,10 @@ app_roles (roleid) AS (
     UNION
     SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = 'vechat_app'
     UNION
+    -- vechat_owner holds vechat_app to read backend start times (vechat.enter, policies/00_roles.sql):
+    -- that makes neither it nor its members (the DBA) the application.
     SELECT m.member FROM pg_catalog.pg_auth_members m JOIN app_roles a ON m.roleid = a.roleid
+    WHERE m.member IS DISTINCT FROM pg_catalog.to_regrole('vechat_owner')::oid
 ),
 login_app_roles AS (
     SELECT r.oid, r.rolname::text AS rolname, r.rolsuper, r.rolbypassrls,
@@ -229,10 +261,21 @@ found (severity, object, problem) AS (
     WHERE NOT i.polpermissive AND NOT i.polroles && ARRAY[0::oid, pg_catalog.to_regrole('vechat_app')::oid]
     UNION ALL
     SELECT 'high', t.object,
-           pg_catalog.format('policy %I does not compare organisation_id with vechat.current_organisation_id()', t.relname || '_organisation_isolation')
+           pg_catalog.format('policy %I does not compare organisation_id with the signed context (vechat.context)', t.relname || '_organisation_isolation')
     FROM tenant_tables t JOIN isolation_policies i ON i.table_oid = t.oid
     WHERE NOT i.polpermissive
-      AND COALESCE(i.qual, '') NOT LIKE '%organisation_id%vechat.current_organisation_id()%'
+      AND COALESCE(i.qual, '') NOT LIKE '%organisation_id = ( SELECT ctx.organisation_id%FROM vechat.context ctx%'
+    UNION ALL
+    SELECT DISTINCT 'critical', t.object,
+           pg_catalog.format('policy %I reads a setting (current_setting): any statement running as the application can change it', p.polname)
+    FROM tenant_tables t
+    JOIN pg_catalog.pg_policy p ON p.polrelid = t.oid
+    WHERE COALESCE(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') || ' '
+          || COALESCE(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '') LIKE '%current\_setting%'
+    UNION ALL
+    SELECT 'critical', 'view vechat.context',
+           'unsigned contexts are accepted: a plain set_config() by the application role makes a transaction act for an organisation'
+    WHERE vechat_audit.unsigned_context_accepted()
     UNION ALL
     SELECT DISTINCT 'high', t.object, pg_catalog.format('PUBLIC (every role) is granted %s on it', g.privilege_type)
     FROM tenant_tables t JOIN dml_grants g ON g.table_oid = t.oid AND g.grantee = 0
@@ -285,4 +328,4 @@ FROM found f
 ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 ELSE 2 END, f.object, f.problem
 $$;
 COMMENT ON FUNCTION vechat_audit.findings() IS
-    'One row (severity, object, problem) per isolation problem: tenant tables without forced row-level security, organisation_id or the restrictive isolation policy; app login roles that are superuser, BYPASSRLS or owners; SECURITY DEFINER functions without a pinned search_path. Empty = clean.';
+    'One row (severity, object, problem) per isolation problem: tenant tables without forced row-level security, organisation_id or the restrictive isolation policy; policies or context functions that trust a plain setting (unsigned contexts accepted); app login roles that are superuser, BYPASSRLS or owners; SECURITY DEFINER functions without a pinned search_path. Empty = clean.';

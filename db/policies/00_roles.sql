@@ -24,6 +24,18 @@ BEGIN
         -- A non-superuser DBA must be able to SET ROLE vechat_owner to run migrations.
         EXECUTE pg_catalog.format('GRANT vechat_owner TO %I', current_user);
     END IF;
+    -- vechat.enter() (SECURITY DEFINER, as vechat_owner) checks the start time of the backend it
+    -- runs in, which pg_stat_activity shows only to roles with the privileges of the backend's
+    -- login: vechat_app's sessions through this grant, which gives vechat_owner nothing over
+    -- tenant rows it did not have; any login's (a DBA's psql, an audit) through pg_read_all_stats,
+    -- which only a superuser may grant from PostgreSQL 16 on.
+    IF NOT pg_catalog.pg_has_role('vechat_owner', 'vechat_app', 'USAGE') THEN
+        GRANT vechat_app TO vechat_owner;
+    END IF;
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       AND NOT pg_catalog.pg_has_role('vechat_owner', 'pg_read_all_stats', 'USAGE') THEN
+        GRANT pg_read_all_stats TO vechat_owner;
+    END IF;
     EXECUTE pg_catalog.format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %I TO vechat_owner',
                               pg_catalog.current_database());
     EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO vechat_app, vechat_auditor',

@@ -10,6 +10,14 @@ GRANT EXECUTE ON FUNCTION
     vechat.current_role_name()
     TO vechat_auditor;
 
+-- The signed context (db/functions/00_context.sql): vechat_app may enter a signed token and leave,
+-- nothing else. A MAC, a doorbell or a context it could obtain without the key would forge one.
+REVOKE EXECUTE ON FUNCTION
+    vechat.context_mac(text, text), vechat.doorbell(text), vechat.act_as(bigint, bigint, text, text),
+    vechat.add_context_key(text, bytea), vechat.retire_context_key(text), vechat.assign_id()
+    FROM vechat_app;
+GRANT SELECT ON vechat.context TO vechat_app, vechat_auditor;
+
 -- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
 REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;
 -- vechat.prune_events is the DBA's, run as a superuser: the application has no use for it.

@@ -7,8 +7,8 @@ REVOKE ALL ON public.vechat_event_cursors FROM PUBLIC;
 DROP POLICY IF EXISTS vechat_event_cursors_organisation_isolation ON public.vechat_event_cursors;
 CREATE POLICY vechat_event_cursors_organisation_isolation ON public.vechat_event_cursors
     AS RESTRICTIVE FOR ALL
-    USING (organisation_id = (SELECT vechat.current_organisation_id()))
-    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+    USING (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx))
+    WITH CHECK (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx));
 COMMENT ON POLICY vechat_event_cursors_organisation_isolation ON public.vechat_event_cursors IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
 GRANT SELECT ON public.vechat_event_cursors TO vechat_app;

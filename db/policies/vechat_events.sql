@@ -7,8 +7,8 @@ REVOKE ALL ON public.vechat_events FROM PUBLIC;
 DROP POLICY IF EXISTS vechat_events_organisation_isolation ON public.vechat_events;
 CREATE POLICY vechat_events_organisation_isolation ON public.vechat_events
     AS RESTRICTIVE FOR ALL
-    USING (organisation_id = (SELECT vechat.current_organisation_id()))
-    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+    USING (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx))
+    WITH CHECK (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx));
 COMMENT ON POLICY vechat_events_organisation_isolation ON public.vechat_events IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
 GRANT SELECT ON public.vechat_events TO vechat_app;
@@ -19,7 +19,7 @@ REVOKE INSERT, UPDATE, DELETE ON public.vechat_events FROM vechat_app;
 DROP POLICY IF EXISTS vechat_events_select_recipient ON public.vechat_events;
 CREATE POLICY vechat_events_select_recipient ON public.vechat_events
     FOR SELECT
-    USING (recipient_id = (SELECT vechat.current_user_id()) AND recipient_type = (SELECT vechat.current_user_type()));
+    USING (recipient_id = (SELECT ctx.user_id FROM vechat.context ctx) AND recipient_type = (SELECT ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_events_select_recipient ON public.vechat_events IS
     'A user reads only events addressed to them.';
 
@@ -40,7 +40,7 @@ COMMENT ON POLICY vechat_events_insert_conversation_participant ON public.vechat
 DROP POLICY IF EXISTS vechat_events_delete_recipient ON public.vechat_events;
 CREATE POLICY vechat_events_delete_recipient ON public.vechat_events
     FOR DELETE
-    USING (recipient_id = (SELECT vechat.current_user_id())
-           AND recipient_type = (SELECT vechat.current_user_type()));
+    USING (recipient_id = (SELECT ctx.user_id FROM vechat.context ctx)
+           AND recipient_type = (SELECT ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_events_delete_recipient ON public.vechat_events IS
     'Pruning (vechat.prune_own_events) deletes only the transaction''s own user''s events.';

@@ -7,8 +7,8 @@ REVOKE ALL ON public.vechat_message_edits FROM PUBLIC;
 DROP POLICY IF EXISTS vechat_message_edits_organisation_isolation ON public.vechat_message_edits;
 CREATE POLICY vechat_message_edits_organisation_isolation ON public.vechat_message_edits
     AS RESTRICTIVE FOR ALL
-    USING (organisation_id = (SELECT vechat.current_organisation_id()))
-    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+    USING (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx))
+    WITH CHECK (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx));
 COMMENT ON POLICY vechat_message_edits_organisation_isolation ON public.vechat_message_edits IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
 GRANT SELECT ON public.vechat_message_edits TO vechat_app;
@@ -31,8 +31,8 @@ CREATE POLICY vechat_message_edits_insert_sender ON public.vechat_message_edits
     WITH CHECK (EXISTS (SELECT 1 FROM public.vechat_messages m
                         WHERE m.organisation_id = vechat_message_edits.organisation_id
                           AND m.id = vechat_message_edits.message_id
-                          AND m.sender_id = (SELECT vechat.current_user_id())
-                          AND m.sender_type = (SELECT vechat.current_user_type())));
+                          AND m.sender_id = (SELECT ctx.user_id FROM vechat.context ctx)
+                          AND m.sender_type = (SELECT ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_message_edits_insert_sender ON public.vechat_message_edits IS
     'History rows are written (by the edit trigger) only for messages the user sent.';
 
@@ -42,7 +42,7 @@ CREATE POLICY vechat_message_edits_delete_sender ON public.vechat_message_edits
     USING (EXISTS (SELECT 1 FROM public.vechat_messages m
                    WHERE m.organisation_id = vechat_message_edits.organisation_id
                      AND m.id = vechat_message_edits.message_id
-                     AND m.sender_id = (SELECT vechat.current_user_id())
-                     AND m.sender_type = (SELECT vechat.current_user_type())));
+                     AND m.sender_id = (SELECT ctx.user_id FROM vechat.context ctx)
+                     AND m.sender_type = (SELECT ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_message_edits_delete_sender ON public.vechat_message_edits IS
     'History goes (by the delete-for-everyone trigger) only with a message the user sent.';

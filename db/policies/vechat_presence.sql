@@ -7,8 +7,8 @@ REVOKE ALL ON public.vechat_presence FROM PUBLIC;
 DROP POLICY IF EXISTS vechat_presence_organisation_isolation ON public.vechat_presence;
 CREATE POLICY vechat_presence_organisation_isolation ON public.vechat_presence
     AS RESTRICTIVE FOR ALL
-    USING (organisation_id = (SELECT vechat.current_organisation_id()))
-    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+    USING (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx))
+    WITH CHECK (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_organisation_isolation ON public.vechat_presence IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
 GRANT SELECT, INSERT, UPDATE ON public.vechat_presence TO vechat_app;
@@ -23,14 +23,14 @@ COMMENT ON POLICY vechat_presence_select_organisation ON public.vechat_presence 
 DROP POLICY IF EXISTS vechat_presence_insert_self ON public.vechat_presence;
 CREATE POLICY vechat_presence_insert_self ON public.vechat_presence
     FOR INSERT
-    WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
+    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_insert_self ON public.vechat_presence IS
     'A user creates only their own presence row.';
 
 DROP POLICY IF EXISTS vechat_presence_update_self ON public.vechat_presence;
 CREATE POLICY vechat_presence_update_self ON public.vechat_presence
     FOR UPDATE
-    USING (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()))
-    WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
+    USING (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx))
+    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_update_self ON public.vechat_presence IS
     'A user updates only their own presence row.';

@@ -7,8 +7,8 @@ REVOKE ALL ON public.vechat_presence_connections FROM PUBLIC;
 DROP POLICY IF EXISTS vechat_presence_connections_organisation_isolation ON public.vechat_presence_connections;
 CREATE POLICY vechat_presence_connections_organisation_isolation ON public.vechat_presence_connections
     AS RESTRICTIVE FOR ALL
-    USING (organisation_id = (SELECT vechat.current_organisation_id()))
-    WITH CHECK (organisation_id = (SELECT vechat.current_organisation_id()));
+    USING (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx))
+    WITH CHECK (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_connections_organisation_isolation ON public.vechat_presence_connections IS
     'Every command sees and writes only rows of the transaction''s organisation; no organisation, no rows.';
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.vechat_presence_connections TO vechat_app;
@@ -23,21 +23,21 @@ COMMENT ON POLICY vechat_presence_connections_select_organisation ON public.vech
 DROP POLICY IF EXISTS vechat_presence_connections_insert_self ON public.vechat_presence_connections;
 CREATE POLICY vechat_presence_connections_insert_self ON public.vechat_presence_connections
     FOR INSERT
-    WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
+    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_connections_insert_self ON public.vechat_presence_connections IS
     'A server process registers a connection lease only under the connected user''s own context.';
 
 DROP POLICY IF EXISTS vechat_presence_connections_update_self ON public.vechat_presence_connections;
 CREATE POLICY vechat_presence_connections_update_self ON public.vechat_presence_connections
     FOR UPDATE
-    USING (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()))
-    WITH CHECK (user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type()));
+    USING (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx))
+    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_connections_update_self ON public.vechat_presence_connections IS
     'A lease is renewed only under its user''s own context.';
 
 DROP POLICY IF EXISTS vechat_presence_connections_delete_self_or_expired ON public.vechat_presence_connections;
 CREATE POLICY vechat_presence_connections_delete_self_or_expired ON public.vechat_presence_connections
     FOR DELETE
-    USING ((user_id = (SELECT vechat.current_user_id()) AND user_type = (SELECT vechat.current_user_type())) OR expires_at < now());
+    USING ((user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx)) OR expires_at < now());
 COMMENT ON POLICY vechat_presence_connections_delete_self_or_expired ON public.vechat_presence_connections IS
     'A user removes their own leases; anyone of the organisation may sweep leases that have expired.';

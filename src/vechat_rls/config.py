@@ -14,6 +14,7 @@ PREFIX = "VECHAT_"
 MIB = 1024 * 1024
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 DOORBELL_MODES = ("coalesced", "transaction")
+CONTEXT_MODES = ("signed", "settings")
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_algorithm: str | None = None  # HS256 with a secret; must be given with a public key
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # The key that signs tenant contexts: key_id:hex, the signing one first (db/context.py).
+    context_key: str | None = None
+    # "settings": transactions set the context as settings, as before contexts were signed. Only
+    # for the benchmark's comparison: a database of this release shows such a transaction nothing.
+    context_mode: str = "signed"
     max_body_bytes: int = 1 * MIB
     max_upload_bytes: int = 10 * MIB
     max_voice_bytes: int = 5 * MIB
@@ -132,7 +138,7 @@ def redact_url(url: str) -> str:
 
 
 def _redact(name: str, value: Any) -> Any:
-    if name == "jwt_secret" and value:
+    if name in ("jwt_secret", "context_key") and value:
         return "***"
     if name == "database_url":
         return redact_url(value)
@@ -173,6 +179,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"VECHAT_DOORBELL_BATCH_MS must be in 0..1000, got {s.doorbell_batch_ms}")
     if not 0 <= s.delivery_pace_ms <= 10000:
         raise ConfigError(f"VECHAT_DELIVERY_PACE_MS must be in 0..10000, got {s.delivery_pace_ms}")
+    if s.context_mode not in CONTEXT_MODES:
+        raise ConfigError(
+            f"VECHAT_CONTEXT_MODE must be one of {', '.join(CONTEXT_MODES)}, got {s.context_mode!r}"
+        )
+    if s.context_key is not None:
+        _check_context_key(s.context_key)
     if s.port > 65535:
         raise ConfigError(f"VECHAT_PORT must be a TCP port (1-65535), got {s.port}")
     if not s.database_url.startswith(("postgresql://", "postgres://")):
@@ -190,3 +202,20 @@ def _validate(s: Settings) -> None:
         raise ConfigError("VECHAT_JWT_ALGORITHM must be HS256 with VECHAT_JWT_SECRET")
     if s.jwt_algorithm in ("RS256", "ES256") and not s.jwt_public_key:
         raise ConfigError(f"VECHAT_JWT_PUBLIC_KEY is required with {s.jwt_algorithm}")
+
+
+def _check_context_key(text: str) -> None:
+    # The format of db/context.py's parse_keys, checked here so a bad key is one line at start-up
+    # (config sits below db in the layers).
+    parts = [p.strip() for p in text.split(",")]
+    for part in parts:
+        key_id, _, hex_secret = part.partition(":")
+        try:
+            size = len(bytes.fromhex(hex_secret))
+        except ValueError:
+            size = 0
+        if not (1 <= len(key_id) <= 32 and key_id.replace("_", "").replace("-", "").isalnum()
+                and key_id.isascii() and 32 <= size <= 64):
+            raise ConfigError(
+                "VECHAT_CONTEXT_KEY must be key_id:hex (32 to 64 bytes), comma-separated"
+            )

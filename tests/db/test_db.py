@@ -16,10 +16,10 @@ ALICE = Identity(organisation_id=1, user_id=10, user_type="personnel", role="adm
 BOB = Identity(organisation_id=2, user_id=20, user_type="client")
 
 READ_CONTEXT = """
-SELECT current_setting('vechat.organisation_id', true) AS organisation_id,
-       current_setting('vechat.user_id', true) AS user_id,
-       current_setting('vechat.user_type', true) AS user_type,
-       current_setting('vechat.role', true) AS role,
+SELECT (SELECT organisation_id FROM vechat.context) AS organisation_id,
+       (SELECT user_id FROM vechat.context) AS user_id,
+       (SELECT user_type FROM vechat.context) AS user_type,
+       (SELECT role FROM vechat.context) AS role,
        current_setting('statement_timeout') AS statement_timeout,
        current_setting('transaction_read_only') AS read_only,
        current_setting('transaction_isolation') AS isolation,
@@ -40,8 +40,8 @@ async def test_tenant_transaction_sets_exactly_the_settings(pool: db.Pool) -> No
         row = await conn.fetchrow(READ_CONTEXT)
     assert row is not None
     assert dict(row) | {"pid": 0} == {
-        "organisation_id": "1",
-        "user_id": "10",
+        "organisation_id": 1,
+        "user_id": 10,
         "user_type": "personnel",
         "role": "admin",
         "statement_timeout": "1234ms",
@@ -51,9 +51,9 @@ async def test_tenant_transaction_sets_exactly_the_settings(pool: db.Pool) -> No
     }
 
 
-async def test_missing_role_is_set_as_empty_string(pool: db.Pool) -> None:
+async def test_missing_role_is_no_role(pool: db.Pool) -> None:
     async with db.tenant(pool, BOB) as conn:
-        assert await conn.fetchval("SELECT current_setting('vechat.role')") == ""
+        assert await conn.fetchval("SELECT role IS NULL FROM vechat.context") is True
 
 
 async def test_settings_are_gone_in_the_next_transaction_on_the_same_connection(
@@ -65,7 +65,7 @@ async def test_settings_are_gone_in_the_next_transaction_on_the_same_connection(
         after = await conn.fetchrow(READ_CONTEXT)
     assert first is not None and after is not None
     assert after["pid"] == first["pid"]
-    assert {after[k] or "" for k in ("organisation_id", "user_id", "user_type", "role")} == {""}
+    assert {after[k] for k in ("organisation_id", "user_id", "user_type", "role")} == {None}
     assert after["statement_timeout"] == "0"
 
 
@@ -126,7 +126,17 @@ async def test_statement_timeout_cancels_a_slow_statement(pool: db.Pool) -> None
     assert caught.value.sqlstate == "57014"
 
 
-def test_begin_sql_is_one_batch_with_rendered_values() -> None:
+def test_begin_sql_is_one_batch_entering_the_signed_context() -> None:
+    sql = db.begin_sql(ALICE, readonly=True, statement_timeout_ms=500, token="v1|k|1|it's")
+    assert sql == (
+        "BEGIN ISOLATION LEVEL READ COMMITTED"
+        "; SELECT vechat.enter('v1|k|1|it''s')"
+        "; SET TRANSACTION READ ONLY"
+        "; SET LOCAL statement_timeout = '500'"
+    )
+
+
+def test_begin_sql_without_a_token_renders_the_old_settings() -> None:
     sql = db.begin_sql(ALICE, readonly=True, statement_timeout_ms=500)
     assert sql == (
         "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
@@ -206,12 +216,14 @@ async def test_role_safety_refuses_a_member_of_the_owning_role(scratch: Scratch)
 
 async def test_role_safety_refuses_a_role_owning_a_vechat_schema_object(scratch: Scratch) -> None:
     role = scratch.new_login_role()
-    scratch.admin(f"CREATE SCHEMA vechat AUTHORIZATION {role}")
+    owner = scratch.admin_query("SELECT nspowner::regrole::text FROM pg_namespace "
+                                "WHERE nspname = 'vechat'")
+    scratch.admin(f"ALTER SCHEMA vechat OWNER TO {role}")
     try:
         with pytest.raises(db.RoleSafetyError, match="schema vechat"):
             await db.check_role_safety(scratch.url_for(role))
     finally:
-        scratch.admin("DROP SCHEMA vechat")
+        scratch.admin(f"ALTER SCHEMA vechat OWNER TO {owner}")
 
 
 async def test_allow_privileged_downgrades_refusal_to_a_warning(

@@ -3,6 +3,7 @@ session (tests/support/postgres.py), its databases, and `cli` (the command line 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ from vechat_rls import migrate
 from vechat_rls.cli import main
 
 APP_PASSWORD = "vechat_app"
+# The suite's context key (db/context.py): every process the tests start signs with it, and every
+# `db migrate` installs it (migrate/steps.py: install_context_keys).
+TEST_CONTEXT_KEY = "test:" + "5e" * 32
+os.environ.setdefault("VECHAT_CONTEXT_KEY", TEST_CONTEXT_KEY)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""A scratch database with one tiny forced-RLS table and its own roles, for tests of db.py."""
+"""A scratch database with one tiny forced-RLS table and its own roles, for tests of db.py.
+
+It carries the signed-context machinery of db/ (schema vechat's keys, contexts and functions, as
+the superuser, with the suite's key), so `db.tenant` works on it as on a migrated database."""
 
 from __future__ import annotations
 
@@ -9,7 +12,13 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 
+from tests.support.fixtures import TEST_CONTEXT_KEY
 from tests.support.postgres import TestPostgres
+from vechat_rls.db import context
+from vechat_rls.migrate import load_layout
+
+DB_DIR = load_layout().migrations[0].up.parent.parent
+CONTEXT_FILES = ("schema/00_context.sql", "schema/01_signed_context.sql", "functions/00_context.sql")
 
 SETUP_SQL = """
 CREATE ROLE {owner} NOLOGIN;
@@ -24,7 +33,14 @@ ALTER TABLE public.vechat_items OWNER TO {owner};
 ALTER TABLE public.vechat_items ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.vechat_items FORCE ROW LEVEL SECURITY;
 CREATE POLICY vechat_items_organisation_isolation ON public.vechat_items
-    USING (organisation_id = nullif(current_setting('vechat.organisation_id', true), '')::bigint);
+    USING (organisation_id = (SELECT ctx.organisation_id FROM vechat.context ctx));
+GRANT USAGE ON SCHEMA vechat TO {app};
+GRANT SELECT ON vechat.context, vechat.session_contexts TO {app};
+ALTER TABLE vechat.session_contexts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY session_contexts_select_own ON vechat.session_contexts FOR SELECT
+    USING (pid = pg_backend_pid() AND xact = transaction_timestamp());
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA vechat FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION vechat.enter(text), vechat.leave() TO {app};
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.vechat_items TO {app};
 INSERT INTO public.vechat_items VALUES (1, 10, 'one'), (2, 20, 'two');
 """
@@ -52,6 +68,12 @@ class Scratch:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(sql.encode())
 
+    def admin_query(self, sql: str) -> object:
+        """The first column of the first row of `sql`, run as the superuser."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute(sql.encode()).fetchone()
+        return row[0] if row else None
+
     def new_login_role(self, attributes: str = "") -> str:
         """A fresh LOGIN role (password = its name) with `attributes`, e.g. 'BYPASSRLS'."""
         name = f"t_role_{uuid.uuid4().hex[:8]}"
@@ -78,7 +100,12 @@ def create_scratch(pg: TestPostgres) -> Scratch:
     database = pg.create_database("scratch")
     suffix = uuid.uuid4().hex[:8]
     scratch = Scratch(pg, database, app_role=f"t_app_{suffix}", owner_role=f"t_owner_{suffix}")
+    for name in CONTEXT_FILES:
+        scratch.admin((DB_DIR / name).read_text())
     scratch.admin(SETUP_SQL.format(owner=scratch.owner_role, app=scratch.app_role, db=database))
+    [key] = context.parse_keys(TEST_CONTEXT_KEY)
+    with psycopg.connect(scratch.admin_url, autocommit=True) as conn:
+        conn.execute("SELECT vechat.add_context_key(%s, %s)", (key.key_id, key.secret))
     return scratch
 
 

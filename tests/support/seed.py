@@ -2,7 +2,8 @@
 
 Seeding is done as the superuser (row-level security never applies to it, triggers still run);
 the tests then act as `vechat_app`, the role the API logs in as, in a transaction that sets the
-tenant context exactly like `vechat_rls.db.tenant` does (`set_config(…, true)`).
+tenant context exactly like `vechat_rls.db.tenant` does (`vechat.enter` with a token signed for the
+connection, with the suite's key).
 
 The message triggers are SECURITY DEFINER (owner `vechat_owner`, bound by forced row-level
 security), so even the superuser inserts and edits messages under the sender's context:
@@ -22,6 +23,8 @@ import psycopg
 
 from tests.support.fixtures import APP_PASSWORD, migrate_to_head
 from tests.support.postgres import TestPostgres
+from vechat_rls.db import context as signed_context
+from vechat_rls.identity import Identity
 
 # Every tenant table of the schema. The isolation matrix and the fail-closed tests assert that the
 # catalog holds exactly these, so a new table cannot arrive without its rows in the matrix.
@@ -132,10 +135,49 @@ def set_context(conn: psycopg.Connection[Any], settings: Mapping[str, str]) -> N
         conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
+BACKEND_SQL = (
+    "SELECT pg_backend_pid(), (extract(epoch FROM backend_start) * 1000000)::bigint "
+    "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+)
+
+
+def backend_of(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """(pid, backend start in µs), as the login sees it (not a role it switched to: a role without
+    the login's privileges reads another role's backend start as NULL)."""
+    switched = conn.execute("SELECT current_user <> session_user, current_user").fetchone()
+    assert switched is not None
+    if switched[0]:
+        conn.execute("SET LOCAL ROLE NONE")
+    row = conn.execute(BACKEND_SQL).fetchone()
+    if switched[0]:
+        conn.execute(f'SET LOCAL ROLE "{switched[1]}"')
+    assert row is not None and row[1] is not None
+    return int(row[0]), int(row[1])
+
+
+def signed_token(
+    conn: psycopg.Connection[Any], organisation_id: int, user: User, **options: Any
+) -> str:
+    """A context token for this connection, signed with the test key (the service's way)."""
+    pid, start = backend_of(conn)
+    identity = Identity(
+        organisation_id=organisation_id,
+        user_id=user.user_id,
+        user_type="personnel" if user.user_type == "personnel" else "client",
+        role=user.role,
+    )
+    return signed_context.sign(identity, pid, start, **options)
+
+
 def act_as(
     conn: psycopg.Connection[Any], organisation_id: int | None, user: User | None = None
 ) -> None:
-    set_context(conn, context_settings(organisation_id, user))
+    """Inside an open transaction: act for `user` of the organisation with a signed context;
+    without a user, only the settings (which the policies ignore: no context)."""
+    if organisation_id is None or user is None:
+        set_context(conn, context_settings(organisation_id, user))
+        return
+    conn.execute("SELECT vechat.enter(%s)", (signed_token(conn, organisation_id, user),))
 
 
 def app_connect(postgres: TestPostgres, database: str, **kwargs: Any) -> psycopg.Connection[Any]:

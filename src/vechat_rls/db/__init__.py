@@ -1,15 +1,16 @@
 """The application's database edge: pools, the tenant transaction, role safety.
 
-Every request runs in one transaction that starts with its tenant context, `BEGIN` and the
-transaction-local settings in a single round trip (transaction.py). A write transaction on a
-`Database` with a ringer silences the event trigger's NOTIFY in that same batch and rings after
-COMMIT, naming the recipients the transaction named (realtime/__init__.py has the glossary).
-Registry mode counts every connection against one `ConnectionBudget` (budget.py).
+Every request runs in one transaction that starts with its tenant context, `BEGIN` and
+`vechat.enter(<signed token>)` in a single round trip (transaction.py, context.py). A write
+transaction on a `Database` with a ringer silences the event trigger's NOTIFY in that same batch
+and rings after COMMIT, naming the recipients the transaction named (realtime/__init__.py has
+the glossary). Registry mode counts every connection against one `ConnectionBudget` (budget.py).
 
 This package (with migrate/ and the realtime listener) is the only code that imports the driver;
 everyone else uses the names exported here.
 """
 
+from vechat_rls.db import context
 from vechat_rls.db.budget import ConnectionBudget, close_idle_connection
 from vechat_rls.db.driver import (
     ACQUIRE_TIMEOUT_S,
@@ -35,7 +36,7 @@ from vechat_rls.db.pools import (
     start_warm_up,
 )
 from vechat_rls.db.roles import check_role_safety, role_safety_problems
-from vechat_rls.db.transaction import Ring, Transaction, begin_sql, fetch_alone, tenant
+from vechat_rls.db.transaction import Ring, Signer, Transaction, begin_sql, fetch_alone, tenant
 
 __all__ = [
     "ACQUIRE_TIMEOUT_S",
@@ -54,11 +55,13 @@ __all__ = [
     "Record",
     "Ring",
     "RoleSafetyError",
+    "Signer",
     "Transaction",
     "begin_sql",
     "check_role_safety",
     "close_idle_connection",
     "connect",
+    "context",
     "create_pool",
     "fetch_alone",
     "init_connection",

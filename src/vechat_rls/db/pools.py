@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 
 from vechat_rls.config import Settings
+from vechat_rls.db import context
 from vechat_rls.db.driver import (
     CONNECT_FAILURES,
     CONNECT_TIMEOUT_S,
@@ -102,6 +103,8 @@ class Database:
         self, settings: Settings, url: str | None = None, *, budget: ConnectionBudget | None = None
     ) -> None:
         self.settings = settings
+        if settings.context_key:
+            context.use_keys(settings.context_key)
         self.url = url or settings.database_url
         self.budget = budget
         self._pool: Pool | None = None

@@ -1,21 +1,22 @@
 """The tenant transaction: every statement of a request runs in one that acts for its caller.
 
-`BEGIN` and the transaction-local settings (`vechat.organisation_id`, `vechat.user_id`,
-`vechat.user_type`, `vechat.role`) travel together in a single round trip. `tenant()` yields a
-`Transaction`, which also carries the recipients its writes name (`name_recipients`) to the
-ringer after COMMIT (realtime/__init__.py has the glossary).
+`BEGIN` and `vechat.enter(<token signed for this connection>)` (db/context.py) travel together in a
+single round trip: the policies read the context that call verified, never a setting a statement
+could change. `tenant()` yields a `Transaction`, which also carries the recipients its writes name
+(`name_recipients`) to the ringer after COMMIT (realtime/__init__.py has the glossary).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import asyncpg.pool
 
+from vechat_rls.db import context
 from vechat_rls.db.driver import (
     ACQUIRE_TIMEOUT_S,
     CONNECT_FAILURES,
@@ -46,33 +47,42 @@ def begin_sql(
     readonly: bool,
     statement_timeout_ms: int | None,
     doorbell_off: bool = False,
+    token: str | None = None,
 ) -> str:
-    """`BEGIN` plus the tenant settings as one simple-protocol batch (one round trip).
+    """`BEGIN` plus the tenant context as one simple-protocol batch (one round trip).
 
-    `SET LOCAL x = v` is `set_config('x', v, true)`; both batches measure the same
-    (bench/roundtrips.py): the round trip they save is what counts. A batch takes no
-    parameters, so values are rendered here: integers via `int`, the user type from its two
-    allowed words, the role by `ROLE_PATTERN` (letters, digits, `_.:-`) and quoted anyway —
-    nothing from a request reaches this text unchecked. `doorbell_off` silences the event
-    trigger's NOTIFY for this transaction (the caller rings after COMMIT instead).
+    With a `token` (db/context.py) the context is `SELECT vechat.enter(token)`, the only one the
+    database accepts; `READ ONLY` follows it (entering writes the context row). Without one, the
+    settings as before signed contexts (`SET LOCAL vechat.organisation_id = …`): what the
+    benchmark compares with (`VECHAT_CONTEXT_MODE=settings`); a database of this release gives
+    such a transaction no rows at all. A batch takes no parameters, so values are rendered here:
+    integers via `int`, the user type from its two allowed words, the role by `ROLE_PATTERN`
+    (letters, digits, `_.:-`), the token from those, and all quoted anyway — nothing from a
+    request reaches this text unchecked. `doorbell_off` silences the event trigger's NOTIFY for
+    this transaction (the caller rings after COMMIT instead).
     """
     if identity.user_type not in USER_TYPES:
         raise ValueError("invalid user_type")
     role = identity.role or ""
     if role and not ROLE_PATTERN.fullmatch(role):
         raise ValueError("invalid role")
-    settings = [
-        ("vechat.organisation_id", str(int(identity.organisation_id))),
-        ("vechat.user_id", str(int(identity.user_id))),
-        ("vechat.user_type", identity.user_type),
-        ("vechat.role", role),
-    ]
+    settings: list[tuple[str, str]] = []
+    if token is None:
+        settings += [
+            ("vechat.organisation_id", str(int(identity.organisation_id))),
+            ("vechat.user_id", str(int(identity.user_id))),
+            ("vechat.user_type", identity.user_type),
+            ("vechat.role", role),
+        ]
     if statement_timeout_ms is not None:
         settings.append(("statement_timeout", str(int(statement_timeout_ms))))
     if doorbell_off:
         settings.append(("vechat.doorbell", "off"))
     sets = "".join(f"; SET LOCAL {name} = {_literal(value)}" for name, value in settings)
-    return f"{_BEGIN}{' READ ONLY' if readonly else ''}{sets}"
+    if token is None:
+        return f"{_BEGIN}{' READ ONLY' if readonly else ''}{sets}"
+    enter = f"; SELECT vechat.enter({_literal(token)})"
+    return f"{_BEGIN}{enter}{'; SET TRANSACTION READ ONLY' if readonly else ''}{sets}"
 
 
 def _literal(value: str) -> str:
@@ -121,6 +131,16 @@ class Transaction:
     def remove_query_logger(self, callback: Callable[[Any], None]) -> None:
         self.connection.remove_query_logger(callback)
 
+    async def sign(self, identity: Identity) -> str:
+        """A token for `identity` on this transaction's connection (for `vechat.enter` and the
+        functions that act for several users: `vechat.set_leases`)."""
+        return await context.sign_for(self.connection, identity)
+
+    async def act_as(self, identity: Identity) -> None:
+        """From the next statement on, act for `identity` (a signed context, like `tenant()`'s)."""
+        await self.connection.execute("SELECT vechat.enter($1)", await self.sign(identity))
+        self.identity = identity
+
     def name_recipients(self, recipients: Iterable[User]) -> None:
         """Promise that every event this transaction appends is for one of `recipients`.
 
@@ -157,21 +177,25 @@ async def tenant(
     bookkeeping, typing, presence): it rings nothing, and the event trigger stays as it is.
     """
     ring: Ring | None = None
+    signed = True
     if not isinstance(pool, asyncpg.Pool):  # a Database
         if statement_timeout_ms is None:
             statement_timeout_ms = pool.settings.statement_timeout_ms
         if appends_events and not readonly:
             ring = pool.ring
+        signed = pool.settings.context_mode == "signed"
         pool = pool.pool
-    sql = begin_sql(
-        identity,
-        readonly=readonly,
-        statement_timeout_ms=statement_timeout_ms,
-        doorbell_off=ring is not None,
-    )
     conn = await _acquire(pool)
     try:
         try:
+            token = await context.sign_for(conn, identity) if signed else None
+            sql = begin_sql(
+                identity,
+                readonly=readonly,
+                statement_timeout_ms=statement_timeout_ms,
+                doorbell_off=ring is not None,
+                token=token,
+            )
             await conn.execute(sql)
         except UNREACHABLE_ERRORS as exc:
             raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
@@ -215,12 +239,19 @@ async def _release(pool: Pool, conn: asyncpg.pool.PoolConnectionProxy[Record]) -
         log.debug("connection discarded on release", exc_info=True)
 
 
-async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Record]:
+Signer: TypeAlias = Callable[[Identity], str]
+"""Signs a context for the connection a statement runs on (`fetch_alone`'s `arguments`)."""
+
+
+async def fetch_alone(
+    pool: Pool | Database, sql: str, arguments: Callable[[Signer], Sequence[Any]]
+) -> list[Record]:
     """The rows of one statement run on its own: its own implicit transaction, one round trip.
 
-    Only for a statement that sets its tenant context itself (`vechat.read_events`): a pooled
-    connection outside `tenant()` carries none (every setting is transaction-local), so any other
-    statement sees no tenant row at all. Failing to reach the database raises
+    Only for a statement that enters its tenant contexts itself (`vechat.read_events`): a pooled
+    connection outside `tenant()` acts for nobody, so any other statement sees no tenant row at
+    all. `arguments` gets a signer for the connection the statement runs on (tokens are bound to
+    it) and returns the statement's arguments. Failing to reach the database raises
     `DatabaseUnavailable`, like `tenant()`; the statement timeout is enforced from here.
     """
     timeout_s: float | None = None
@@ -230,6 +261,8 @@ async def fetch_alone(pool: Pool | Database, sql: str, *args: Any) -> list[Recor
         pool = pool.pool
     conn = await _acquire(pool)
     try:
+        pid, start = await context.backend_of(conn)
+        args = arguments(lambda identity: context.sign(identity, pid, start))
         rows: list[Record] = await conn.fetch(sql, *args, timeout=timeout_s)
         return rows
     except UNREACHABLE_ERRORS as exc:

@@ -23,6 +23,7 @@ from vechat_rls.migrate.steps import (
     apply_repeatables,
     bootstrap,
     check_can_become_owner,
+    install_context_keys,
     revert_migration,
 )
 from vechat_rls.migrate.targets import Target
@@ -93,7 +94,10 @@ def migrate(
                 say(f"applied policies: {names(policies)}")
             say(f"repeatable files applied {elapsed}")
         current = max(ledger.current, *(m.version for m in todo)) if todo else ledger.current
-        if not todo and not policies and not functions:
+        added = install_context_keys(conn, target) if at_head else []
+        for key_id in added:
+            say(f"added context key {key_id} (VECHAT_CONTEXT_KEY)")
+        if not todo and not policies and not functions and not added:
             say(f"nothing to do: at {at(layout, current)}, {UP_TO_DATE}")
         else:
             say(f"now at {at(layout, current)}")

@@ -4,6 +4,7 @@ holds one."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from vechat_rls.db import context
 from vechat_rls.migrate.connection import sql_error
 from vechat_rls.migrate.errors import MigrationError
 from vechat_rls.migrate.layout import ROLES_FILE, Layout, Migration, PolicyFile
@@ -163,3 +165,50 @@ def apply_repeatables(
                 ),
                 ([f.name for f in known],),
             )
+
+
+# --- the context key -----------------------------------------------------------------------------
+
+_KEY_TABLE_SQL = "SELECT to_regclass('vechat.context_keys') IS NOT NULL"
+_KEY_CHECK_SQL = "SELECT vechat.context_mac(%s, 'vechat-rls key check')"
+_KEY_KNOWN_SQL = "SELECT retired_at IS NOT NULL FROM vechat.context_keys WHERE key_id = %s"
+
+
+def install_context_keys(conn: psycopg.Connection[Any], target: Target) -> list[str]:
+    """Add the keys of `VECHAT_CONTEXT_KEY` that the database lacks (docs/dba.md); their ids.
+
+    A key the database has under the same id must be the same key and not retired, else
+    `MigrationError`: the service would sign contexts the database refuses.
+    """
+    text = os.environ.get(context.KEY_VARIABLE, "").strip()
+    if not text:
+        return []
+    try:
+        keys = context.parse_keys(text)
+    except context.ContextKeyError as exc:
+        raise MigrationError(str(exc)) from None
+    added: list[str] = []
+    with conn.transaction():
+        row = conn.execute(_KEY_TABLE_SQL).fetchone()
+        if not row or not row[0]:
+            return []
+        act_as_owner(conn, target)
+        for key in keys:
+            known = conn.execute(_KEY_KNOWN_SQL, (key.key_id,)).fetchone()
+            if known is None:
+                conn.execute("SELECT vechat.add_context_key(%s, %s)", (key.key_id, key.secret))
+                added.append(key.key_id)
+                continue
+            if known[0]:
+                raise MigrationError(
+                    f"context key {key.key_id} of {context.KEY_VARIABLE} is retired in the "
+                    "database: give the service a new key (docs/dba.md)"
+                )
+            mac = conn.execute(_KEY_CHECK_SQL, (key.key_id,)).fetchone()
+            if not mac or mac[0] != key.mac("vechat-rls key check"):
+                raise MigrationError(
+                    f"context key {key.key_id} of {context.KEY_VARIABLE} is not the key the "
+                    "database holds under that id"
+                )
+        as_dba(conn)
+    return added

@@ -42,12 +42,12 @@ def encode(frame: EventFrame | Frame) -> str:
     return _encoder.encode(frame).decode()
 
 
-# visibility: vechat.read_events (db/schema/19_vechat_realtime.sql) sets the organisation and, per
-# recipient, their user context, so vechat_events_select_recipient and
+# visibility: vechat.read_events (db/functions/19_vechat_realtime.sql) enters, per recipient, the
+# context signed for them on this connection, so vechat_events_select_recipient and
 # vechat_messages_select_participant (db/policies/) decide what each recipient gets: the message
 # and reply rows it returns were read as that recipient. The mapping shows them as that recipient
 # (chat/messages' `message_columns`) from those rows alone; it reads no table, since by the time
-# it runs the function has restored the (empty) context of this lone statement.
+# it runs the function has left every context (vechat.leave).
 READ_EVENTS_SQL = f"""
 SELECT e.organisation_id AS event_organisation_id, e.recipient_type AS event_recipient_type,
        e.recipient_id AS event_recipient_id, e.seq AS event_seq, e.event_type,
@@ -59,13 +59,6 @@ LEFT JOIN LATERAL (SELECT (e.message).*) AS m ON true
 LEFT JOIN LATERAL (SELECT (e.reply_to).*) AS r ON true
 """
 
-# Switches the transaction to another user of the same organisation (transaction-local, like the
-# context `db.tenant` sets): the chat read functions then see exactly what that user would.
-ACT_AS_SQL = (
-    "SELECT pg_catalog.set_config('vechat.user_id', $1, true), "
-    "pg_catalog.set_config('vechat.user_type', $2, true), "
-    "pg_catalog.set_config('vechat.role', '', true)"
-)
 
 
 async def read_frames(
@@ -78,8 +71,11 @@ async def read_frames(
     conversations as their recipients. At most `limit` events per user; returns the frames and
     the users who may have more waiting.
     """
-    recipients = [[*key, since] for key, since in wanted]  # [[org, user_type, user_id, since]]
-    rows = await db.fetch_alone(database, READ_EVENTS_SQL, recipients, limit)
+    def arguments(sign: db.Signer) -> tuple[list[list[object]], int]:
+        # [[org, user_type, user_id, since, token]], each token signed for this connection
+        return [[*key, since, sign(key.acting())] for key, since in wanted], limit
+
+    rows = await db.fetch_alone(database, READ_EVENTS_SQL, arguments)
     by_user: dict[User, list[db.Record]] = defaultdict(list)
     for row in rows:
         key = User(
@@ -109,9 +105,9 @@ async def _conversations(
     keys = list(wanted)
     async with db.tenant(database, keys[0].acting(), readonly=True) as conn:
         for n, key in enumerate(keys):
-            if n:
-                await conn.execute(ACT_AS_SQL, str(key.user_id), key.user_type)
             identity = key.acting()
+            if n:
+                await conn.act_as(identity)  # the chat read functions then see what they would
             found[key] = {}
             for conversation_id in wanted[key]:
                 conversation = await fetch_conversation(conn, identity, conversation_id)

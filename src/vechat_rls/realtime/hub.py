@@ -16,13 +16,14 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from vechat_rls import db
 from vechat_rls.config import Settings
 from vechat_rls.identity import Identity, User
+from vechat_rls.realtime import seal
 from vechat_rls.realtime.events import Frame, encode, read_frames
 from vechat_rls.realtime.leases import Leases
 from vechat_rls.realtime.listener import EVENTS_CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL
@@ -39,9 +40,12 @@ RETRY_S = 1.0  # after a failed read, dirty users are tried again this much late
 READ_CHUNK = 500  # users per read statement (a wake-up with more reads in parallel chunks)
 
 
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+
+
 class _EventsNotice(msgspec.Struct, frozen=True):
-    o: int
-    e: list[tuple[str, int, int]]
+    o: Positive
+    e: list[tuple[Literal["personnel", "client"], Positive, Annotated[int, msgspec.Meta(ge=0)]]]
 
 
 # visibility: vechat_event_cursors_select_organisation (db/policies/vechat_event_cursors.sql) —
@@ -89,7 +93,7 @@ class Hub:
 
     # ------------------------------------------------------------------------------ life cycle
 
-    def notification_handlers(self) -> dict[str, Callable[[str], None]]:
+    def notification_handlers(self) -> dict[str, Callable[[Any], None]]:
         """What the listener hands each channel's notifications to."""
         return {
             EVENTS_CHANNEL: self.on_events,
@@ -171,9 +175,15 @@ class Hub:
 
     # ------------------------------------------------------------------------------ doorbells
 
-    def on_events(self, payload: str) -> None:
-        """`vechat_events`: mark the recipients this process serves dirty."""
-        notice = msgspec.json.decode(payload, type=_EventsNotice)
+    def on_events(self, payload: Any) -> None:
+        """`vechat_events` (opened, realtime/seal.py): mark the recipients this process serves
+        dirty; a doorbell the database rang (writes from outside the API) names no one: every
+        local user is read, each skipped by one index lookup when nothing is new."""
+        if payload is seal.DOORBELL:
+            self._rung.update(self.sockets.by_org)
+            self._wake.set()
+            return
+        notice = msgspec.convert(payload, type=_EventsNotice)
         # Routing, not visibility: the events are read back under each recipient's own context.
         local = self.sockets.by_org.get(notice.o)
         if not local:

@@ -1,8 +1,9 @@
 """Presence leases: one row per user with sockets here, written on change, renewed, swept.
 
-`vechat.set_leases` writes them (one call per organisation) and rings `vechat_presence` when a
-user came online or went offline anywhere; `vechat.sweep_leases` ends the leases of processes
-that stopped renewing them (killed with -9), and rings offline for their users.
+`vechat.set_leases` writes them (one call per organisation, a token signed for each user) and says
+who came online or went offline anywhere; `vechat.sweep_leases` ends the leases of processes that
+stopped renewing them (killed with -9) and says whose. Both are rung on `vechat_presence`, sealed,
+in the same transaction (presence_frames.ring).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import defaultdict
 from vechat_rls import db
 from vechat_rls.config import Settings
 from vechat_rls.identity import Identity, User
+from vechat_rls.realtime import presence_frames
 from vechat_rls.realtime.sockets import Sockets
 
 log = logging.getLogger(__name__)
@@ -88,15 +90,22 @@ class Leases:
         try:
             for organisation_id in list(by_org):
                 users = by_org[organisation_id]
-                leases = [
-                    [user.user_type, user.user_id, 0 if self.stopping else self.sockets.count(user)]
-                    for user in users
-                ]
                 acting = next(iter(users.values())).bare()
                 async with db.tenant(self.database, acting, appends_events=False) as conn:
-                    await conn.fetch(
+                    leases = [
+                        [
+                            user.user_type,
+                            user.user_id,
+                            0 if self.stopping else self.sockets.count(user),
+                            await conn.sign(user.acting()),
+                        ]
+                        for user in users
+                    ]
+                    rows = await conn.fetch(
                         SET_LEASES_SQL, self.server_id, self.settings.presence_lease_s, leases
                     )
+                    changed = [(r["user_type"], r["user_id"]) for r in rows if r["change"]]
+                    await presence_frames.ring(conn, organisation_id, changed)
                 del by_org[organisation_id]
         finally:
             # Whatever was not written is written next time (a newer change wins).
@@ -106,4 +115,6 @@ class Leases:
 
     async def sweep(self, conn: db.Transaction) -> None:
         """End the expired leases of the transaction's organisation (and ring for them)."""
-        await conn.fetch(SWEEP_LEASES_SQL)
+        rows = await conn.fetch(SWEEP_LEASES_SQL)
+        users = [(r["user_type"], r["user_id"]) for r in rows]
+        await presence_frames.ring(conn, conn.identity.organisation_id, users)

@@ -1,9 +1,11 @@
 """The listener: one dedicated connection that LISTENs for doorbells, reconnecting with backoff.
 
-Every notification goes, as text, to its channel's callback; payloads are ids only, trusted no
-further than "look again". NOTIFY is not durable, so after every (re)connect `on_connect` runs
-(the hub catches everyone up from the event log); a keepalive query notices a connection that
-died silently.
+Every notification is opened (realtime/seal.py) and goes to its channel's callback; one that does
+not open — sent by someone other than the service, from psql or any login — is dropped and
+counted (`dropped`, and `vechat_notifications_dropped_total` in /metrics). What opens is still
+trusted no further than "look again". NOTIFY is not durable, so after every (re)connect
+`on_connect` runs (the hub catches everyone up from the event log); a keepalive query notices a
+connection that died silently.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import asyncpg
 
 from vechat_rls.db import UNREACHABLE_ERRORS, ConnectionBudget
+from vechat_rls.realtime import seal
 from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -31,7 +36,27 @@ BACKOFF_MAX_S = 5.0
 KEEPALIVE_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
 
-NotificationHandler = Callable[[str], None]
+NotificationHandler = Callable[[Any], None]
+"""Gets what a notification opened to (`seal.open_`): the sealed payload, or `seal.DOORBELL`."""
+
+dropped: Counter[str] = Counter()
+"""Notifications dropped in this process because they did not open, per channel (tests)."""
+
+_METRIC: Any = None
+
+
+def _count_dropped(channel: str) -> None:
+    global _METRIC
+    dropped[channel] += 1
+    if _METRIC is None:
+        from prometheus_client import Counter as PromCounter
+
+        _METRIC = PromCounter(
+            "vechat_notifications_dropped",
+            "notifications the service did not send (forged, stale or unreadable), dropped",
+            ["channel"],
+        )
+    _METRIC.labels(channel).inc()
 
 _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     *UNREACHABLE_ERRORS,
@@ -152,10 +177,17 @@ class Listener:
 
 def _dispatch(channel: str, handler: NotificationHandler) -> Callable[..., None]:
     def callback(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        opened = seal.open_(channel, payload)
+        if opened is None:
+            _count_dropped(channel)
+            log.info("realtime listener: dropped a %s notification the service did not send",
+                     channel)
+            return
         try:
-            handler(payload)
+            handler(opened)
         except Exception:
-            # A malformed payload (anyone who may connect may NOTIFY) must not stop the listener.
+            # A payload that opened but does not fit its channel must not stop the listener.
+            _count_dropped(channel)
             log.warning("realtime listener: ignored a bad %s notification", channel, exc_info=True)
 
     return callback

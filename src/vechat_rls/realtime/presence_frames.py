@@ -1,8 +1,9 @@
 """Presence frames: when a user's presence may have changed, tell their peers connected here.
 
-A `vechat_presence` doorbell names the user; the process reads, acting as that user, their
-conversation peers and `vechat.presence_view` (which honours `show_online_status`), and sends a
-`presence` frame to each peer with a socket here.
+A `vechat_presence` doorbell names the user, sealed (realtime/seal.py; `ring` sends it in the
+writer's transaction); the process reads, acting as that user, their conversation peers and
+`vechat.presence_view` (which honours `show_online_status`), and sends a `presence` frame to each
+peer with a socket here.
 """
 
 from __future__ import annotations
@@ -11,20 +12,39 @@ import asyncio
 import logging
 from collections import defaultdict
 from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from vechat_rls import db
-from vechat_rls.identity import USER_TYPES, User
+from vechat_rls.identity import User
+from vechat_rls.realtime import seal
 from vechat_rls.realtime.events import Frame, encode
 from vechat_rls.realtime.sockets import Sockets
 
 log = logging.getLogger(__name__)
 
 
+PRESENCE_CHANNEL = "vechat_presence"  # realtime/listener.py
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+
+
 class _PresenceNotice(msgspec.Struct, frozen=True):
-    o: int
-    u: tuple[str, int]
+    o: Positive
+    u: tuple[Literal["personnel", "client"], Positive]
+
+
+RING_SQL = "SELECT pg_catalog.pg_notify('vechat_presence', p) FROM unnest($1::text[]) AS p"
+
+
+async def ring(conn: db.Transaction, organisation_id: int, users: list[tuple[str, int]]) -> None:
+    """Ring `vechat_presence` for `users` of the organisation when `conn` commits (sealed)."""
+    if users:
+        notices = [
+            seal.seal(PRESENCE_CHANNEL, {"o": organisation_id, "u": [user_type, user_id]})
+            for user_type, user_id in users
+        ]
+        await conn.execute(RING_SQL, notices)
 
 
 # The changed user's peers (everyone they share a conversation with) and their presence as others
@@ -55,9 +75,9 @@ class PresenceFrames:
         self._dirty: dict[int, set[tuple[str, int]]] = defaultdict(set)
         self._wake = asyncio.Event()
 
-    def on_notice(self, payload: str) -> None:
-        notice = msgspec.json.decode(payload, type=_PresenceNotice)
-        if self.sockets.serves(notice.o) and notice.u[0] in USER_TYPES:
+    def on_notice(self, payload: Any) -> None:
+        notice = msgspec.convert(payload, type=_PresenceNotice)
+        if self.sockets.serves(notice.o):
             self._dirty[notice.o].add(notice.u)
             self._wake.set()
 

@@ -4,28 +4,30 @@ In the coalesced doorbell mode a write transaction silences the event trigger's 
 BEGIN batch and, after COMMIT, calls `Ringer.ring(organisation_id, recipients)`. The ringer
 rings `vechat_events` for every pending organisation in one short transaction of its own: at
 most once per `VECHAT_DOORBELL_BATCH_MS` while rings keep coming (once per pace while the
-process is short of CPU), at once when idle. Payloads carry ids only: `{"o": organisation, "e":
-[[user_type, user_id, 0], ...]}` when every write of the batch named its recipients, else
-`{"o": organisation, "e": []}`. Registry mode has one ringer per database.
+process is short of CPU), at once when idle. Payloads are sealed (realtime/seal.py: a listening
+login reads nothing of them, a forged one is dropped): `{"o": organisation, "e": [[user_type,
+user_id, 0], ...]}` when every write of the batch named its recipients, else `{"o": organisation,
+"e": []}`. Registry mode has one ringer per database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 
 from vechat_rls import db
 from vechat_rls.identity import USER_TYPES
+from vechat_rls.realtime import seal
 from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
-# The channel the trigger rings too (realtime/listener.py: EVENTS_CHANNEL). One statement, its own
-# (implicit) transaction: one NOTIFY commit for every organisation of the batch.
+EVENTS_CHANNEL = "vechat_events"  # the channel the trigger rings too (realtime/listener.py)
+# One statement, its own (implicit) transaction: one NOTIFY commit for every organisation of the
+# batch.
 RING_SQL = "SELECT pg_catalog.pg_notify('vechat_events', p) FROM unnest($1::text[]) AS p"
 
 RETRY_FIRST_S = 0.1
@@ -35,13 +37,14 @@ MAX_NAMED = 1000  # an organisation with more pending recipients is rung as a wh
 
 
 def payloads(organisation_id: int, recipients: frozenset[tuple[str, int]] | None) -> list[str]:
-    """The notifications of one organisation: ids only (user types are one of two words)."""
+    """The notifications of one organisation, sealed (user types are one of two words)."""
     if not recipients:
-        return [json.dumps({"o": int(organisation_id), "e": []})]
+        return [seal.seal(EVENTS_CHANNEL, {"o": int(organisation_id), "e": []})]
     named = sorted((t, int(i)) for t, i in recipients if t in USER_TYPES)
     return [
-        json.dumps(
-            {"o": int(organisation_id), "e": [[t, i, 0] for t, i in named[at : at + PER_PAYLOAD]]}
+        seal.seal(
+            EVENTS_CHANNEL,
+            {"o": int(organisation_id), "e": [[t, i, 0] for t, i in named[at : at + PER_PAYLOAD]]},
         )
         for at in range(0, len(named), PER_PAYLOAD)
     ]

@@ -1,20 +1,23 @@
 """Typing indicators: rung by the typist's process, shown (and expired) by the peer's.
 
 A `typing` frame is checked under the sender's context (only a participant finds the
-conversation) and rung on `vechat_typing` with ids only, in the same statement; the process
-holding the peer's sockets sends the frame and, unless it is refreshed, `is_typing: false` after
-`TYPING_TTL_S`.
+conversation, and the peer comes from its row) and rung on `vechat_typing`, sealed
+(realtime/seal.py), in the same transaction; the process holding the peer's sockets checks the
+notice again (user types, positive ids) before sending the frame and, unless it is refreshed,
+`is_typing: false` after `TYPING_TTL_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from vechat_rls import db
 from vechat_rls.identity import Identity, User
+from vechat_rls.realtime import seal
 from vechat_rls.realtime.events import Frame, encode
 from vechat_rls.realtime.sockets import Sockets
 
@@ -22,27 +25,32 @@ TYPING_TTL_S = 5.0
 TYPING_REFRESH_MIN_S = 1.0  # a client repeating "typing" faster than this rings nothing new
 
 
+TYPING_CHANNEL = "vechat_typing"  # realtime/listener.py
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+Participant = tuple[Literal["personnel", "client"], Positive]
+
+
 class _TypingNotice(msgspec.Struct, frozen=True):
-    o: int
-    c: int
-    f: tuple[str, int]
-    t: tuple[str, int]
+    o: Positive
+    c: Positive
+    f: Participant
+    t: Participant
     y: bool
 
 
-# The typing hint, rung only when the caller takes part in the conversation; one statement.
+# The conversation's organisation and the caller's peer in it, found only when the caller takes
+# part (both users of the notice are then its participants, in its organisation).
 # visibility: vechat_conversations_select_participant — a non-participant finds no row.
 TYPING_SQL = """
-SELECT pg_catalog.pg_notify('vechat_typing', json_build_object(
-           'o', c.organisation_id, 'c', c.id,
-           'f', json_build_array($2::text, $3::bigint),
-           't', CASE WHEN c.participant1_id = $3 AND c.participant1_type = $2
-                     THEN json_build_array(c.participant2_type, c.participant2_id)
-                     ELSE json_build_array(c.participant1_type, c.participant1_id) END,
-           'y', $4::boolean)::text)
+SELECT c.organisation_id,
+       CASE WHEN c.participant1_id = $3 AND c.participant1_type = $2
+            THEN c.participant2_type ELSE c.participant1_type END AS peer_type,
+       CASE WHEN c.participant1_id = $3 AND c.participant1_type = $2
+            THEN c.participant2_id ELSE c.participant1_id END AS peer_id
 FROM public.vechat_conversations c
 WHERE c.id = $1
 """
+NOTIFY_SQL = "SELECT pg_catalog.pg_notify($1, $2)"  # delivered when the transaction commits
 
 _TimerKey = tuple[User, int, tuple[str, int]]  # (to, conversation, from)
 
@@ -64,18 +72,25 @@ class Typing:
         last = self._sent.get(throttle)
         if last is not None and last[0] == is_typing and now - last[1] < TYPING_REFRESH_MIN_S:
             return True
-        rung = await conn.fetch(
-            TYPING_SQL, conversation_id, identity.user_type, identity.user_id, is_typing
-        )
-        if not rung:
+        row = await conn.fetchrow(TYPING_SQL, conversation_id, identity.user_type, identity.user_id)
+        if row is None:
             return False
+        notice = {
+            "o": row["organisation_id"],
+            "c": conversation_id,
+            "f": [identity.user_type, identity.user_id],
+            "t": [row["peer_type"], row["peer_id"]],
+            "y": is_typing,
+        }
+        await conn.execute(NOTIFY_SQL, TYPING_CHANNEL, seal.seal(TYPING_CHANNEL, notice))
         self._sent[throttle] = (is_typing, now)
         if len(self._sent) > 10_000:
             self._sent.clear()
         return True
 
-    def on_notice(self, payload: str) -> None:
-        notice = msgspec.json.decode(payload, type=_TypingNotice)
+    def on_notice(self, payload: Any) -> None:
+        """A `vechat_typing` notice, opened (realtime/seal.py) and checked again here."""
+        notice = msgspec.convert(payload, type=_TypingNotice)
         to = User(notice.o, notice.t[0], notice.t[1])
         if to not in self.sockets.users:
             return
