@@ -127,7 +127,9 @@ WHERE s.pid = pg_catalog.pg_backend_pid()
 $$;
 COMMENT ON FUNCTION vechat.leave() IS 'Ends the transaction''s context: it acts for nobody afterwards.';
 
--- The DBA's way to act as a user (tests, the demo's seed, an audit with the DBA): owner only.
+-- The DBA's way to act as a user (tests, the demo's seed) and the auditor's (docs/auditing.md,
+-- step 6): vechat_owner and vechat_auditor only, never vechat_app. A backend whose start time the
+-- owner cannot read gets -infinity: a token entered later starts afresh either way.
 CREATE OR REPLACE FUNCTION vechat.act_as(
     p_organisation_id bigint, p_user_id bigint, p_user_type text, p_role text DEFAULT NULL
 ) RETURNS void
@@ -137,7 +139,8 @@ CREATE OR REPLACE FUNCTION vechat.act_as(
 AS $$
 INSERT INTO vechat.session_contexts AS s
     (pid, backend_start, counter, xact, organisation_id, user_id, user_type, role)
-SELECT pg_catalog.pg_backend_pid(), a.backend_start, 0, pg_catalog.transaction_timestamp(),
+SELECT pg_catalog.pg_backend_pid(), coalesce(a.backend_start, '-infinity'), 0,
+       pg_catalog.transaction_timestamp(),
        p_organisation_id, p_user_id, p_user_type, p_role
 FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a
 ON CONFLICT (pid) DO UPDATE
@@ -147,7 +150,7 @@ SET backend_start = EXCLUDED.backend_start, xact = EXCLUDED.xact,
     user_type = EXCLUDED.user_type, role = EXCLUDED.role
 $$;
 COMMENT ON FUNCTION vechat.act_as(bigint, bigint, text, text) IS
-    'For DBAs (vechat_owner and superusers only): the transaction acts for this user without a signed token.';
+    'For DBAs and auditors (vechat_owner, vechat_auditor; never vechat_app): the transaction acts for this user without a signed token.';
 
 -- Key management (docs/dba.md, "The context key"): owner only.
 CREATE OR REPLACE FUNCTION vechat.add_context_key(p_key_id text, p_key bytea) RETURNS void

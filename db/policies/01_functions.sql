@@ -17,6 +17,9 @@ REVOKE EXECUTE ON FUNCTION
     vechat.add_context_key(text, bytea), vechat.retire_context_key(text), vechat.assign_id()
     FROM vechat_app;
 GRANT SELECT ON vechat.context TO vechat_app, vechat_auditor;
+-- An auditor checks what a user sees (docs/auditing.md, step 6) by acting as them; this reads
+-- tenant rows only while the DBA has also granted the auditor vechat_app, for the audit.
+GRANT EXECUTE ON FUNCTION vechat.act_as(bigint, bigint, text, text) TO vechat_auditor;
 
 -- The event log is written only by the message triggers (SECURITY DEFINER, as vechat_owner).
 REVOKE EXECUTE ON FUNCTION vechat.emit(bigint, bigint, text, text, bigint, bigint, jsonb) FROM vechat_app;

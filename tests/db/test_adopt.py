@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.support import legacy
+from tests.support import seed as h
 from tests.support.catalog import differences, snapshot
 from tests.support.fixtures import APP_PASSWORD, Cli, CliResult, Database, FreshDatabase
 from vechat_rls import migrate
@@ -249,7 +250,7 @@ def test_second_run_changes_nothing(fresh_database: FreshDatabase, cli: Cli) -> 
 
     assert (result.code, result.out.splitlines()[0]) == (
         0,
-        "nothing to do: at 0001_foundation, functions and policies up to date",
+        "nothing to do: at 0002_signed_context, functions and policies up to date",
     )
     assert fingerprint(db.admin_url) == before
 
@@ -310,11 +311,7 @@ def test_the_legacy_counting_triggers_are_gone_and_a_new_message_counts_once(
     # As the application writes: vechat_app in the sender's context.
     execute(db.admin_url, f"ALTER ROLE vechat_app LOGIN PASSWORD '{APP_PASSWORD}'")
     with psycopg.connect(db.app_url) as conn:
-        conn.execute(
-            "SELECT set_config('vechat.organisation_id', '1', true), "
-            "set_config('vechat.user_id', '5', true), "
-            "set_config('vechat.user_type', 'personnel', true)"
-        )
+        h.act_as(conn, 1, h.User(5, "personnel"))  # a context signed as the API does
         conn.execute(
             "INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id, sender_type,"
             " receiver_id, receiver_type, message) VALUES (1, 1, 5, 'personnel', 5, 'client', 'x')"
@@ -540,11 +537,7 @@ def test_rollback_keeps_rows_written_after_the_upgrade_and_the_legacy_app_writes
     assert migrate_cli(cli, db).code == 0
     execute(db.admin_url, f"ALTER ROLE vechat_app LOGIN PASSWORD '{APP_PASSWORD}'")
     with psycopg.connect(db.app_url) as conn:
-        conn.execute(
-            "SELECT set_config('vechat.organisation_id', '1', true), "
-            "set_config('vechat.user_id', '5', true), "
-            "set_config('vechat.user_type', 'client', true)"
-        )
+        h.act_as(conn, 1, h.User(5, "client"))  # a context signed as the API does
         conn.execute(
             "INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id, sender_type,"
             " receiver_id, receiver_type, message) VALUES (1, 1, 5, 'client', 5, 'personnel', "

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support import seed as h
 from tests.support.fixtures import Database, FreshDatabase
 from tests.support.postgres import TestPostgres
 from vechat_rls.cli import main
@@ -148,15 +149,24 @@ def test_audit_reports_an_app_role_that_owns_a_table(
 
 
 def test_audit_reports_an_app_role_that_is_a_member_of_the_owner(
-    migrated_database: Database, capsys: pytest.CaptureFixture[str]
+    fresh_database: FreshDatabase, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = migrated_database.admin_url
-    with role_altered(
-        url, "GRANT vechat_owner TO vechat_app", "REVOKE vechat_owner FROM vechat_app"
-    ):
+    db = fresh_database(migrated=True)
+    url = db.admin_url
+    # vechat_app itself can no longer be made one: vechat_owner is a member of vechat_app (to
+    # read backend start times, db/policies/00_roles.sql), and PostgreSQL refuses the cycle.
+    with pytest.raises(psycopg.errors.InvalidGrantOperation):
+        execute(url, "GRANT vechat_owner TO vechat_app")
+    execute(url, "CREATE ROLE vechat_reporting_owner_test LOGIN")
+    try:
+        execute(url, "GRANT SELECT ON public.vechat_messages TO vechat_reporting_owner_test")
+        execute(url, "GRANT vechat_owner TO vechat_reporting_owner_test")
         code, out, _ = audit(capsys, url)
         assert code == 1
-        assert "role vechat_app: is a member of vechat_owner, which owns vechat objects" in out
+        assert "role vechat_reporting_owner_test: is a member of vechat_owner, which owns" in out
+    finally:
+        execute(url, "DROP OWNED BY vechat_reporting_owner_test")
+        execute(url, "DROP ROLE vechat_reporting_owner_test")
 
 
 def test_audit_reports_any_login_role_with_dml_that_bypasses_rls(
@@ -315,10 +325,8 @@ def test_audit_of_a_database_that_is_not_migrated_is_a_one_line_error(
 
 WALKTHROUGH_DATA = """
 BEGIN;
+SELECT vechat.act_as({org}, {user}, 'personnel');
 SET LOCAL ROLE vechat_app;
-SELECT set_config('vechat.organisation_id', '{org}', true),
-       set_config('vechat.user_id', '{user}', true),
-       set_config('vechat.user_type', 'personnel', true);
 INSERT INTO vechat_conversations
     (organisation_id, participant1_id, participant1_type, participant2_id, participant2_type)
 VALUES ({org}, {user}, 'personnel', {peer}, 'client');
@@ -351,18 +359,21 @@ def test_walkthrough_tenant_context_sees_one_organisation_and_no_context_sees_no
                    set_config('vechat.user_id', '10', true),
                    set_config('vechat.user_type', 'personnel', true)
         """)
+        assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
+        conn.execute("SET LOCAL ROLE NONE")
+        conn.execute("SELECT vechat.act_as(1, 10, 'personnel')")
+        conn.execute("SET LOCAL ROLE vechat_app")
         assert conn.execute("SELECT organisation_id, message FROM vechat_messages").fetchall() == [
             (1, "hello from organisation 1")
         ]
         assert conn.execute(
             "SELECT count(*) FROM vechat_messages WHERE organisation_id = 2"
         ).fetchone() == (0,)
-        conn.execute("SELECT set_config('vechat.organisation_id', '', true)")
+        conn.execute("SELECT vechat.leave()")
         assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
-        conn.execute(
-            "SELECT set_config('vechat.organisation_id', '2', true), "
-            "set_config('vechat.user_id', '20', true)"
-        )
+        conn.execute("SET LOCAL ROLE NONE")
+        conn.execute("SELECT vechat.act_as(2, 20, 'personnel')")
+        conn.execute("SET LOCAL ROLE vechat_app")
         assert conn.execute("SELECT organisation_id, message FROM vechat_messages").fetchall() == [
             (2, "hello from organisation 2")
         ]
@@ -378,19 +389,22 @@ def test_walkthrough_tenant_context_sees_one_organisation_and_no_context_sees_no
 def test_walkthrough_read_events_acts_for_each_recipient_and_leaves_no_context(
     fresh_database: FreshDatabase,
 ) -> None:
-    """docs/auditing.md step 6, "Functions that act for several users", statement for statement."""
+    """docs/auditing.md step 6, "Functions that act for several users": without a token signed
+    for the connection, nobody; with one per recipient, each recipient's own rows, then nobody."""
     db = walkthrough_database(fresh_database)
-    with psycopg.connect(db.admin_url) as conn:
-        conn.execute("SET LOCAL ROLE vechat_app")
-        conn.execute("SELECT set_config('vechat.organisation_id', '1', true)")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="another organisation"):
-            conn.execute("SELECT count(*) FROM vechat.read_events('[[2, \"personnel\", 20, 0]]')")
+    with psycopg.connect(db.app_url) as conn:
+        with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification, match="not a signed"):
+            conn.execute("SELECT vechat.read_events('[[2, \"personnel\", 20, 0, null]]')")
         conn.rollback()
-        conn.execute("SET LOCAL ROLE vechat_app")
-        rows = conn.execute("""
+        tokens = [h.signed_token(conn, 1, h.User(10, "personnel")),
+                  h.signed_token(conn, 2, h.User(20, "personnel"))]
+        rows = conn.execute(
+            """
             SELECT organisation_id, recipient_id, seq, event_type, (message).message
-            FROM vechat.read_events('[[1, "personnel", 10, 0], [2, "personnel", 20, 0]]')
-        """).fetchall()
+            FROM vechat.read_events(%s::jsonb)
+            """,
+            (json.dumps([[1, "personnel", 10, 0, tokens[0]], [2, "personnel", 20, 0, tokens[1]]]),),
+        ).fetchall()
         assert rows == [
             (1, 10, 1, "message.created", "hello from organisation 1"),
             (2, 20, 1, "message.created", "hello from organisation 2"),

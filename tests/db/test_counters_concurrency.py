@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +33,7 @@ from tests.support.seed import C1, C2, P1, P2, User
 from vechat_rls.chat.conversations import read_conversation
 from vechat_rls.db import create_pool, tenant
 from vechat_rls.identity import Identity
+from vechat_rls.realtime import seal
 
 pytestmark = pytest.mark.db
 
@@ -86,8 +87,7 @@ def env(migrated_database: Database, postgres: TestPostgres) -> Iterator[Env]:
         try:
             yield e
         finally:
-            with h.admin_connect(postgres, database) as conn:
-                h.delete_organisations(conn, e.organisations)
+            h.purge_organisations(migrated_database.admin_url, e.organisations)
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,7 +685,7 @@ def test_read_receipt_reaches_the_sender_only_if_the_reader_shows_receipts(env: 
     assert_event_log_gapless(env, o)
 
 
-def test_notify_payload_carries_ids_only_never_the_text(env: Env) -> None:
+def test_notify_payload_is_a_signed_doorbell_that_names_no_one(env: Env) -> None:
     o = env.new_organisation()
     conv = env.conversation(o)
     secret = "do-not-broadcast-4711"
@@ -696,32 +696,15 @@ def test_notify_payload_carries_ids_only_never_the_text(env: Env) -> None:
         listener.execute("LISTEN vechat_events")
         message = send(app, o, conv, P1, C1, secret)
         edit(app, o, message, P1, secret + " again")
-        logged = sorted(
-            env.admin.execute(
-                "SELECT recipient_type, recipient_id, seq FROM vechat_events "
-                "WHERE organisation_id = %s",
-                (o,),
-            ).fetchall()
-        )
-        assert len(logged) == 4  # created and updated, for both participants
-        payloads: list[str] = []
-        rung: list[tuple[str, int, int]] = []
-        deadline = time.monotonic() + 5
-        while len(rung) < len(logged) and time.monotonic() < deadline:
-            for notify in listener.notifies(timeout=0.5, stop_after=1):
-                document = json.loads(notify.payload)
-                if document["o"] == o:
-                    payloads.append(notify.payload)
-                    rung.extend(tuple(entry) for entry in document["e"])
+        payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=2)]
+    # One doorbell per writing transaction, whatever the number of events and recipients.
+    assert len(payloads) == 2
     for payload in payloads:
+        assert re.fullmatch(r"d1\|test\|\d+\|[0-9a-f]{64}", payload), payload
         assert secret not in payload
-        document = json.loads(payload)
-        assert set(document) == {"o", "e"}
-        for entry in document["e"]:
-            assert len(entry) == 3 and entry[0] in ("personnel", "client")
-            assert all(isinstance(v, int) for v in entry[1:])
-    # Every event of the log was rung, once, by organisation, recipient and seq alone.
-    assert sorted(rung) == logged
+        assert seal.open_("vechat_events", payload) is seal.DOORBELL
+        # Signed for its channel: replayed on another it opens to nothing.
+        assert seal.open_("vechat_typing", payload) is None
 
 
 @pytest.mark.parametrize(

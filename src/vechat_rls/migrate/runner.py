@@ -121,6 +121,8 @@ def rollback(target: Target, layout: Layout, say: Say, *, to: int, dry_run: bool
             say(f"nothing to roll back: at {at(layout, ledger.current)}")
             return
         adoption = legacy.read_adoption(conn) if 1 in ledger.migrations else None
+        if adoption is not None and not dry_run and any(m.version == 1 for m in todo):
+            legacy.check_restorable(conn)  # before any down is committed
         for migration in todo:
             adopted = adoption is not None and migration.version == 1
             if dry_run:

@@ -10,6 +10,7 @@ it in one transaction (docs/dba.md describes the shapes accepted).
 from vechat_rls.migrate.legacy.adopt import adopt
 from vechat_rls.migrate.legacy.checks import plan
 from vechat_rls.migrate.legacy.restore import (
+    check_restorable,
     read_adoption,
     restore,
     restore_plan,
@@ -23,6 +24,7 @@ __all__ = [
     "TABLES",
     "Shape",
     "adopt",
+    "check_restorable",
     "detect",
     "plan",
     "read_adoption",

@@ -181,6 +181,14 @@ def _sync_serials(conn: psycopg.Connection[Any], table: str) -> None:
         )
 
 
+def check_restorable(conn: psycopg.Connection[Any]) -> None:
+    """Refuse, changing nothing, a rollback to the legacy shape that `restore` would refuse: run
+    before the downs of later migrations, which would otherwise be committed first."""
+    with conn.transaction(force_rollback=True):
+        held = _organisations_held(conn)
+    _refuse_many(held)
+
+
 def restore_plan(
     conn: psycopg.Connection[Any], adoption: Adoption, migration: Migration, say: Say
 ) -> None:
