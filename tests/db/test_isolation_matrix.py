@@ -229,7 +229,10 @@ def become(world: World, conn: psycopg.Connection[Any], actor: Actor) -> None:
     conn.execute("SET LOCAL ROLE vechat_app")
     seed = world.seeds[actor.organisation] if actor.organisation else None
     organisation = seed.organisation_id if seed else None
-    h.set_context(conn, h.context_settings(organisation, actor.user, empty=actor.empty))
+    if actor.user is not None and organisation is not None:
+        h.act_as(conn, organisation, actor.user)  # signed, as the API does
+    else:
+        h.set_context(conn, h.context_settings(organisation, actor.user, empty=actor.empty))
     if actor.user is None and not actor.empty:
         unset = conn.execute("SELECT current_setting('vechat.organisation_id', true)")
         assert unset.fetchone() == (None,), "the no-context connection was given a context"

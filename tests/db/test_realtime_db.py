@@ -58,7 +58,10 @@ def read_events(
     limit: int = 1000,
     since: int = 0,
 ) -> list[Any]:
-    recipients = [[organisation_id, u.user_type, u.user_id, since] for u in users]
+    recipients = [
+        [organisation_id, u.user_type, u.user_id, since, h.signed_token(conn, organisation_id, u)]
+        for u in users
+    ]
     return conn.execute(
         """SELECT recipient_type, recipient_id, seq, event_type
            FROM vechat.read_events(%s, %s)""",
@@ -82,7 +85,7 @@ def test_read_events_reads_each_recipient_under_their_own_context(world: World) 
         rows = read_events(conn, a, [P1, C1, C2])
         expected = events_of(world, a, P1) + events_of(world, a, C1) + events_of(world, a, C2)
         assert rows == expected and len(events_of(world, a, P1)) > 1
-        assert context(conn) == (a, P2.user_id, P2.user_type)  # the caller's context is back
+        assert context(conn) == (None, None, None)  # it ends acting for nobody
         limited = read_events(conn, a, [P1, C1], limit=1)
         assert [r[:2] for r in limited] == [("personnel", P1.user_id), ("client", C1.user_id)]
         # A recipient whose cursor is not beyond `since` is skipped.
@@ -94,9 +97,8 @@ def test_read_events_reads_each_recipient_under_their_own_context(world: World) 
 
 def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World) -> None:
     a = world.seeds[0].organisation_id
-    recipients = json.dumps([[a, P1.user_type, P1.user_id, 0]])
     with world.app() as conn:
-        h.act_as(conn, a, P2)  # not a participant of P1's conversation with C1
+        recipients = json.dumps([[a, P1.user_type, P1.user_id, 0, h.signed_token(conn, a, P1)]])
         rows = conn.execute(
             """SELECT e.event_type, e.message_id, (e.message).id, (e.message).message,
                       (e.message).organisation_id, e.receipts_shown
@@ -107,7 +109,8 @@ def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World
         # Unread: no read_at to show or hide, so the receipt rule is not even asked.
         assert created and all(r[2] == r[1] and r[4] == a and r[5] is None for r in created)
         assert "hello!" in [r[3] for r in created]
-        # P2's own reads see none of them: the rows came from P1's context inside the call.
+        # P2 (not a participant) sees none of them: the rows came from P1's context in the call.
+        h.act_as(conn, a, P2)
         count = conn.execute(
             "SELECT count(*) FROM vechat_messages WHERE id = ANY(%s)", ([r[1] for r in created],)
         ).fetchone()
@@ -131,12 +134,13 @@ def test_read_events_brings_the_reply_and_the_receipt_rule_where_the_event_needs
 
         def p1_events() -> dict[int, list[tuple[Any, ...]]]:
             with h.app_connect(postgres, database, autocommit=True) as conn:
+                token = h.signed_token(conn, o, P1)
                 rows = conn.execute(
                     """SELECT e.message_id, (e.message).message, (e.reply_to).id,
                               (e.reply_to).message, e.receipts_shown
                        FROM vechat.read_events(%s) e
                        WHERE e.event_type = 'message.created'""",
-                    (json.dumps([[o, P1.user_type, P1.user_id, 0]]),),
+                    (json.dumps([[o, P1.user_type, P1.user_id, 0, token]]),),
                 ).fetchall()
             by_id: dict[int, list[tuple[Any, ...]]] = {}
             for row in rows:
@@ -224,41 +228,57 @@ def test_read_events_as_a_statement_of_its_own_leaves_no_tenant_behind(world: Wo
         conn.rollback()
 
 
-def test_read_events_never_crosses_the_organisation_of_the_transaction(world: World) -> None:
+def test_read_events_acts_only_for_recipients_with_a_token_signed_for_them(world: World) -> None:
     a, b = (s.organisation_id for s in world.seeds)
-    with world.admin() as admin:  # one more message in a: the two logs differ
-        h.insert_message(admin, a, world.seeds[0].conversation_id, P1, C1, "only in a")
-        admin.commit()
     with world.app() as conn:
         h.act_as(conn, b, P2)
-        rows = read_events(conn, b, [P1, C1])
-        assert rows == events_of(world, b, P1) + events_of(world, b, C1)
-        assert len(rows) + 2 == len(events_of(world, a, P1) + events_of(world, a, C1))
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="another organisation"):
-            read_events(conn, a, [P1, C1])
+        for token in (None, "v1|test|forged", h.signed_token(conn, a, P1)):
+            # none; made up; signed, but for another recipient than the one listed
+            with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification):
+                conn.execute(
+                    "SELECT * FROM vechat.read_events(%s)",
+                    (json.dumps([[b, "personnel", P1.user_id, 0, token]]),),
+                )
+            conn.rollback()
+        token = h.signed_token(conn, b, P1)
+        conn.execute("SELECT * FROM vechat.read_events(%s)",
+                     (json.dumps([[b, "personnel", P1.user_id, 0, token]]),))
+        conn.commit()
+        with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification, match="already used"):
+            conn.execute("SELECT * FROM vechat.read_events(%s)",
+                         (json.dumps([[b, "personnel", P1.user_id, 0, token]]),))
         conn.rollback()
-        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="without organisation"):
-            conn.execute("""SELECT * FROM vechat.read_events('[[null, "client", 12, 0]]')""")
-        conn.rollback()
+
+
+@pytest.mark.parametrize(("limit", "since"), [(0, 0), (-1, 0), (10001, 0), (None, 0), (10, -1)])
+def test_read_events_refuses_a_limit_or_since_out_of_range(
+    world: World, limit: int | None, since: int
+) -> None:
+    a = world.seeds[0].organisation_id
+    with world.app() as conn, pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute(
+            "SELECT * FROM vechat.read_events(%s, %s)",
+            (json.dumps([[a, "personnel", P1.user_id, since, h.signed_token(conn, a, P1)]]), limit),
+        )
 
 
 def test_read_events_serves_several_organisations_in_one_statement(world: World) -> None:
     a, b = (s.organisation_id for s in world.seeds)
-    recipients = [
-        [b, "client", C1.user_id, 0],
-        [a, "personnel", P1.user_id, 0],
-        [b, "personnel", P1.user_id, 0],
-    ]
     with world.app() as conn:
         conn.autocommit = True
+        recipients = [
+            [a, "personnel", P1.user_id, 0, h.signed_token(conn, a, P1)],
+            [b, "client", C1.user_id, 0, h.signed_token(conn, b, C1)],
+            [b, "personnel", P1.user_id, 0, h.signed_token(conn, b, P1)],
+        ]
         rows = conn.execute(
             """SELECT organisation_id, recipient_type, recipient_id, seq, event_type,
                       (message).organisation_id
                FROM vechat.read_events(%s)""",
             (json.dumps(recipients),),
         ).fetchall()
-        # Grouped by organisation, each recipient's events in seq order, each message its own
-        # organisation's: same ids in both organisations, never mixed.
+        # In the order given, each recipient's events in seq order, each message its own
+        # organisation's: never mixed.
         expected = [(a, *e) for e in events_of(world, a, P1)] + [
             (b, *e) for e in events_of(world, b, C1) + events_of(world, b, P1)
         ]
@@ -298,6 +318,19 @@ def test_prune_own_events_deletes_only_the_callers_old_events(world: World) -> N
     assert cursor == (p1_last, p1_last)
 
 
+@pytest.mark.parametrize("retention_s", [-1, 0, 59, 315360001, None])
+def test_prune_functions_refuse_a_retention_out_of_range(
+    world: World, retention_s: int | None
+) -> None:
+    a = world.seeds[0].organisation_id
+    with world.app() as conn:
+        h.act_as(conn, a, P1)
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SELECT vechat.prune_own_events(%s)", (retention_s,))
+    with world.admin() as admin, pytest.raises(psycopg.errors.InvalidParameterValue):
+        admin.execute("SELECT vechat.prune_events(%s)", (retention_s,))
+
+
 def test_prune_events_is_the_dbas_and_advances_every_cursor(
     fresh_database: FreshDatabase, postgres: TestPostgres
 ) -> None:
@@ -319,16 +352,19 @@ def test_prune_events_is_the_dbas_and_advances_every_cursor(
         ).fetchone() == (0,)
 
 
-def test_leases_bring_users_online_and_offline_and_ring_ids_only(world: World) -> None:
+def test_leases_bring_users_online_and_offline_and_ring_nothing_themselves(world: World) -> None:
     b = world.seeds[1].organisation_id
-    users = json.dumps([["client", C2.user_id, 2]])
+
+    def users(conn: psycopg.Connection[Any], sockets: int) -> str:
+        return json.dumps([["client", C2.user_id, sockets, h.signed_token(conn, b, C2)]])
+
     with world.app() as listener:
         listener.autocommit = True
         listener.execute("LISTEN vechat_presence")
         with world.app() as conn:
             h.act_as(conn, b, P2)
             assert conn.execute(
-                "SELECT * FROM vechat.set_leases('test-server', 45, %s)", (users,)
+                "SELECT * FROM vechat.set_leases('test-server', 45, %s)", (users(conn, 2),)
             ).fetchall() == [("client", C2.user_id, "online")]
             conn.commit()
             h.act_as(conn, b, P2)
@@ -338,12 +374,11 @@ def test_leases_bring_users_online_and_offline_and_ring_ids_only(world: World) -
                 (C2.user_id,),
             ).fetchone() == ("online",)
             renewal = conn.execute(
-                "SELECT change FROM vechat.set_leases('test-server', 45, %s)", (users,)
+                "SELECT change FROM vechat.set_leases('test-server', 45, %s)", (users(conn, 2),)
             ).fetchall()
             assert renewal == [(None,)]
-            gone = json.dumps([["client", C2.user_id, 0]])
             assert conn.execute(
-                "SELECT change FROM vechat.set_leases('test-server', 45, %s)", (gone,)
+                "SELECT change FROM vechat.set_leases('test-server', 45, %s)", (users(conn, 0),)
             ).fetchall() == [("offline",)]
             row = conn.execute(
                 """SELECT status, last_seen IS NOT NULL FROM vechat.presence_view
@@ -352,11 +387,17 @@ def test_leases_bring_users_online_and_offline_and_ring_ids_only(world: World) -
             ).fetchone()
             assert row == ("offline", True)
             conn.commit()
-        notices = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
-    assert notices == [{"o": b, "u": ["client", C2.user_id]}] * 2
+            for lease_s in (0, -1, 3601):
+                h.act_as(conn, b, P2)
+                with pytest.raises(psycopg.errors.InvalidParameterValue):
+                    conn.execute("SELECT * FROM vechat.set_leases('x', %s, %s)",
+                                 (lease_s, users(conn, 1)))
+                conn.rollback()
+        # The caller rings (realtime/leases.py), sealed: the function itself names no one.
+        assert list(listener.notifies(timeout=1, stop_after=1)) == []
 
 
-def test_anyone_of_the_organisation_sweeps_expired_leases_and_rings_offline(world: World) -> None:
+def test_anyone_of_the_organisation_sweeps_expired_leases_and_says_whose(world: World) -> None:
     a, b = (s.organisation_id for s in world.seeds)
     with world.admin() as admin:
         for organisation_id in (a, b):
@@ -374,9 +415,8 @@ def test_anyone_of_the_organisation_sweeps_expired_leases_and_rings_offline(worl
             h.act_as(conn, a, P2)
             swept = conn.execute("SELECT * FROM vechat.sweep_leases()").fetchall()
             conn.commit()
-        notices = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=1)]
+        assert list(listener.notifies(timeout=1, stop_after=1)) == []  # the caller rings
     assert swept == [("client", C2.user_id)]
-    assert notices == [{"o": a, "u": ["client", C2.user_id]}]
     with world.admin() as admin:
         left = admin.execute(
             """SELECT organisation_id FROM vechat_presence_connections

@@ -146,11 +146,12 @@ def backend_of(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     the login's privileges reads another role's backend start as NULL)."""
     switched = conn.execute("SELECT current_user <> session_user, current_user").fetchone()
     assert switched is not None
+    scope = "" if conn.autocommit else "LOCAL "
     if switched[0]:
-        conn.execute("SET LOCAL ROLE NONE")
+        conn.execute(f"SET {scope}ROLE NONE")
     row = conn.execute(BACKEND_SQL).fetchone()
     if switched[0]:
-        conn.execute(f'SET LOCAL ROLE "{switched[1]}"')
+        conn.execute(f'SET {scope}ROLE "{switched[1]}"')
     assert row is not None and row[1] is not None
     return int(row[0]), int(row[1])
 
