@@ -31,9 +31,8 @@ from tests.support.fixtures import Database
 from tests.support.postgres import TestPostgres
 from tests.support.seed import C1, C2, P1, P2, User
 from vechat_rls.chat.conversations import read_conversation
-from vechat_rls.db import create_pool, tenant
+from vechat_rls.db import create_pool, seal, tenant
 from vechat_rls.identity import Identity
-from vechat_rls.realtime import seal
 
 pytestmark = pytest.mark.db
 

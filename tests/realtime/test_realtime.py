@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from tests.support.fixtures import Database
 from tests.support.realtime import API, Client, Server, running, ws_client
 from tests.support.seed import new_organisation_ids, purge_organisations
 from vechat_rls.auth import mint_token
+from vechat_rls.db import context, seal
+from vechat_rls.identity import Identity
 from vechat_rls.realtime.listener import CHANNELS
 
 pytestmark = pytest.mark.slow
@@ -194,13 +197,12 @@ async def test_events_without_a_doorbell_arrive_by_the_safety_net_poll(world: Wo
         conn = await asyncpg.connect(world.database.app_url)
         try:
             async with conn.transaction():
+                staff = Identity(
+                    organisation_id=org.id, user_id=org.staff.user_id, user_type="personnel"
+                )
                 await conn.execute(
-                    "SELECT set_config('vechat.organisation_id', $1, true), "
-                    "set_config('vechat.user_id', $2, true), "
-                    "set_config('vechat.user_type', 'personnel', true), "
-                    "set_config('vechat.doorbell', 'off', true)",
-                    str(org.id),
-                    str(org.staff.user_id),
+                    "SELECT vechat.enter($1), set_config('vechat.doorbell', 'off', true)",
+                    await context.sign_for(conn, staff),
                 )
                 message_id = await conn.fetchval(
                     """INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id,
@@ -567,7 +569,11 @@ async def test_hidden_presence_sends_no_frames_and_reads_offline(
 # --- what the doorbell reveals ----------------------------------------------------------------
 
 
-async def test_a_raw_listen_session_sees_ids_only(world: World, http: httpx.AsyncClient) -> None:
+async def test_a_raw_listen_session_sees_no_organisation_user_or_conversation_id(
+    world: World, http: httpx.AsyncClient
+) -> None:
+    """Any login may LISTEN (here the app role itself, as an auditor's or an attacker's psql
+    would): every payload is sealed or a signed doorbell, of a padded length, and names nothing."""
     payloads: list[tuple[str, str]] = []
     listener = await asyncpg.connect(world.database.app_url)
     try:
@@ -595,12 +601,19 @@ async def test_a_raw_listen_session_sees_ids_only(world: World, http: httpx.Asyn
         await listener.close()
     channels = {channel for channel, _ in payloads}
     assert channels == set(CHANNELS), channels
+    ids = {org.id, org.staff.user_id, org.client.user_id, world.conversation_id, message["id"]}
     for channel, payload in payloads:
-        assert secret not in payload and "body" not in payload
-        _assert_ids_only(channel, json.loads(payload))
+        assert re.fullmatch(r"s1\|test\|[A-Za-z0-9_=-]+|d1\|test\|\d+\|[0-9a-f]{64}", payload)
+        assert secret not in payload
+        assert not [i for i in ids if str(i) in payload], payload
+        if payload.startswith("s1|"):  # 12 bytes of nonce, 16 of tag, the rest padded
+            assert (len(base64.urlsafe_b64decode(payload[8:])) - 28) % seal.PAD == 0
+        # What the service itself reads there: ids only, checked again before any socket.
+        opened = seal.open_(channel, payload)
+        assert opened is seal.DOORBELL or _ids_only(channel, opened)
 
 
-def _assert_ids_only(channel: str, value: Any) -> None:
+def _ids_only(channel: str, value: Any) -> bool:
     """Numbers, the two user types and the typing flag — nothing that could be content."""
     assert isinstance(value, dict)
     allowed = {
@@ -622,6 +635,7 @@ def _assert_ids_only(channel: str, value: Any) -> None:
 
     for leaf in leaves(value):
         assert isinstance(leaf, (int, bool)) or leaf in ("personnel", "client"), leaf
+    return True
 
 
 async def test_a_frame_larger_than_the_body_limit_closes_1009(world: World) -> None:

@@ -29,6 +29,7 @@ from tests.support.seed import (
 )
 from vechat_rls import db
 from vechat_rls.config import ConfigError, Settings
+from vechat_rls.db import seal
 from vechat_rls.identity import Identity, User
 from vechat_rls.realtime.hub import Hub
 from vechat_rls.realtime.outbox import Outbox
@@ -196,8 +197,8 @@ async def test_a_paced_ringer_rings_at_most_once_per_pace_naming_every_recipient
     organisation_id = new_organisation_ids(1)[0]
 
     def on_notify(_conn: object, _pid: int, _channel: str, text: str) -> None:
-        notice = json.loads(text)
-        if notice["o"] == organisation_id:
+        notice = seal.open_("vechat_events", text)  # sealed: the suite has the key
+        if isinstance(notice, dict) and notice["o"] == organisation_id:
             heard.append(notice)
 
     listener = await asyncpg.connect(migrated_database.admin_url)

@@ -18,7 +18,11 @@ from vechat_rls.db import context
 from vechat_rls.migrate import load_layout
 
 DB_DIR = load_layout().migrations[0].up.parent.parent
-CONTEXT_FILES = ("schema/00_context.sql", "schema/01_signed_context.sql", "functions/00_context.sql")
+CONTEXT_FILES = (
+    "schema/00_context.sql",
+    "schema/01_signed_context.sql",
+    "functions/00_context.sql",
+)
 
 SETUP_SQL = """
 CREATE ROLE {owner} NOLOGIN;

@@ -34,8 +34,9 @@ class PresenceUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 # visibility: vechat_presence_insert_self, vechat_presence_update_self
 # (db/policies/vechat_presence.sql) — the caller writes only their own row.
 # When what others see changes (a new status, or one that had lapsed), the realtime doorbell
-# `vechat_presence` rings with ids only, like a WebSocket presence change, so peers on every
-# server process get a `presence` frame; a user hiding their status rings nothing.
+# `vechat_presence` rings ($4: the caller's ids, sealed by db/seal.py), like a WebSocket presence
+# change, so peers on every server process get a `presence` frame; a user hiding their status
+# rings nothing.
 PUT_PRESENCE_SQL = """
 WITH previous AS (
     SELECT p.status, p.updated_at > now() - interval '60 seconds' AS fresh
@@ -55,8 +56,7 @@ SELECT u.user_id, u.user_type, u.status, u.last_seen,
        CASE WHEN u.show_online_status
                  AND NOT EXISTS (SELECT 1 FROM previous WHERE previous.status = u.status
                                                          AND previous.fresh)
-            THEN pg_notify('vechat_presence', json_build_object(
-                     'o', u.organisation_id, 'u', json_build_array(u.user_type, u.user_id))::text)
+            THEN pg_notify('vechat_presence', $4)
        END AS rung
 FROM upserted u
 """
@@ -84,7 +84,9 @@ def _presence(row: db.Record) -> Presence:
 
 async def set_presence(conn: db.Transaction, identity: Identity, status: Status) -> Presence:
     """Set the caller's status; it rings `vechat_presence` when what others see changes."""
-    row = await conn.fetchrow(PUT_PRESENCE_SQL, identity.user_id, identity.user_type, status)
+    row = await conn.fetchrow(
+        PUT_PRESENCE_SQL, identity.user_id, identity.user_type, status, _sealed(identity)
+    )
     assert row is not None
     return _presence(row)
 
@@ -92,16 +94,21 @@ async def set_presence(conn: db.Transaction, identity: Identity, status: Status)
 # A status chosen over a socket rings for the peers again, changed or not (unless the user hides
 # their presence). visibility: vechat_presence_select_organisation — the caller's own row.
 RING_PRESENCE_SQL = """
-SELECT pg_catalog.pg_notify('vechat_presence', json_build_object(
-           'o', p.organisation_id, 'u', json_build_array(p.user_type, p.user_id))::text)
+SELECT pg_catalog.pg_notify('vechat_presence', $3)
 FROM public.vechat_presence p
 WHERE p.user_type = $1 AND p.user_id = $2 AND p.show_online_status
 """
 
 
+def _sealed(identity: Identity) -> str:
+    """The caller's presence notice, as realtime/presence_frames.py reads it."""
+    notice = {"o": identity.organisation_id, "u": [identity.user_type, identity.user_id]}
+    return db.seal.seal("vechat_presence", notice)
+
+
 async def ring_presence(conn: db.Transaction, identity: Identity) -> None:
     """Ring `vechat_presence` for the caller, so that peers read their presence again."""
-    await conn.execute(RING_PRESENCE_SQL, identity.user_type, identity.user_id)
+    await conn.execute(RING_PRESENCE_SQL, identity.user_type, identity.user_id, _sealed(identity))
 
 
 async def presence_of(conn: db.Transaction, users: list[tuple[int, str]]) -> list[Presence]:

@@ -10,7 +10,7 @@ This package (with migrate/ and the realtime listener) is the only code that imp
 everyone else uses the names exported here.
 """
 
-from vechat_rls.db import context
+from vechat_rls.db import context, seal
 from vechat_rls.db.budget import ConnectionBudget, close_idle_connection
 from vechat_rls.db.driver import (
     ACQUIRE_TIMEOUT_S,
@@ -67,6 +67,7 @@ __all__ = [
     "init_connection",
     "is_outage",
     "role_safety_problems",
+    "seal",
     "start_warm_up",
     "tenant",
 ]

@@ -9,7 +9,7 @@ a counter that only goes up (entered once; an older one is refused) and to a sho
 
 The key comes from `VECHAT_CONTEXT_KEY`: `key_id:hex` (32 to 64 random bytes), or several
 separated by commas during a rotation — the first signs, every one opens notifications
-(realtime/seal.py). docs/dba.md has the procedure.
+(db/seal.py). docs/dba.md has the procedure.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import msgspec
 
 from vechat_rls import db
 from vechat_rls.config import Settings
+from vechat_rls.db import seal
 from vechat_rls.identity import Identity, User
-from vechat_rls.realtime import seal
 from vechat_rls.realtime.events import Frame, encode, read_frames
 from vechat_rls.realtime.leases import Leases
 from vechat_rls.realtime.listener import EVENTS_CHANNEL, PRESENCE_CHANNEL, TYPING_CHANNEL
@@ -176,7 +176,7 @@ class Hub:
     # ------------------------------------------------------------------------------ doorbells
 
     def on_events(self, payload: Any) -> None:
-        """`vechat_events` (opened, realtime/seal.py): mark the recipients this process serves
+        """`vechat_events` (opened, db/seal.py): mark the recipients this process serves
         dirty; a doorbell the database rang (writes from outside the API) names no one: every
         local user is read, each skipped by one index lookup when nothing is new."""
         if payload is seal.DOORBELL:

@@ -1,6 +1,6 @@
 """The listener: one dedicated connection that LISTENs for doorbells, reconnecting with backoff.
 
-Every notification is opened (realtime/seal.py) and goes to its channel's callback; one that does
+Every notification is opened (db/seal.py) and goes to its channel's callback; one that does
 not open — sent by someone other than the service, from psql or any login — is dropped and
 counted (`dropped`, and `vechat_notifications_dropped_total` in /metrics). What opens is still
 trusted no further than "look again". NOTIFY is not durable, so after every (re)connect
@@ -20,8 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from vechat_rls.db import UNREACHABLE_ERRORS, ConnectionBudget
-from vechat_rls.realtime import seal
+from vechat_rls.db import UNREACHABLE_ERRORS, ConnectionBudget, seal
 from vechat_rls.realtime.tasks import stop_task
 
 log = logging.getLogger(__name__)

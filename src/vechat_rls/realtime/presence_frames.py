@@ -1,6 +1,6 @@
 """Presence frames: when a user's presence may have changed, tell their peers connected here.
 
-A `vechat_presence` doorbell names the user, sealed (realtime/seal.py; `ring` sends it in the
+A `vechat_presence` doorbell names the user, sealed (db/seal.py; `ring` sends it in the
 writer's transaction); the process reads, acting as that user, their conversation peers and
 `vechat.presence_view` (which honours `show_online_status`), and sends a `presence` frame to each
 peer with a socket here.
@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from vechat_rls import db
+from vechat_rls.db import seal
 from vechat_rls.identity import User
-from vechat_rls.realtime import seal
 from vechat_rls.realtime.events import Frame, encode
 from vechat_rls.realtime.sockets import Sockets
 

@@ -4,7 +4,7 @@ In the coalesced doorbell mode a write transaction silences the event trigger's 
 BEGIN batch and, after COMMIT, calls `Ringer.ring(organisation_id, recipients)`. The ringer
 rings `vechat_events` for every pending organisation in one short transaction of its own: at
 most once per `VECHAT_DOORBELL_BATCH_MS` while rings keep coming (once per pace while the
-process is short of CPU), at once when idle. Payloads are sealed (realtime/seal.py: a listening
+process is short of CPU), at once when idle. Payloads are sealed (db/seal.py: a listening
 login reads nothing of them, a forged one is dropped): `{"o": organisation, "e": [[user_type,
 user_id, 0], ...]}` when every write of the batch named its recipients, else `{"o": organisation,
 "e": []}`. Registry mode has one ringer per database.
@@ -18,8 +18,8 @@ import logging
 import time
 
 from vechat_rls import db
+from vechat_rls.db import seal
 from vechat_rls.identity import USER_TYPES
-from vechat_rls.realtime import seal
 from vechat_rls.realtime.pace import Pacer
 from vechat_rls.realtime.tasks import stop_task
 

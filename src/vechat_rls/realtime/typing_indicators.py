@@ -2,7 +2,7 @@
 
 A `typing` frame is checked under the sender's context (only a participant finds the
 conversation, and the peer comes from its row) and rung on `vechat_typing`, sealed
-(realtime/seal.py), in the same transaction; the process holding the peer's sockets checks the
+(db/seal.py), in the same transaction; the process holding the peer's sockets checks the
 notice again (user types, positive ids) before sending the frame and, unless it is refreshed,
 `is_typing: false` after `TYPING_TTL_S`.
 """
@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from vechat_rls import db
+from vechat_rls.db import seal
 from vechat_rls.identity import Identity, User
-from vechat_rls.realtime import seal
 from vechat_rls.realtime.events import Frame, encode
 from vechat_rls.realtime.sockets import Sockets
 
@@ -89,7 +89,7 @@ class Typing:
         return True
 
     def on_notice(self, payload: Any) -> None:
-        """A `vechat_typing` notice, opened (realtime/seal.py) and checked again here."""
+        """A `vechat_typing` notice, opened (db/seal.py) and checked again here."""
         notice = msgspec.convert(payload, type=_TypingNotice)
         to = User(notice.o, notice.t[0], notice.t[1])
         if to not in self.sockets.users:
