@@ -9,6 +9,7 @@ write it -- under each sender's tenant context -- so the triggers keep counters 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import psycopg
 
 from vechat_rls import migrate
 from vechat_rls.auth import mint_token
+from vechat_rls.db import context
 from vechat_rls.pgserver import PgServer, embedded_bindir
 
 DATABASE = "vechat"
@@ -52,10 +54,7 @@ INSERT INTO public.vechat_contacts
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (organisation_id, user_type, user_id) DO NOTHING
 """
-SET_CONTEXT = """
-SELECT set_config('vechat.organisation_id', %s, true), set_config('vechat.user_id', %s, true),
-       set_config('vechat.user_type', %s, true)
-"""
+SET_CONTEXT = "SELECT vechat.act_as(%s, %s, %s)"  # the DBA's way to act as a user
 CREATE_CONVERSATION = """
 INSERT INTO public.vechat_conversations
     (organisation_id, participant1_id, participant1_type, participant2_id, participant2_type)
@@ -89,6 +88,17 @@ def _state(directory: Path) -> dict[str, str]:
     return state
 
 
+def _context_key(directory: Path, state: dict[str, str]) -> str:
+    """The demo's first context key (docs/dba.md): generated once, kept with the other secrets
+    (a demo directory made before signed contexts gets one too)."""
+    if "context_key" not in state:
+        state["context_key"] = context.new_key("demo").text()
+        path = directory / "demo.json"
+        path.write_text(json.dumps(state))
+        path.chmod(0o600)
+    return state["context_key"]
+
+
 def _seed(admin_url: str) -> None:
     with psycopg.connect(admin_url) as conn:
         for c in CONTACTS:
@@ -97,7 +107,7 @@ def _seed(admin_url: str) -> None:
         for number, (org, sender, receiver, body) in enumerate(MESSAGES, start=1):
             with conn.transaction():
                 # As the sender, like the API: the policies and triggers see a real context.
-                conn.execute(SET_CONTEXT, (str(org), str(sender[1]), sender[0]))
+                conn.execute(SET_CONTEXT, (org, sender[1], sender[0]))
                 first, second = sorted([sender, receiver], key=lambda p: (p[1], p[0]))
                 row = conn.execute(CREATE_CONVERSATION,
                                    (org, first[1], first[0], second[1], second[0])).fetchone()
@@ -124,7 +134,17 @@ def prepare(
             conn.execute(f"CREATE DATABASE {DATABASE}")
     admin_url = server.admin_url(DATABASE)
     target = migrate.Target(name="demo", admin_url=admin_url)
-    migrate.migrate(target, migrate.load_layout(), say=say)
+    key = _context_key(directory, state)
+    # `db migrate` installs the keys of VECHAT_CONTEXT_KEY the database lacks: the demo's own.
+    previous = os.environ.get(context.KEY_VARIABLE)
+    os.environ[context.KEY_VARIABLE] = key
+    try:
+        migrate.migrate(target, migrate.load_layout(), say=say)
+    finally:
+        if previous is None:
+            del os.environ[context.KEY_VARIABLE]
+        else:
+            os.environ[context.KEY_VARIABLE] = previous
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
             psycopg.sql.SQL("ALTER ROLE vechat_app LOGIN PASSWORD {}").format(
@@ -135,6 +155,7 @@ def prepare(
     env = {
         "VECHAT_DATABASE_URL": server.url("vechat_app", state["app_password"], DATABASE),
         "VECHAT_JWT_SECRET": state["jwt_secret"],
+        "VECHAT_CONTEXT_KEY": key,
     }
     return server, env
 
