@@ -79,6 +79,12 @@ def preflight(
     serving").
     """
     TokenVerifier(settings)
+    if settings.context_key:
+        db.context.use_keys(settings.context_key)
+    try:
+        db.context.loaded_keys()  # the database acts for no context the service cannot sign
+    except db.context.ContextKeyError as exc:
+        raise ConfigError(str(exc)) from None
     if settings.registry:
         _check_registry(settings.registry, allow_privileged_role=allow_privileged_role, warn=warn)
         return
