@@ -312,11 +312,16 @@ def test_the_legacy_counting_triggers_are_gone_and_a_new_message_counts_once(
     execute(db.admin_url, f"ALTER ROLE vechat_app LOGIN PASSWORD '{APP_PASSWORD}'")
     with psycopg.connect(db.app_url) as conn:
         h.act_as(conn, 1, h.User(5, "personnel"))  # a context signed as the API does
-        conn.execute(
+        row = conn.execute(
             "INSERT INTO vechat_messages (organisation_id, conversation_id, sender_id, sender_type,"
             " receiver_id, receiver_type, message) VALUES (1, 1, 5, 'personnel', 5, 'client', 'x')"
-        )
+            " RETURNING id"
+        ).fetchone()
     assert counters(db.admin_url)[1] == (4, 0)
+    # Legacy ids stay; the organisation's new ones continue right after the highest of them.
+    assert row is not None
+    legacy_max = query(db.admin_url, f"SELECT max(id) FROM vechat_messages WHERE id <> {row[0]}")
+    assert row is not None and row[0] == legacy_max[0][0] + 1
 
 
 def test_half_migrated_rows_keep_their_organisation_and_nulls_get_the_operators(

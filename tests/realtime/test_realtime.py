@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -601,7 +602,9 @@ async def test_a_raw_listen_session_sees_no_organisation_user_or_conversation_id
         await listener.close()
     channels = {channel for channel, _ in payloads}
     assert channels == set(CHANNELS), channels
-    ids = {org.id, org.staff.user_id, org.client.user_id, world.conversation_id, message["id"]}
+    # The organisation's, the conversation's and the message's ids are long enough to look for in
+    # the text (user ids of two digits would turn up in any base64 by chance): none is there.
+    ids = {org.id, world.conversation_id, message["id"]}
     for channel, payload in payloads:
         assert re.fullmatch(r"s1\|test\|[A-Za-z0-9_=-]+|d1\|test\|\d+\|[0-9a-f]{64}", payload)
         assert secret not in payload
@@ -643,3 +646,60 @@ async def test_a_frame_larger_than_the_body_limit_closes_1009(world: World) -> N
         await client.ready()
         await client.ws.send('{"type": "ping", "pad": "' + "x" * (1024 * 1024) + '"}')
         assert await client.closed() == 1009
+
+
+def _dropped(server: Server) -> dict[str, float]:
+    """`vechat_notifications_dropped_total` of one server process, by channel."""
+    text = httpx.get(f"{server.base}/metrics", timeout=10).text
+    found = re.findall(r'^vechat_notifications_dropped_total\{channel="(\w+)"\} (\S+)$', text, re.M)
+    return {channel: float(value) for channel, value in found}
+
+
+async def test_forged_notifications_reach_no_socket_and_are_counted(world: World) -> None:
+    """NOTIFY from psql — a login that is not the service, and the app role itself — on every
+    channel, with what the service once sent in the clear (and worse: negative ids, a user type
+    that is none, a conversation the users are not in): no socket gets a frame, every process
+    drops and counts each one."""
+    org, conversation = world.org, world.conversation_id
+    staff = ["personnel", org.staff.user_id]
+    client = ["client", org.client.user_id]
+    forged = [
+        ("vechat_typing", {"o": org.id, "c": conversation, "f": staff, "t": client, "y": True}),
+        ("vechat_typing", {"o": org.id, "c": -1, "f": ["root", -5], "t": client, "y": True}),
+        ("vechat_presence", {"o": org.id, "u": staff}),
+        ("vechat_events", {"o": org.id, "e": [[*client, 0]]}),
+        ("vechat_events", "d1|test|1|" + "0" * 64),  # a doorbell nobody signed
+    ]
+    logins = [world.database.app_url]
+    admin_sql(world.database.admin_url,
+              "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'forger_test') "
+              "THEN CREATE ROLE forger_test LOGIN PASSWORD 'forger_test'; END IF; END $$")
+    logins.append(re.sub(r"//[^@]+@", "//forger_test:forger_test@", world.database.app_url))
+    before = [_dropped(s) for s in world.servers]
+    try:
+        async with ws_client(world.b, org.client) as c, ws_client(world.a, org.staff) as s:
+            await c.ready()
+            await s.ready()
+            # The genuine one first: the staff member came online.
+            await c.frame("presence", user_id=org.staff.user_id, status="online")
+            await asyncio.sleep(0.5)
+            mark_c, mark_s = len(c.frames), len(s.frames)
+            for url in logins:
+                conn = await asyncpg.connect(url)
+                try:
+                    for channel, payload in forged:
+                        text = payload if isinstance(payload, str) else json.dumps(payload)
+                        await conn.execute("SELECT pg_notify($1, $2)", channel, text)
+                finally:
+                    await conn.close()
+            await asyncio.sleep(1.5)
+            ephemeral = [f for f in c.frames[mark_c:] + s.frames[mark_s:]
+                         if f["type"] in ("typing", "presence")]
+            assert ephemeral == []
+    finally:
+        admin_sql(world.database.admin_url, "DROP ROLE IF EXISTS forger_test")
+    for server, was in zip(world.servers, before, strict=True):
+        now = _dropped(server)
+        for channel in CHANNELS:
+            sent = len(logins) * sum(1 for ch, _ in forged if ch == channel)
+            assert now.get(channel, 0) - was.get(channel, 0) == sent, (channel, was, now)
