@@ -2,10 +2,12 @@
 
 Starts its own durable PostgreSQL (fsync and synchronous_commit on, like production), migrates
 it, seeds 10 organisations (personnel, clients, contacts, conversations, message history) and
-starts `vechat-rls serve` three times: as `vechat_app` (the real thing), as a role with
-BYPASSRLS (the cost of the policies) and as `vechat_app` with the NOTIFY doorbell switched off
-(the cost of the doorbell, which docs/design.md asks every benchmark to watch). Then, on this
-machine, with the load generator in this process:
+starts `vechat-rls serve` four times: as `vechat_app` (the real thing), as a role with
+BYPASSRLS (the cost of the policies), as `vechat_app` with the NOTIFY doorbell switched off
+(the cost of the doorbell, which docs/design.md asks every benchmark to watch) and as
+`vechat_app` on a copy of the database whose policies trust plain settings, the way contexts
+were set before they were signed (`VECHAT_CONTEXT_MODE=settings`: the cost of the signed
+context). Then, on this machine, with the load generator in this process:
 
 * the generator's own ceiling, against a trivial HTTP server in another process, and the
   Litestar floor (`GET /healthz`);
@@ -60,6 +62,7 @@ from harness.cluster import (
     migrated_database,
     private_cluster,
     server_version,
+    unsigned_copy,
     workdir,
 )
 from harness.meters import CpuMeter, children, closed_tasks, event_loop_runner, percentile
@@ -359,21 +362,22 @@ async def raw_inserts(
     of a tenant transaction; the trigger functions need the tenant context even for a role that
     bypasses row-level security, because they run as the table owner, under forced RLS).
     """
-    begin = {c.index: db.begin_sql(c.identity, readonly=False, statement_timeout_ms=5000)
-             for c in clients}
-
     async def insert(i: int, number: int) -> None:
         c = clients[i]
         args = (c.organisation_id, c.conversation_id, c.user_id, c.peer_id,
                 f"bench message {number}", f"{tag}-{c.index}-{number}")
         if batch:
-            # Literals only: integers and text of our own making.
-            await pool.execute(
-                f"{begin[c.index]}; INSERT INTO public.vechat_messages (organisation_id,"
-                " conversation_id, sender_id, sender_type, receiver_id, receiver_type,"
-                f" message, client_id) VALUES ({args[0]}, {args[1]}, {args[2]}, 'personnel',"
-                f" {args[3]}, 'client', '{args[4]}', '{args[5]}'); COMMIT"
-            )
+            async with pool.acquire() as conn:
+                # Signed for this connection, as db.tenant() does; literals only: integers and
+                # text of our own making.
+                begin = db.begin_sql(c.identity, readonly=False, statement_timeout_ms=5000,
+                                     token=await db.context.sign_for(conn, c.identity))
+                await conn.execute(
+                    f"{begin}; INSERT INTO public.vechat_messages (organisation_id,"
+                    " conversation_id, sender_id, sender_type, receiver_id, receiver_type,"
+                    f" message, client_id) VALUES ({args[0]}, {args[1]}, {args[2]}, 'personnel',"
+                    f" {args[3]}, 'client', '{args[4]}', '{args[5]}'); COMMIT"
+                )
         else:
             async with db.tenant(pool, c.identity, statement_timeout_ms=5000) as conn:
                 await conn.fetchrow(RAW_INSERT, *args)
@@ -405,8 +409,10 @@ RAW_QUIET = "raw asyncpg INSERT in db.tenant(), doorbell off"
 API_APP = "POST messages as vechat_app"
 API_BYPASS = "POST messages as BYPASSRLS role"
 API_QUIET = "POST messages as vechat_app, doorbell off"
+API_UNSIGNED = "POST messages as vechat_app, unsigned context"
 
-ORDER = [API_QUIET, API_APP, API_BYPASS, RAW_BYPASS, RAW_TENANT, RAW_QUIET, RAW_BATCH]
+ORDER = [API_QUIET, API_APP, API_UNSIGNED, API_BYPASS, RAW_BYPASS, RAW_TENANT, RAW_QUIET,
+         RAW_BATCH]
 
 SEND_PATH = "/api/v1/conversations/{conversation_id}/messages"
 PAGE_PATH = "/api/v1/conversations/{conversation_id}/messages"
@@ -486,7 +492,8 @@ async def measure(ctx: Context) -> list[Row]:
                                  batch=False, tag=tag)),
     ]
     if sends:
-        for key, label in (("app", API_APP), ("bypass", API_BYPASS), ("quiet", API_QUIET)):
+        for key, label in (("app", API_APP), ("bypass", API_BYPASS), ("quiet", API_QUIET),
+                           ("unsigned", API_UNSIGNED)):
             port = ctx.servers[key].port
             variants.append((label, lambda tag, port=port: closed_loop(  # type: ignore[misc]
                 port, send_maker(ctx, tag), CLIENTS, args.duration, warmup)))
@@ -590,6 +597,9 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
         ("API / raw (same tenant tx)", ratios.rates(API_APP, RAW_TENANT), "(target >= 0.20)"),
         ("API / raw (one-batch floor)", ratios.rates(API_APP, RAW_BATCH), ""),
         ("RLS cost, API: app / BYPASSRLS", ratios.rates(API_APP, API_BYPASS), "(target >= 0.95)"),
+        ("signed context, API: signed / unsigned", ratios.rates(API_APP, API_UNSIGNED),
+         "(target >= 0.95)"),
+        ("  same by CPU/op (api+pg)", ratios.cpus(API_APP, API_UNSIGNED), "(target >= 0.95)"),
         ("RLS cost, raw: app / BYPASSRLS", ratios.rates(RAW_TENANT, RAW_BYPASS), ""),
         ("  same by CPU/op (api+pg), API", ratios.cpus(API_APP, API_BYPASS), "(target >= 0.95)"),
         ("  same by CPU/op (api+pg), raw", ratios.cpus(RAW_TENANT, RAW_BYPASS), ""),
@@ -635,12 +645,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "app": app_url(admin_url),
             "bypass": bypass_url(admin_url),
             "quiet": app_url(admin_url, **{"vechat.doorbell": "off"}),
+            # The A/B of the signed context: the same data, policies trusting settings, as before.
+            "unsigned": app_url(unsigned_copy(pg, admin_url)),
         }
         servers = {
             key: ApiServer(label, urls[key], args.workers, work / f"serve-{key}.log",
-                           privileged=key == "bypass", access_log=not args.no_access_log)
+                           privileged=key == "bypass", access_log=not args.no_access_log,
+                           env={"VECHAT_CONTEXT_MODE": "settings"} if key == "unsigned" else {})
             for key, label in (("app", "vechat_app"), ("bypass", BYPASS_ROLE),
-                               ("quiet", "vechat_app, doorbell off"))
+                               ("quiet", "vechat_app, doorbell off"),
+                               ("unsigned", "vechat_app, unsigned context"))
         }
         try:
             start_all(list(servers.values()))

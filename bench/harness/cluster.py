@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 
 from vechat_rls import migrate
+from vechat_rls.db import context
 from vechat_rls.pgserver import PgServer, embedded_bindir
 
 DATABASE = "vechat_bench"
@@ -79,6 +81,8 @@ def migrated_database(pg: PgServer) -> str:
     vechat_app's password and a BYPASSRLS role holding vechat_app's privileges; its superuser URL.
     """
     admin_url = create_database(pg)
+    # The run's context key: `db migrate` installs it, the servers it starts sign with it.
+    os.environ.setdefault(context.KEY_VARIABLE, context.new_key("bench").text())
     migrate.migrate(migrate.Target(DATABASE, admin_url), migrate.load_layout(),
                     say=lambda _line: None)
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -105,3 +109,28 @@ def app_url(admin_url: str, **settings: str) -> str:
 def bypass_url(admin_url: str, **settings: str) -> str:
     """The database as the BYPASSRLS role: vechat_app's privileges, no policies."""
     return role_url(admin_url, BYPASS_ROLE, BYPASS_PASSWORD, **settings)
+
+
+# The tenant context as it was before contexts were signed: the policies read settings. Only for
+# the benchmark's A/B of the signed context's cost (bench/http_api.py), on a copy of its database.
+UNSIGNED_CONTEXT_SQL = """
+SET ROLE vechat_owner;
+CREATE OR REPLACE VIEW vechat.context WITH (security_invoker = true) AS
+SELECT NULLIF(pg_catalog.current_setting('vechat.organisation_id', true), '')::bigint
+           AS organisation_id,
+       NULLIF(pg_catalog.current_setting('vechat.user_id', true), '')::bigint AS user_id,
+       NULLIF(pg_catalog.current_setting('vechat.user_type', true), '') AS user_type,
+       NULLIF(pg_catalog.current_setting('vechat.role', true), '') AS role;
+RESET ROLE;
+"""
+
+
+def unsigned_copy(pg: PgServer, admin_url: str, name: str = DATABASE + "_unsigned") -> str:
+    """A copy of the (seeded) benchmark database whose policies trust plain settings, as before
+    signed contexts; its superuser URL. Serve it with VECHAT_CONTEXT_MODE=settings."""
+    with psycopg.connect(pg.admin_url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {DATABASE}".encode())
+    url = pg.admin_url(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(UNSIGNED_CONTEXT_SQL.encode())
+    return url

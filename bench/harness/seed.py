@@ -3,7 +3,7 @@
 One vocabulary for every benchmark: organisation N has personnel 1..P (role `commercial`) and
 clients 1..C; a conversation is a (personnel, client) pair; messages go from the personnel user
 to the client. Rows are written through a superuser's connection but under the writing user's
-context (`set_config`, transaction-local), so the triggers keep the counters, the last message,
+context (`vechat.act_as`, transaction-local), so the triggers keep the counters, the last message,
 the event log and its cursors exactly as in production.
 """
 
@@ -25,10 +25,7 @@ INSERT INTO public.vechat_contacts
     (organisation_id, user_id, user_type, display_name, email, role, assigned_personnel)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
-SET_CONTEXT = """
-SELECT set_config('vechat.organisation_id', %s, true), set_config('vechat.user_id', %s, true),
-       set_config('vechat.user_type', %s, true)
-"""
+SET_CONTEXT = "SELECT vechat.act_as(%s, %s, %s)"  # the DBA's way to act as a user
 CREATE_CONVERSATION = """
 INSERT INTO public.vechat_conversations
     (organisation_id, participant1_id, participant1_type, participant2_id, participant2_type)
@@ -75,7 +72,7 @@ class Seeder:
 
     def act_as(self, organisation_id: int, personnel_id: int) -> None:
         """What follows in this transaction is written by this personnel user."""
-        self.conn.execute(SET_CONTEXT, (str(organisation_id), str(personnel_id), "personnel"))
+        self.conn.execute(SET_CONTEXT, (organisation_id, personnel_id, "personnel"))
 
     def conversation(self, organisation_id: int, personnel_id: int, client_id: int) -> int:
         """A new conversation of a personnel user and a client; its id."""
