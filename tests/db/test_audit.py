@@ -411,3 +411,31 @@ def test_walkthrough_read_events_acts_for_each_recipient_and_leaves_no_context(
         ]
         assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
         conn.rollback()
+
+
+UNSIGNED_CONTEXT = """
+SET ROLE vechat_owner;
+CREATE OR REPLACE VIEW vechat.context WITH (security_invoker = true) AS
+SELECT NULLIF(current_setting('vechat.organisation_id', true), '')::bigint AS organisation_id,
+       NULLIF(current_setting('vechat.user_id', true), '')::bigint AS user_id,
+       NULLIF(current_setting('vechat.user_type', true), '') AS user_type,
+       NULLIF(current_setting('vechat.role', true), '') AS role;
+RESET ROLE;
+"""
+
+
+def test_audit_reports_a_database_that_accepts_unsigned_contexts(
+    fresh_database: FreshDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database whose context is a plain setting again (as before contexts were signed, or a
+    view edited by hand): `vechat-rls audit` exits 1 and says so; signed, it is clean."""
+    db = fresh_database(migrated=True)
+    assert audit(capsys, db.admin_url)[0] == 0
+    execute(db.admin_url, UNSIGNED_CONTEXT)
+    code, out, _ = audit(capsys, db.admin_url)
+    assert code == 1
+    assert "critical  view vechat.context: unsigned contexts are accepted" in out, out
+    # The same as the auditor sees it in psql.
+    assert ("critical", "view vechat.context",
+            "unsigned contexts are accepted: a plain set_config() by the application role makes "
+            "a transaction act for an organisation") in findings(db.admin_url)
