@@ -24,7 +24,7 @@ from litestar import Litestar
 from vechat_rls import db, registry
 from vechat_rls.api.app import create_app
 from vechat_rls.auth import TokenVerifier
-from vechat_rls.config import Settings
+from vechat_rls.config import ConfigError, Settings
 
 APP_FACTORY = "vechat_rls.api.serving:app_factory"
 METRICS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
