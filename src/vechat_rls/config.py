@@ -208,6 +208,8 @@ def _check_context_key(text: str) -> None:
     # The format of db/context.py's parse_keys, checked here so a bad key is one line at start-up
     # (config sits below db in the layers).
     parts = [p.strip() for p in text.split(",")]
+    if len({part.partition(":")[0] for part in parts}) != len(parts):
+        raise ConfigError("VECHAT_CONTEXT_KEY names a key id twice")
     for part in parts:
         key_id, _, hex_secret = part.partition(":")
         try:
