@@ -42,8 +42,8 @@ DECLARE
     r record;
     x record;
 BEGIN
-    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'vechat.read_events: p_limit must be in 1..10000' USING ERRCODE = '22023';
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'vechat.read_events: p_limit must be in 1..1000000' USING ERRCODE = '22023';
     END IF;
     FOR r IN
         SELECT (x.value ->> 0)::bigint AS organisation_id, x.value ->> 1 AS user_type,
@@ -116,7 +116,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION vechat.read_events(jsonb, integer) IS
-    'Events of several recipients ([[organisation_id, user_type, user_id, since, token], ...]) with seq > since, at most p_limit (1..10000) each, each read under that recipient''s signed context (vechat.enter(token)); message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts (NULL while the message has no read_at). Ends acting for nobody.';
+    'Events of several recipients ([[organisation_id, user_type, user_id, since, token], ...]) with seq > since, at most p_limit (1..1000000) each, each read under that recipient''s signed context (vechat.enter(token)); message events come with the message, the message it replies to (as that recipient sees them; NULL when not visible) and whether its receiver shows read receipts (NULL while the message has no read_at). Ends acting for nobody.';
 
 -- A server process's connection leases, for several users of the caller's organisation at once:
 -- [[user_type, user_id, sockets, token]], each user's statements after vechat.enter(token).

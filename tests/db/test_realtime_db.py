@@ -250,7 +250,7 @@ def test_read_events_acts_only_for_recipients_with_a_token_signed_for_them(world
         conn.rollback()
 
 
-@pytest.mark.parametrize(("limit", "since"), [(0, 0), (-1, 0), (10001, 0), (None, 0), (10, -1)])
+@pytest.mark.parametrize(("limit", "since"), [(0, 0), (-1, 0), (1000001, 0), (None, 0), (10, -1)])
 def test_read_events_refuses_a_limit_or_since_out_of_range(
     world: World, limit: int | None, since: int
 ) -> None:

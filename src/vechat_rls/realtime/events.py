@@ -73,7 +73,7 @@ async def read_frames(
     """
     def arguments(sign: db.Signer) -> tuple[list[list[object]], int]:
         # [[org, user_type, user_id, since, token]], each token signed for this connection
-        return [[*key, since, sign(key.acting())] for key, since in wanted], limit
+        return [[*key, since, sign(User(*key).acting())] for key, since in wanted], limit
 
     rows = await db.fetch_alone(database, READ_EVENTS_SQL, arguments)
     by_user: dict[User, list[db.Record]] = defaultdict(list)
