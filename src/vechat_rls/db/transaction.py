@@ -137,7 +137,10 @@ class Transaction:
         return await context.sign_for(self.connection, identity)
 
     async def act_as(self, identity: Identity) -> None:
-        """From the next statement on, act for `identity` (a signed context, like `tenant()`'s)."""
+        """From the next statement on, act for `identity` (a signed context, like `tenant()`'s).
+
+        Not in a `readonly` transaction: entering a context writes its (unlogged) row.
+        """
         await self.connection.execute("SELECT vechat.enter($1)", await self.sign(identity))
         self.identity = identity
 

@@ -103,7 +103,8 @@ async def _conversations(
     """The conversations `wanted` by users of one organisation, each as that user sees them."""
     found: dict[User, dict[int, Conversation]] = {}
     keys = list(wanted)
-    async with db.tenant(database, keys[0].acting(), readonly=True) as conn:
+    # Not READ ONLY: switching user enters a context, which writes the context row.
+    async with db.tenant(database, keys[0].acting(), appends_events=False) as conn:
         for n, key in enumerate(keys):
             identity = key.acting()
             if n:
