@@ -8,10 +8,12 @@ CREATE OR REPLACE FUNCTION vechat.messages_guard() RETURNS trigger
     SET search_path = ''
 AS $$
 DECLARE
-    me_id   bigint := vechat.current_user_id();
-    me_type text   := vechat.current_user_type();
+    me_id   bigint;
+    me_type text;
     chk     public.vechat_messages;
 BEGIN
+    -- One read of the context for both (the plan is kept for the session).
+    SELECT c.user_id, c.user_type INTO me_id, me_type FROM vechat.context c;
     IF TG_OP = 'INSERT' THEN
         IF me_id IS NOT NULL AND pg_catalog.pg_trigger_depth() = 1 THEN
             -- A new message starts unread, undeleted and unedited, stamped by the server.
