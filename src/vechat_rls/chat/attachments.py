@@ -39,7 +39,7 @@ class Attachment(msgspec.Struct, frozen=True, kw_only=True):
 INSERT_ATTACHMENT_SQL = """
 INSERT INTO public.vechat_attachments
     (organisation_id, uploader_id, uploader_type, file_name, file_type, file_size, sha256, data)
-VALUES ((SELECT vechat.current_organisation_id()), $1, $2, $3, $4,
+VALUES ((SELECT ctx.organisation_id FROM vechat.context ctx), $1, $2, $3, $4,
         octet_length($5::bytea), encode(sha256($5::bytea), 'hex'), $5::bytea)
 RETURNING id, file_name, file_size, file_type, sha256
 """

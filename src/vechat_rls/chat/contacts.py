@@ -83,9 +83,9 @@ class UpsertResult(msgspec.Struct, frozen=True, kw_only=True):
 # (db/policies/vechat_contacts.sql) — the organisation, and no other client for a client.
 VISIBLE_CONTACT_PREDICATE = """
 c.active
-AND NOT (c.user_id = (SELECT vechat.current_user_id())
-         AND c.user_type = (SELECT vechat.current_user_type()))
-AND ((SELECT vechat.current_user_type()) = 'personnel'
+AND NOT (c.user_id = (SELECT ctx.user_id FROM vechat.context ctx)
+         AND c.user_type = (SELECT ctx.user_type FROM vechat.context ctx))
+AND ((SELECT ctx.user_type FROM vechat.context ctx) = 'personnel'
      OR (c.user_type = 'personnel'
          AND CASE WHEN cardinality(me.assigned) = 0 THEN c.role = 'commercial'
                   ELSE c.user_id = ANY (me.assigned) END))
@@ -95,8 +95,8 @@ AND ((SELECT vechat.current_user_type()) = 'personnel'
 _ME_CTE = """
 WITH me AS (
     SELECT coalesce((SELECT o.assigned_personnel FROM public.vechat_contacts o
-                     WHERE o.user_id = (SELECT vechat.current_user_id())
-                       AND o.user_type = (SELECT vechat.current_user_type())),
+                     WHERE o.user_id = (SELECT ctx.user_id FROM vechat.context ctx)
+                       AND o.user_type = (SELECT ctx.user_type FROM vechat.context ctx)),
                     '{}'::bigint[]) AS assigned
 )
 """
@@ -134,7 +134,7 @@ UPSERT_CONTACTS_SQL = """
 INSERT INTO public.vechat_contacts AS c
     (organisation_id, user_id, user_type, display_name, email, avatar_url, role, active,
      assigned_personnel)
-SELECT (SELECT vechat.current_organisation_id()), r.user_id, r.user_type, r.display_name,
+SELECT (SELECT ctx.organisation_id FROM vechat.context ctx), r.user_id, r.user_type, r.display_name,
        r.email, r.avatar_url, r.role, r.active, r.assigned_personnel
 FROM jsonb_to_recordset($1::jsonb) AS r(user_id bigint, user_type text, display_name text,
                                         email text, avatar_url text, role text, active boolean,

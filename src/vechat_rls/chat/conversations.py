@@ -241,8 +241,8 @@ target AS MATERIALIZED (
     SELECT m.organisation_id, m.id
     FROM public.vechat_messages m JOIN conv
       ON m.organisation_id = conv.organisation_id AND m.conversation_id = conv.id
-    WHERE m.receiver_id = (SELECT vechat.current_user_id())
-      AND m.receiver_type = (SELECT vechat.current_user_type())
+    WHERE m.receiver_id = (SELECT ctx.user_id FROM vechat.context ctx)
+      AND m.receiver_type = (SELECT ctx.user_type FROM vechat.context ctx)
       AND NOT m.is_read
       AND m.id <= $2
     {LOCK_IN_ID_ORDER}
@@ -293,8 +293,8 @@ target AS MATERIALIZED (
     FROM public.vechat_messages m JOIN conv
       ON m.organisation_id = conv.organisation_id AND m.conversation_id = conv.id
     WHERE m.id <= conv.newest
-      AND m.receiver_id = (SELECT vechat.current_user_id())
-      AND m.receiver_type = (SELECT vechat.current_user_type())
+      AND m.receiver_id = (SELECT ctx.user_id FROM vechat.context ctx)
+      AND m.receiver_type = (SELECT ctx.user_type FROM vechat.context ctx)
       AND NOT m.is_read AND m.deleted_at IS NULL AND NOT m.is_deleted_by_receiver
     {LOCK_IN_ID_ORDER}
 ),

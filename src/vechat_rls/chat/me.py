@@ -25,7 +25,7 @@ class Me(msgspec.Struct, frozen=True, kw_only=True):
 OWN_CONTACT_SQL = """
 WITH inserted AS (
     INSERT INTO public.vechat_contacts (organisation_id, user_id, user_type, display_name, role)
-    VALUES ((SELECT vechat.current_organisation_id()), $1, $2, coalesce($3, ''), $4)
+    VALUES ((SELECT ctx.organisation_id FROM vechat.context ctx), $1, $2, coalesce($3, ''), $4)
     ON CONFLICT (organisation_id, user_type, user_id) DO NOTHING
     RETURNING display_name, email, avatar_url
 )

@@ -52,7 +52,7 @@ WITH existing AS (
 inserted AS (
     INSERT INTO public.vechat_conversations
         (organisation_id, participant1_id, participant1_type, participant2_id, participant2_type)
-    SELECT (SELECT vechat.current_organisation_id()), $3, $4, $5, $6
+    SELECT (SELECT ctx.organisation_id FROM vechat.context ctx), $3, $4, $5, $6
     WHERE NOT EXISTS (SELECT 1 FROM existing)
       AND EXISTS ({VISIBLE_CONTACT_SQL})
     ON CONFLICT (organisation_id, participant1_id, participant1_type,

@@ -46,7 +46,7 @@ WITH previous AS (
 upserted AS (
     INSERT INTO public.vechat_presence AS p
         (organisation_id, user_id, user_type, status, last_seen, updated_at)
-    VALUES ((SELECT vechat.current_organisation_id()), $1, $2, $3, now(), now())
+    VALUES ((SELECT ctx.organisation_id FROM vechat.context ctx), $1, $2, $3, now(), now())
     ON CONFLICT (organisation_id, user_type, user_id) DO UPDATE
     SET status = EXCLUDED.status, last_seen = now(), updated_at = now()
     RETURNING p.organisation_id, p.user_id, p.user_type, p.status, p.last_seen,

@@ -56,7 +56,7 @@ SELECT {_COLUMNS} FROM public.vechat_user_settings WHERE user_id = $1 AND user_t
 # visibility: vechat_user_settings_all_owner (db/policies/vechat_user_settings.sql)
 PATCH_SETTINGS_SQL = f"""
 INSERT INTO public.vechat_user_settings AS s (organisation_id, user_id, user_type, {_COLUMNS})
-VALUES ((SELECT vechat.current_organisation_id()), $1, $2,
+VALUES ((SELECT ctx.organisation_id FROM vechat.context ctx), $1, $2,
         coalesce($3, true), coalesce($4, true), coalesce($5, true),
         coalesce($6, 'light'), coalesce($7, 'medium'),
         coalesce($8, true), coalesce($9, true), coalesce($10::jsonb, '{{}}'::jsonb))

@@ -134,8 +134,8 @@ MARK_READ_SQL = f"""
 WITH target AS MATERIALIZED (
     SELECT m.organisation_id, m.id FROM public.vechat_messages m
     WHERE m.id = ANY ($1::bigint[])
-      AND m.receiver_id = (SELECT vechat.current_user_id())
-      AND m.receiver_type = (SELECT vechat.current_user_type())
+      AND m.receiver_id = (SELECT ctx.user_id FROM vechat.context ctx)
+      AND m.receiver_type = (SELECT ctx.user_type FROM vechat.context ctx)
       AND NOT m.is_read
     {LOCK_IN_ID_ORDER}
 ),

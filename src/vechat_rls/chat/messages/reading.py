@@ -30,8 +30,8 @@ from vechat_rls.identity import BIGINT_MAX
 
 # Who reads: the transaction's user. The realtime hub reads events for several users in one
 # query and names each row's recipient instead (realtime/events.py).
-CALLER_ID = "(SELECT vechat.current_user_id())"
-CALLER_TYPE = "(SELECT vechat.current_user_type())"
+CALLER_ID = "(SELECT ctx.user_id FROM vechat.context ctx)"
+CALLER_TYPE = "(SELECT ctx.user_type FROM vechat.context ctx)"
 
 
 # Whether the receiver of message `m` shows read receipts (their settings are private; the flag

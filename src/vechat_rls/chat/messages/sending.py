@@ -131,8 +131,8 @@ att AS (
                 ELSE a.file_type LIKE $5::text || '%' END AS fits
     FROM public.vechat_attachments a
     WHERE a.id = $6
-      AND a.uploader_id = (SELECT vechat.current_user_id())
-      AND a.uploader_type = (SELECT vechat.current_user_type())
+      AND a.uploader_id = (SELECT ctx.user_id FROM vechat.context ctx)
+      AND a.uploader_type = (SELECT ctx.user_type FROM vechat.context ctx)
 ),
 reply AS (
     -- By id alone (the primary key): with `conversation_id = $3` here a generic plan scanned the
@@ -146,7 +146,8 @@ inserted AS (
          reply_to_message_id, client_id, location_latitude, location_longitude,
          location_accuracy, audio_duration, audio_waveform)
     SELECT conv.organisation_id, conv.id,
-           (SELECT vechat.current_user_id()), (SELECT vechat.current_user_type()),
+           (SELECT ctx.user_id FROM vechat.context ctx),
+           (SELECT ctx.user_type FROM vechat.context ctx),
            conv.peer_id, conv.peer_type,
            $4::text, $8::text, att.id, att.file_name, att.file_size, att.file_type,
            reply.id, $9::text, $10::float8, $11::float8, $12::float8, $13::integer, $14::text
@@ -175,8 +176,8 @@ ORIGINAL_BY_CLIENT_ID_SQL = f"""
 SELECT {MESSAGE_COLUMNS}
 FROM public.vechat_messages m
 {REPLY_JOIN}
-WHERE m.sender_id = (SELECT vechat.current_user_id())
-  AND m.sender_type = (SELECT vechat.current_user_type())
+WHERE m.sender_id = (SELECT ctx.user_id FROM vechat.context ctx)
+  AND m.sender_type = (SELECT ctx.user_type FROM vechat.context ctx)
   AND m.client_id = $1
 """
 
