@@ -9,8 +9,12 @@ tenant transactions (BEGIN + context + COMMIT). It reports the PostgreSQL backen
 process's CPU per operation — CPU time, not rates: steady on a machine others share — and the
 ratios signed / unsigned. The HTTP benchmark (bench/http_api.py) has the same A/B end to end.
 
-    .venv/bin/python bench/signed_context.py [--sends 3000] [--rounds 5]
+    .venv/bin/python bench/signed_context.py [--sends 3000] [--rounds 5] [--idle 40]
                                              [--plan-cache-mode force_generic_plan]
+
+`--idle N` first opens N more connections per mode, each entering a few contexts and then idle,
+as the pools of a server leave them: the context table then holds a row per backend (and their
+dead versions), which is what the policies' context reads meet in production.
 """
 
 from __future__ import annotations
@@ -53,15 +57,35 @@ async def per_op(database: db.Database, count: int, op: Callable[[int], Awaitabl
     return ((process_cpu(pid) - pg) / count * 1e6, (time.process_time() - me) / count * 1e6)
 
 
-async def measure(urls: dict[str, str], conversation_id: int, sends: int, rounds: int
-                  ) -> dict[str, list[tuple[float, float]]]:
+async def idle_connections(url: str, mode: str, count: int) -> db.Database:
+    """`count` connections that each entered a few contexts, left open (idle)."""
+    settings = Settings(database_url=url, pool_min=count, pool_max=count, context_mode=mode,
+                        rate_limit_per_min=10**9)
+    database = db.Database(settings)
+    await database.open(warm_up=False)
+
+    async def enter_a_few() -> None:
+        for _ in range(5):
+            async with database.tenant(SENDER, readonly=True) as conn:
+                await conn.fetchval("SELECT 1")
+                await asyncio.sleep(0.01)  # hold the connection: each task gets its own
+
+    await asyncio.gather(*(enter_a_few() for _ in range(count)))
+    return database
+
+
+async def measure(urls: dict[str, str], conversation_id: int, sends: int, rounds: int,
+                  idle: int = 0) -> dict[str, list[tuple[float, float]]]:
     results: dict[str, list[tuple[float, float]]] = {}
     databases = {}
+    others = []
     for mode, url in urls.items():
         settings = Settings(database_url=url, pool_min=0, pool_max=1, context_mode=mode,
                             rate_limit_per_min=10**9)
         databases[mode] = db.Database(settings)
         await databases[mode].open(warm_up=False)
+        if idle:
+            others.append(await idle_connections(url, mode, idle))
     try:
         for round_number in range(rounds):
             order = list(urls) if round_number % 2 == 0 else list(urls)[::-1]
@@ -82,7 +106,7 @@ async def measure(urls: dict[str, str], conversation_id: int, sends: int, rounds
                 results.setdefault(f"empty tx {mode}", []).append(
                     await per_op(database, sends, empty))
     finally:
-        for database in databases.values():
+        for database in [*databases.values(), *others]:
             await database.close()
     return results
 
@@ -91,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sends", type=int, default=3000, help="operations per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="more connections per mode that entered contexts (a server's pools)")
     parser.add_argument("--plan-cache-mode", help="experiment: plan_cache_mode of both sessions")
     args = parser.parse_args(argv)
     with workdir("signed") as work, private_cluster(work, durable=False) as pg:
@@ -99,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         conversations = seed_organisations(admin_url, 1, 1, 1, lambda p: [p])
         urls = {"signed": app_url(admin_url, **extra),
                 "settings": app_url(unsigned_copy(pg, admin_url), **extra)}
-        results = asyncio.run(measure(urls, conversations[(1, 1, 1)], args.sends, args.rounds))
+        results = asyncio.run(measure(urls, conversations[(1, 1, 1)], args.sends, args.rounds,
+                                        args.idle))
         print(f"vechat-rls signed context: PostgreSQL {server_version(admin_url)}, one connection"
-              f" per mode, {args.sends} operations x {args.rounds} interleaved rounds (median)")
+              f" per mode ({args.idle} more idle), {args.sends} operations x {args.rounds}"
+              " interleaved rounds (median)")
         print(f"reproduce: {reproduce(__file__, argv)}\n")
         print(f"{'what':34} {'pg us/op':>9} {'py us/op':>9} {'total':>9}")
         medians = {}

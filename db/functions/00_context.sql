@@ -15,7 +15,14 @@
 CREATE OR REPLACE VIEW vechat.context WITH (security_invoker = true) AS
 SELECT s.organisation_id, s.user_id, s.user_type, s.role
 FROM vechat.session_contexts s
-WHERE s.pid = pg_catalog.pg_backend_pid() AND s.xact = pg_catalog.transaction_timestamp();
+WHERE s.ctid = NULLIF(pg_catalog.current_setting('vechat.context_tid', true), '')::pg_catalog.tid
+  AND s.pid = pg_catalog.pg_backend_pid() AND s.xact = pg_catalog.transaction_timestamp();
+-- Where the row is: vechat.enter() leaves its tuple id in the transaction-local setting
+-- vechat.context_tid, so every read is one tuple fetch (a TID scan), whatever the number of
+-- backends' rows and dead versions in the table -- a sequential scan of them per policy read made
+-- a send's ~90 context reads grow with the number of connections. The setting is only a hint:
+-- anyone may set it, but a row counts only if it is this backend's and this transaction's, so a
+-- forged tuple id finds nothing (no context) or the same row.
 COMMENT ON VIEW vechat.context IS
     'The verified context of the current transaction (one row), or no row: what every policy compares with, as (SELECT ctx.organisation_id FROM vechat.context ctx). Only vechat.enter() (a signed token) and vechat.act_as() (the DBA) write it.';
 
@@ -78,6 +85,7 @@ DECLARE
     f       text[] := pg_catalog.string_to_array(p_token, '|');
     v_mac   text;
     v_start timestamptz;
+    v_tid   pg_catalog.tid;
 BEGIN
     IF pg_catalog.cardinality(f) IS DISTINCT FROM 11 OR f[1] <> 'v1' THEN
         RAISE EXCEPTION 'vechat.enter: not a signed context' USING ERRCODE = '28000';
@@ -117,10 +125,12 @@ BEGIN
         organisation_id = EXCLUDED.organisation_id, user_id = EXCLUDED.user_id,
         user_type = EXCLUDED.user_type, role = EXCLUDED.role
     -- A row of an earlier backend with this pid says nothing about this one.
-    WHERE s.backend_start <> EXCLUDED.backend_start OR s.counter < EXCLUDED.counter;
+    WHERE s.backend_start <> EXCLUDED.backend_start OR s.counter < EXCLUDED.counter
+    RETURNING s.ctid INTO v_tid;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'vechat.enter: the context was already used' USING ERRCODE = '28000';
     END IF;
+    PERFORM pg_catalog.set_config('vechat.context_tid', v_tid::text, true);
 END
 $$;
 COMMENT ON FUNCTION vechat.enter(text) IS
@@ -159,6 +169,7 @@ SET backend_start = EXCLUDED.backend_start, xact = EXCLUDED.xact,
     counter = CASE WHEN s.backend_start = EXCLUDED.backend_start THEN s.counter ELSE 0 END,
     organisation_id = EXCLUDED.organisation_id, user_id = EXCLUDED.user_id,
     user_type = EXCLUDED.user_type, role = EXCLUDED.role
+RETURNING pg_catalog.set_config('vechat.context_tid', s.ctid::text, true)
 $$;
 COMMENT ON FUNCTION vechat.act_as(bigint, bigint, text, text) IS
     'For DBAs and auditors (vechat_owner, vechat_auditor; never vechat_app): the transaction acts for this user without a signed token.';

@@ -16,3 +16,10 @@ CREATE POLICY session_contexts_select_own ON vechat.session_contexts
     USING (pid = pg_catalog.pg_backend_pid() AND xact = pg_catalog.transaction_timestamp());
 COMMENT ON POLICY session_contexts_select_own ON vechat.session_contexts IS
     'A backend sees only its own context, and only during the transaction that entered it.';
+
+-- Storage, not access: at most ~9 backends' rows share a page (updates keep using the reserved
+-- space, HOT, and a page is pruned as soon as it is 10 % full). With many connections the table
+-- then spans several pages and the planner reads the context by its tuple id (vechat.context, a
+-- TID scan) instead of scanning every backend's row at each of a statement's context reads;
+-- with a few connections it is one small page either way. Measured: docs/performance.md.
+ALTER TABLE vechat.session_contexts SET (fillfactor = 10);

@@ -107,6 +107,35 @@ def test_a_context_copied_from_another_connection_is_refused(
         assert count(thief, "vechat_messages") == 0
 
 
+def test_the_context_tuple_id_is_a_hint_that_cannot_borrow_another_backends_context(
+    world: tuple[Database, list[h.Seed]],
+) -> None:
+    """vechat.context finds its row by the tuple id `vechat.enter` leaves in a setting; set by
+    hand to another backend's row (or this backend's row of an earlier transaction), it finds
+    nothing: the row must still be this backend's and this transaction's."""
+    db, seeds = world
+    o = seeds[0].organisation_id
+    with psycopg.connect(db.app_url) as victim, psycopg.connect(db.app_url) as thief, \
+            psycopg.connect(db.admin_url) as admin:
+        victim.execute("SELECT vechat.enter(%s)", (h.signed_token(victim, o, P1),))
+        assert count(victim, "vechat_messages") > 0
+        tid = victim.execute("SELECT current_setting('vechat.context_tid')").fetchone()
+        assert tid is not None and tid[0]
+        # Every row of the table and the victim's current one as the thief's hint: nothing.
+        tids = {r[0] for r in admin.execute(
+            "SELECT ctid::text FROM vechat.session_contexts").fetchall()} | {tid[0]}
+        for forged in sorted(tids):
+            thief.execute("SELECT set_config('vechat.context_tid', %s, true)", (forged,))
+            assert count(thief, "vechat_messages") == 0
+            assert thief.execute("SELECT vechat.current_organisation_id()").fetchone() == (None,)
+        thief.rollback()
+        victim.commit()
+        # The victim's own row of a finished transaction, its setting put back by hand: nothing.
+        victim.execute("SELECT set_config('vechat.context_tid', %s, true)", (tid[0],))
+        assert count(victim, "vechat_messages") == 0
+        victim.rollback()
+
+
 def test_an_expired_a_reused_a_forged_and_a_retired_keys_context_are_refused(
     fresh_database: FreshDatabase,
 ) -> None:
