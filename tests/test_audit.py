@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import Database, FreshDatabase
 from tests.pg import TestPostgres
 from vechat_rls.cli import main
+from vechat_rls.pgserver import free_port
 
 pytestmark = pytest.mark.db
 
@@ -397,3 +398,17 @@ def test_walkthrough_read_events_acts_for_each_recipient_and_leaves_no_context(
         ]
         assert conn.execute("SELECT count(*) FROM vechat_messages").fetchone() == (0,)
         conn.rollback()
+
+
+def test_audit_json_reports_an_unreachable_database_as_not_audited(
+    migrated_database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not `"clean": false` as if it had been audited: `null`, its error, and exit 3."""
+    url = f"postgresql://postgres:pw-not-shown@127.0.0.1:{free_port()}/nowhere"
+    code, out, err = audit(capsys, url, "--json")
+    document = json.loads(out)
+    [database] = document["databases"]
+    assert code == 3
+    assert database["clean"] is None and document["clean"] is None
+    assert database["error"] and "pw-not-shown" not in out + err
+    assert database["tables"] == [] and database["findings"] == []
