@@ -224,6 +224,32 @@ async def test_custom_settings_over_16k_as_stored_get_the_size_message(
     assert snapshot(migrated_database.admin_url) == before
 
 
+async def test_every_kind_of_invalid_input_has_the_one_validation_problem_type(
+    client: AsyncTestClient[Any],
+) -> None:
+    """Whichever layer refuses — the JSON decoder, msgspec's types, Litestar's query parameters,
+    the domain, a CHECK in the database — a 400 has one `type`; so has a 413."""
+    json_headers = {**ANNA.headers, "content-type": "application/json"}
+    refused = [
+        await client.patch("/api/v1/settings", content=b'{"theme": ', headers=json_headers),
+        await client.patch("/api/v1/settings", json={"bogus": 1}, headers=ANNA.headers),
+        await client.patch("/api/v1/settings", json={"theme": 5}, headers=ANNA.headers),
+        await client.patch(
+            "/api/v1/settings",
+            json={"custom_settings": {"big": "x" * 16_400}},
+            headers=ANNA.headers,
+        ),
+        await client.get("/api/v1/conversations", params={"limit": "x"}, headers=ANNA.headers),
+        await client.get("/api/v1/presence", params={"users": "robot:1"}, headers=ANNA.headers),
+    ]
+    types = {assert_problem(response, 400)["type"] for response in refused}
+    assert types == {"urn:vechat:problem:validation-error"}
+    too_large = await client.patch(
+        "/api/v1/settings", content=b" " * (2 * 1024 * 1024), headers=json_headers
+    )
+    assert assert_problem(too_large, 413)["type"] == "urn:vechat:problem:payload-too-large"
+
+
 # --- presence ----------------------------------------------------------------------------------
 
 

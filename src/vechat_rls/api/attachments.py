@@ -241,7 +241,6 @@ class AttachmentsController(Controller):
             return problem(
                 416,
                 f"range not satisfiable for a file of {size} bytes",
-                slug="range-not-satisfiable",
                 headers={**DOWNLOAD_HEADERS, "Content-Range": f"bytes */{size}"},
             )
         data = await attachments.attachment_bytes(conn, attachment_id, wanted)

@@ -67,7 +67,6 @@ class HealthController(Controller):
             return problem(
                 503,
                 f"not ready: {', '.join(failed)} unavailable",
-                slug="service-unavailable",
                 headers={"Retry-After": "2"},
                 extra={"checks": report},
             )
