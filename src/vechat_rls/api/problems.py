@@ -139,8 +139,22 @@ def _validation_errors(extra: Any) -> list[dict[str, str]]:
     return errors
 
 
-def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+# What Litestar raises (as a 500) when the client hangs up before its request body has arrived
+# (litestar.connection.Request.stream): the client's doing, and nobody is left to answer.
+CLIENT_GONE = "client disconnected prematurely"
+
+
+def _http_exception(
+    request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[dict[str, Any]]:
     status = exc.status_code
+    if status == 500 and exc.detail == CLIENT_GONE:
+        log.info(
+            "client went away before sending its whole request: %s %s",
+            request.method,
+            request.url.path,
+        )
+        return problem(400, "the client disconnected before sending its whole request")
     if isinstance(exc, ValidationException):
         return problem(
             400, "request validation failed", extra={"errors": _validation_errors(exc.extra)}

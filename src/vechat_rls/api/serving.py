@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from litestar import Litestar
 
 from vechat_rls import db, registry
 from vechat_rls.api.app import create_app
+from vechat_rls.api.protocol import LimitedHttpToolsProtocol, Limits
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import Settings
 
@@ -31,14 +33,26 @@ METRICS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 _TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s\"']+")
 
 
+def _redacted(value: object) -> object:
+    if isinstance(value, str) and "access_token=" in value:
+        return _TOKEN_IN_TEXT.sub(r"\1***", value)
+    return value
+
+
 class TokenRedactingFilter(logging.Filter):
-    """Blanks `access_token=` values (WebSocket URLs) in log records: tokens are never logged."""
+    """Blanks `access_token=` values (WebSocket URLs) in log records: tokens are never logged.
+
+    The format and each of its arguments are redacted in place, keeping the record's shape:
+    uvicorn's access formatter unpacks `args` as (client, method, path, version, status), so a
+    record whose arguments were merged into its message could no longer be formatted at all.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "access_token=" in message:
-            record.msg = _TOKEN_IN_TEXT.sub(r"\1***", message)
-            record.args = ()
+        record.msg = _redacted(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redacted(value) for key, value in record.args.items()}
         return True
 
 
@@ -179,7 +193,19 @@ def run(settings: Settings, *, workers: int, allow_privileged_role: bool) -> Non
             log_config=log_config(),
             server_header=False,
             lifespan="on",
+            http=http_protocol(settings),
+            timeout_keep_alive=settings.keepalive_timeout_s,
             # A WebSocket frame is a request body too: the same limit (uvicorn closes 1009
             # above it).
             ws_max_size=settings.max_body_bytes,
         )
+
+
+def http_protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the limits of `settings` (api/protocol.py).
+
+    A partial, not a subclass made here: with several workers uvicorn pickles its config into
+    each worker process, and only a class importable by name pickles.
+    """
+    factory = functools.partial(LimitedHttpToolsProtocol, limits=Limits.of(settings))
+    return factory  # type: ignore[return-value]  # uvicorn calls it like the class
