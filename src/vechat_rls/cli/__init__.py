@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--dir", default=".vechat", help="where the demo cluster lives")
+    demo.add_argument(
+        "--pg-port",
+        type=int,
+        default=None,
+        help="the cluster's TCP port (default: chosen once and kept in DIR/demo.json)",
+    )
     demo.add_argument("--no-serve", action="store_true", help="set up, print the links, and exit")
 
     db = sub.add_parser("db", help="migrations: migrate, rollback, status, verify")
@@ -76,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(audit)
     audit.add_argument("--json", action="store_true", help="machine-readable output")
 
-    token = sub.add_parser("token", help="mint a JWT for testing (needs $VECHAT_JWT_SECRET)")
+    token = sub.add_parser(
+        "token", help="mint a JWT for testing ($VECHAT_JWT_SECRET, or the demo's secret here)"
+    )
     token.add_argument("--org", type=int, required=True)
     token.add_argument("--user", type=int, required=True)
     token.add_argument("--type", choices=["personnel", "client"], required=True)
