@@ -24,18 +24,13 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import (
-    JsonRenderPlugin,
-    ScalarRenderPlugin,
-    StoplightRenderPlugin,
-    SwaggerRenderPlugin,
-    YamlRenderPlugin,
-)
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
 
 from vechat_rls import __version__, db
+from vechat_rls.api.apidocs import SwaggerController
 from vechat_rls.api.attachments import AttachmentsController
 from vechat_rls.api.body import StrictBody
 from vechat_rls.api.contacts import ContactsController
@@ -132,7 +127,8 @@ def create_app(
         exclude=["/metrics"],
     )
     return Litestar(
-        route_handlers=[api, HealthController, PrometheusController, WebController],
+        route_handlers=[api, HealthController, PrometheusController, WebController,
+                        SwaggerController],
         lifespan=list(LIFESPANS),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
@@ -197,13 +193,8 @@ def _openapi() -> OpenAPIConfig:
             "errors are RFC 9457 problem details (`application/problem+json`)."
         ),
         path="/schema",
-        render_plugins=[
-            JsonRenderPlugin(path=["/", "/openapi.json"]),
-            YamlRenderPlugin(),
-            SwaggerRenderPlugin(),
-            StoplightRenderPlugin(),
-            ScalarRenderPlugin(),
-        ],
+        # The interactive page is api/apidocs.py's (Swagger UI served by us, not from a CDN).
+        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), YamlRenderPlugin()],
         components=Components(
             security_schemes={
                 BEARER_SCHEME: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
