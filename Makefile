@@ -25,7 +25,7 @@ lint: $(STAMP)
 pytest: $(STAMP) browser
 	$(PY) -m pytest
 
-# tests/test_browser.py drives Debian's Chromium through Playwright (which cannot download its own).
+# tests/browser/test_browser.py drives Debian's Chromium through Playwright (which cannot download its own).
 browser:
 	@command -v chromium >/dev/null || \
 	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium))

@@ -10,7 +10,8 @@ callback, in the same event-loop step.
 Enough of RFC 6455 for talking to our own server over 127.0.0.1: the opening handshake (checked:
 101 and the Sec-WebSocket-Accept of our key), masked text frames out, unmasked frames in
 (text, fragmented text, ping answered with pong, close answered and ended), no extensions.
-A module, not a script: bench/realtime_worker.py uses it, tests/test_bench_wsclient.py tests it.
+A module, not a script: bench/realtime_worker.py uses it; tests/bench/test_bench_wsclient.py
+tests it.
 """
 
 from __future__ import annotations

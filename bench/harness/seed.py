@@ -142,11 +142,12 @@ def seed_organisations(admin_url: str, organisations: int, personnel: int, clien
 
 
 def legacy_schema() -> ModuleType:
-    """tests/legacy.py, the old VeChat module's schema as the tests build it (`build(url)`),
+    """tests/support/legacy.py: the old VeChat module's schema as the tests build it (`build(url)`),
     loaded by its path: the repository's root need not be on sys.path."""
     name = "vechat_bench_legacy"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "legacy.py")
+        path = ROOT / "tests" / "support" / "legacy.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while it runs

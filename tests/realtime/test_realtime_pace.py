@@ -1,0 +1,264 @@
+"""Delivery's pace (realtime/pace.py): at once while the process keeps up, batched while it lags.
+
+The pacer watches the real event loop of the test; the hub reads a real database and the ringer
+rings a real PostgreSQL. Only the pace itself is set by hand where a test needs it on or off for
+certain: making a server process short of CPU on purpose would slow every other test beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.support.api import api_client
+from tests.support.fixtures import Database
+from tests.support.seed import (
+    C1,
+    P1,
+    insert_message,
+    new_organisation_ids,
+    purge_organisations,
+    seed_organisation,
+)
+from vechat_rls import db
+from vechat_rls.config import ConfigError, Settings
+from vechat_rls.identity import Identity, User
+from vechat_rls.realtime.hub import Hub
+from vechat_rls.realtime.outbox import Outbox
+from vechat_rls.realtime.pace import Pacer
+from vechat_rls.realtime.ringer import Ringer
+
+PACE_S = 0.4
+
+
+def test_the_pace_switches_with_hysteresis() -> None:
+    pacer = Pacer(PACE_S, lag_on_s=0.002, lag_off_s=0.001)
+    pacer.observe(0.0015)  # between the thresholds: stays off
+    assert pacer.delay == 0
+    pacer.observe(0.0025)
+    assert pacer.delay == PACE_S
+    pacer.observe(0.0015)  # between the thresholds: stays on
+    assert pacer.delay == PACE_S
+    pacer.observe(0.0005)
+    assert pacer.delay == 0
+
+
+async def test_a_lagging_event_loop_switches_the_pace_on_and_a_quiet_one_off() -> None:
+    pacer = Pacer(PACE_S, sample_s=0.005, window_s=0.1, lag_on_s=0.01, lag_off_s=0.005)
+    pacer.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert pacer.delay == 0, "an idle loop is not short of CPU"
+
+        # Callbacks that hold the loop 30 ms each: every sample wakes ~30 ms late.
+        busy_until = time.monotonic() + 0.5
+        while time.monotonic() < busy_until:
+            time.sleep(0.03)
+            await asyncio.sleep(0)
+        assert pacer.delay == PACE_S
+
+        deadline = time.monotonic() + 5
+        while pacer.delay and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert pacer.delay == 0, "the loop is quiet again: deliver at once"
+    finally:
+        await pacer.stop()
+
+
+async def test_hold_waits_out_the_pace_only_while_it_is_on() -> None:
+    pacer = Pacer(PACE_S)  # not started: the pace is set by hand
+    began = time.monotonic()
+    await pacer.hold(began)
+    assert time.monotonic() - began < PACE_S / 2
+    pacer.delay = PACE_S
+    began = time.monotonic()
+    await pacer.hold(began)
+    assert time.monotonic() - began >= PACE_S * 0.9
+    began = time.monotonic()
+    await pacer.hold(began - PACE_S)  # the last read was a pace ago already
+    assert time.monotonic() - began < PACE_S / 2
+
+
+def test_the_pace_setting_is_validated() -> None:
+    assert Settings.from_env({}).delivery_pace_ms == 1000
+    assert Settings.from_env({"VECHAT_DELIVERY_PACE_MS": "0"}).delivery_pace_ms == 0
+    for bad in ("-1", "10001"):
+        with pytest.raises(ConfigError, match=r"VECHAT_DELIVERY_PACE_MS must be in 0\.\.10000"):
+            Settings.from_env({"VECHAT_DELIVERY_PACE_MS": bad})
+
+
+# ------------------------------------------------------------------------- with a database
+
+
+@pytest.fixture(scope="module")
+def conversation(migrated_database: Database) -> Iterator[tuple[int, int]]:
+    """(organisation, conversation) of P1 and C1, seeded as the superuser."""
+    organisation_id = new_organisation_ids(1)[0]
+    with psycopg.connect(migrated_database.admin_url) as conn:
+        seed = seed_organisation(conn, organisation_id)
+    yield organisation_id, seed.conversation_id
+    purge_organisations(migrated_database.admin_url, [organisation_id])
+
+
+def send(database: Database, organisation_id: int, conversation_id: int) -> None:
+    """P1 -> C1, one message, as the superuser acting as P1."""
+    with psycopg.connect(database.admin_url) as conn:
+        insert_message(conn, organisation_id, conversation_id, P1, C1, "paced")
+
+
+def receiver(organisation_id: int) -> Identity:
+    return Identity(organisation_id=organisation_id, user_type=C1.user_type, user_id=C1.user_id)
+
+
+class CountingHub(Hub):
+    """The real hub, recording when each of its reads starts."""
+
+    reads: list[float]
+
+    async def _read(self, wanted: list[tuple[User, int]]) -> None:
+        self.reads.append(time.monotonic())
+        await super()._read(wanted)
+
+
+@pytest.fixture
+async def hub_and_pacer(migrated_database: Database) -> AsyncIterator[tuple[CountingHub, Pacer]]:
+    settings = Settings(database_url=migrated_database.app_url, pool_min=1, pool_max=2,
+                        realtime_poll_s=60)
+    database = db.Database(settings)
+    await database.open()
+    pacer = Pacer(PACE_S)  # not started: the pace is set by hand
+    hub = CountingHub(database, settings, pacer)
+    hub.reads = []
+    hub.start()
+    try:
+        yield hub, pacer
+    finally:
+        await hub.stop()
+        await database.close()
+
+
+async def frames_until(outbox: Outbox, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while len([f for f in frames if "seq" in f]) < count:
+            frames.append(json.loads(await outbox.queue.get()))
+    return frames
+
+
+@pytest.mark.parametrize("paced", [False, True], ids=["at-once", "paced"])
+async def test_a_paced_hub_reads_at_most_once_per_pace_and_still_delivers_each_event_once(
+    migrated_database: Database,
+    conversation: tuple[int, int],
+    hub_and_pacer: tuple[CountingHub, Pacer],
+    paced: bool,
+) -> None:
+    organisation_id, conversation_id = conversation
+    hub, pacer = hub_and_pacer
+    outbox = await hub.open(receiver(organisation_id), None)
+    start = outbox.delivered
+    assert json.loads(await outbox.queue.get())["type"] == "ready"
+    pacer.delay = PACE_S if paced else 0.0
+    await asyncio.sleep(0.1)
+    hub.reads.clear()
+    rings = 6
+    for _ in range(rings):  # a doorbell after each message, as the listener would ring it
+        # In a thread: a blocked loop could not finish a hub transaction the insert waits for.
+        await asyncio.to_thread(send, migrated_database, organisation_id, conversation_id)
+        hub.mark_dirty(outbox.key)
+        await asyncio.sleep(0.05)
+    frames = await frames_until(outbox, rings)
+    await asyncio.sleep(PACE_S * 1.5)  # a duplicate would be queued by now
+    while not outbox.queue.empty():
+        frames.append(json.loads(outbox.queue.get_nowait()))
+    seqs = [f["seq"] for f in frames if "seq" in f]
+    assert seqs == list(range(start + 1, start + 1 + rings)), "each event once, in order"
+    gaps = [b - a for a, b in zip(hub.reads, hub.reads[1:], strict=False)]
+    if paced:
+        # Six doorbells over ~0.3 s: one read at once, then at most one per pace.
+        assert len(hub.reads) <= 3, hub.reads
+        assert all(gap >= PACE_S * 0.9 for gap in gaps), gaps
+    else:
+        assert len(hub.reads) >= rings, hub.reads  # every doorbell read at once
+    hub.close(outbox)
+
+
+async def test_a_paced_ringer_rings_at_most_once_per_pace_naming_every_recipient(
+    migrated_database: Database,
+) -> None:
+    heard: list[dict[str, Any]] = []
+    organisation_id = new_organisation_ids(1)[0]
+
+    def on_notify(_conn: object, _pid: int, _channel: str, text: str) -> None:
+        notice = json.loads(text)
+        if notice["o"] == organisation_id:
+            heard.append(notice)
+
+    listener = await asyncpg.connect(migrated_database.admin_url)
+    await listener.add_listener("vechat_events", on_notify)
+    pacer = Pacer(PACE_S)  # not started: the pace is set by hand
+    ringer = Ringer(migrated_database.admin_url, 0.002, pacer)
+    ringer.start()
+    try:
+        pacer.delay = PACE_S
+        began = time.monotonic()
+        for user_id in range(1, 21):  # 20 commits over ~1 s
+            ringer.ring(organisation_id, frozenset({("client", user_id)}))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(PACE_S * 1.5)
+        elapsed = time.monotonic() - began
+        named = {(t, i) for notice in heard for t, i, _seq in notice["e"]}
+        assert named == {("client", i) for i in range(1, 21)}, "every recipient rung"
+        assert len(heard) <= elapsed / PACE_S + 2, (len(heard), elapsed)
+        assert ringer.rings <= elapsed / PACE_S + 2
+
+        pacer.delay = 0.0
+        heard.clear()
+        await asyncio.sleep(0.1)
+        for user_id in range(1, 6):  # idle again: each ring goes at once
+            ringer.ring(organisation_id, frozenset({("client", user_id)}))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        assert len(heard) == 5, heard
+    finally:
+        await ringer.stop()
+        await listener.close()
+
+
+async def test_the_hub_stops_when_a_socket_closed_just_before(
+    conversation: tuple[int, int], hub_and_pacer: tuple[CountingHub, Pacer]
+) -> None:
+    """A socket closing wakes the lease task just as stop() cancels it (stop() drops sockets
+    itself): Python 3.11's asyncio.wait_for swallowed that cancellation, and stop() waited for a
+    task that went on renewing leases for ever."""
+    organisation_id, _conversation_id = conversation
+    hub, _pacer = hub_and_pacer
+    outbox = await hub.open(receiver(organisation_id), None)
+    await asyncio.sleep(0.2)  # the lease is written; the lease task waits for the next change
+    hub.close(outbox)
+    began = time.monotonic()
+    stopping = asyncio.ensure_future(hub.stop())
+    done, _pending = await asyncio.wait({stopping}, timeout=5)
+    if not done:
+        stopping.cancel()  # stop() itself survives a cancel; the fixture's teardown retries
+    assert done, "stop() is still waiting for the hub's tasks"
+    assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize("pace_ms", [250, 0])
+async def test_the_app_paces_its_hub_and_ringer_with_one_pacer_of_the_setting(
+    migrated_database: Database, pace_ms: int
+) -> None:
+    async with api_client(migrated_database, delivery_pace_ms=pace_ms) as client:
+        state = client.app.state
+        pacer = state.hub.pacer
+        assert isinstance(pacer, Pacer)
+        assert pacer.pace_s == pace_ms / 1000
+        assert state.ringer.pacer is pacer
+        assert (pacer._task is not None) == (pace_ms > 0), "watching only when it may pace"
