@@ -30,6 +30,7 @@ from tests.support.seed import new_organisation_ids
 from vechat_rls.pgserver import free_port
 
 MIB = 1024 * 1024
+SLOW_CLIENTS = 100
 CALLER = Caller(new_organisation_ids(1)[0], 1, "personnel")
 
 
@@ -163,9 +164,9 @@ def test_huge_header_lines_are_cut_without_growing_the_servers_memory(server: Se
     for client in clients:
         client.join(timeout=10)
     peak = max(peak, server.rss_mib())
+    assert peak - before < 16, f"RSS {before:.0f} MiB before, {peak:.0f} MiB at the peak"
     # What a client got out before the cut is what the kernel's buffers took: not 20 MiB.
     assert len(sent) == 5 and all(count < 20 * MIB for count in sent), sent
-    assert peak - before < 16, f"RSS {before:.0f} MiB before, {peak:.0f} MiB at the peak"
     assert "Traceback" not in server.output()
 
 
@@ -192,8 +193,9 @@ def test_headers_under_the_limit_are_served(server: Serve) -> None:
 
 def test_slow_headers_are_cut_after_the_header_timeout(server: Serve) -> None:
     """A header line every 0.3 s would keep a connection forever: cut 1 s after its first byte
-    with 408, all twenty of them."""
-    socks = [server.connect() for _ in range(20)]
+    with 408, all of them, and what they held is given back."""
+    before = server.rss_mib()
+    socks = [server.connect() for _ in range(SLOW_CLIENTS)]
     for sock in socks:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     started = time.monotonic()
@@ -216,7 +218,9 @@ def test_slow_headers_are_cut_after_the_header_timeout(server: Serve) -> None:
         for sock in socks:
             sock.close()
     assert time.monotonic() - started < 8
-    assert [status_of(answer) for answer in answers] == [408] * 20
+    assert [status_of(answer) for answer in answers] == [408] * SLOW_CLIENTS
+    after = server.rss_mib()
+    assert after - before < 16, f"RSS {before:.0f} MiB before, {after:.0f} MiB after"
 
 
 def test_a_connection_that_sends_nothing_is_closed_without_an_answer(server: Serve) -> None:
