@@ -860,7 +860,7 @@ def test_a_quote_follows_the_edit_and_the_deletion_of_its_message(
 
 
 def test_a_quote_the_api_marks_deleted_shows_the_marker(chats: dict[str, Chat]) -> None:
-    """`reply_to.deleted: true` (the API's coming field) wins over any preview it still has."""
+    """`reply_to.deleted: true` (tests/api/test_messages.py) wins over any preview it has."""
     staff = chats["staff"]
     history = re.compile(r"/api/v1/conversations/\d+/messages")
 
