@@ -37,12 +37,12 @@ CALLER = Caller(new_organisation_ids(1)[0], 1, "personnel")
 class Serve:
     """`vechat-rls serve` with one worker on a free port; stdout and stderr in one file."""
 
-    def __init__(self, database_url: str, **env: str) -> None:
+    def __init__(self, database_url: str, *args: str, **env: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(self.port), *args],
             env={
                 **os.environ,
                 "VECHAT_DATABASE_URL": database_url,
@@ -87,8 +87,9 @@ class Serve:
 
 
 @contextlib.contextmanager
-def serving(database: Database, **env: str) -> Iterator[Serve]:
-    server = Serve(database.app_url, **env)
+def serving(database: Database, *args: str, **env: str) -> Iterator[Serve]:
+    """A `Serve` for the block; `args` are more `serve` flags, `env` more variables."""
+    server = Serve(database.app_url, *args, **env)
     try:
         yield server
     finally:
@@ -186,6 +187,27 @@ def test_a_whole_header_block_over_the_limit_is_431(server: Serve) -> None:
 def test_headers_under_the_limit_are_served(server: Serve) -> None:
     response = httpx.get(server.base + "/healthz", headers={"X-Filler": "a" * (30 * 1024)})
     assert response.status_code == 200
+
+
+def test_the_serve_flags_win_over_the_variables(migrated_database: Database) -> None:
+    """`--max-header-bytes` and `--max-connections` over their VECHAT_* variables."""
+    with serving(
+        migrated_database,
+        "--max-header-bytes", "4096",
+        "--max-connections", "3",
+        VECHAT_MAX_HEADER_BYTES="65536",
+        VECHAT_MAX_CONNECTIONS="100",
+    ) as flagged:
+        filler = {"X-Filler": "a" * 5000}
+        assert httpx.get(flagged.base + "/healthz", headers=filler).status_code == 431
+        held = [flagged.connect() for _ in range(3)]
+        try:
+            time.sleep(0.2)
+            with flagged.connect() as sock:
+                assert status_of(read_answer(sock)) == 503
+        finally:
+            for sock in held:
+                sock.close()
 
 
 # --- time --------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from vechat_rls.config import PREFIX, Settings
+
 # Exit codes of `db …` and `audit` (contract); with several databases, the highest of them.
 EXIT_OK = 0
 EXIT_FINDING = 1  # a check failed: an isolation finding, a changed or pending migration
@@ -33,6 +35,16 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--all", action="store_true", help="every database of $VECHAT_REGISTRY")
 
 
+SERVE_LIMIT_FLAGS = (
+    ("--max-header-bytes", "max_header_bytes", "BYTES", "request line + headers; 431 above"),
+    ("--header-timeout", "header_timeout_s", "S", "to finish the headers; 408 after"),
+    ("--body-timeout", "body_timeout_s", "S", "silence within a body; 408 after"),
+    ("--keepalive-timeout", "keepalive_timeout_s", "S", "an idle connection is closed after"),
+    ("--max-connections", "max_connections", "N", "open connections; 503 above"),
+)
+"""`serve`'s flags for the limits of api/protocol.py: (flag, Settings field, unit, meaning)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vechat-rls", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="benchmarks only: start even if the role could bypass row-level security",
     )
+    limits = serve.add_argument_group(
+        "limits on each client, per process (docs/serving.md); each wins over its variable"
+    )
+    for flag, setting, unit, meaning in SERVE_LIMIT_FLAGS:
+        limits.add_argument(
+            flag,
+            dest=setting,
+            type=int,
+            default=None,
+            metavar=unit,
+            help=f"{meaning} (${PREFIX}{setting.upper()}, default {getattr(Settings(), setting)})",
+        )
 
     demo = sub.add_parser("demo", help="embedded PostgreSQL in ./.vechat/, demo data, serve")
     demo.add_argument("--host", default="127.0.0.1")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vechat_rls.api import serving
-from vechat_rls.cli import EXIT_FINDING, CliError
+from vechat_rls.cli import EXIT_FINDING, SERVE_LIMIT_FLAGS, CliError
 from vechat_rls.config import ConfigError, Settings
 from vechat_rls.registry import RegistryError
 
@@ -26,10 +26,18 @@ def check_before_serving(settings: Settings, *, allow_privileged_role: bool) -> 
         raise CliError(str(exc), EXIT_FINDING) from None
 
 
-def serve(*, host: str | None, port: int | None, workers: int, allow_privileged_role: bool) -> int:
-    """Serve with the environment's settings, `host` and `port` overriding theirs."""
+def serve(
+    *,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    allow_privileged_role: bool,
+    limits: dict[str, int | None] | None = None,
+) -> int:
+    """Serve with the environment's settings, `host`, `port` and the `limits` given (Settings
+    fields; None: not given) overriding theirs."""
     try:
-        settings = Settings.from_env(host=host, port=port)
+        settings = Settings.from_env(None, host=host, port=port, **(limits or {}))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     if workers < 1:
@@ -40,10 +48,13 @@ def serve(*, host: str | None, port: int | None, workers: int, allow_privileged_
 
 
 def run(args: argparse.Namespace) -> int:
-    """`vechat-rls serve [--host H] [--port P] [--workers N] [--allow-privileged-role]`."""
+    """`vechat-rls serve [--host H] [--port P] [--workers N] [--allow-privileged-role]
+    [--max-header-bytes B] [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
+    [--max-connections N]`."""
     return serve(
         host=args.host,
         port=args.port,
         workers=args.workers,
         allow_privileged_role=args.allow_privileged_role,
+        limits={setting: getattr(args, setting) for _, setting, _, _ in SERVE_LIMIT_FLAGS},
     )
