@@ -24,6 +24,11 @@ Insert variants run in interleaved rounds and report the median (the machine is 
 drifts). The rate limit (60 messages/min per user) is raised for the servers with
 `VECHAT_RATE_LIMIT_PER_MIN`, so it never answers 429; its counter statement still runs.
 
+`--ab-src DIR` adds a fourth server, as `vechat_app`, from another source tree (e.g. `git archive
+<commit> | tar -x -C DIR`: its `src/` is put first on the server's `PYTHONPATH`), and measures
+its sends and `GET /healthz` in the same interleaved rounds as this tree's: the cost of a change
+to the serving path, with the machine's drift on both sides.
+
 `--workers 2` (the default) is one uvicorn worker per core: the API spends ~1 ms of CPU per send
 and ~0.6-1 ms per GET (the "CPU us/op" column), so one process caps GETs at about one core while
 the other idles; a third worker would only add context switches with PostgreSQL, which needs
@@ -33,6 +38,7 @@ where their time goes.
 
     .venv/bin/python bench/http_api.py [--duration 5] [--rounds 3] [--workers 2] [--quick]
                                        [--profile DIR [--native]] [--no-access-log] [--keep]
+                                       [--ab-src DIR]
 """
 
 from __future__ import annotations
@@ -405,8 +411,12 @@ RAW_QUIET = "raw asyncpg INSERT in db.tenant(), doorbell off"
 API_APP = "POST messages as vechat_app"
 API_BYPASS = "POST messages as BYPASSRLS role"
 API_QUIET = "POST messages as vechat_app, doorbell off"
+API_AB = "POST messages as vechat_app, --ab-src tree"
+HEALTHZ_APP = "GET /healthz, this tree"
+HEALTHZ_AB = "GET /healthz, --ab-src tree"
 
-ORDER = [API_QUIET, API_APP, API_BYPASS, RAW_BYPASS, RAW_TENANT, RAW_QUIET, RAW_BATCH]
+ORDER = [HEALTHZ_AB, HEALTHZ_APP, API_QUIET, API_AB, API_APP, API_BYPASS, RAW_BYPASS,
+         RAW_TENANT, RAW_QUIET, RAW_BATCH]
 
 SEND_PATH = "/api/v1/conversations/{conversation_id}/messages"
 PAGE_PATH = "/api/v1/conversations/{conversation_id}/messages"
@@ -486,10 +496,19 @@ async def measure(ctx: Context) -> list[Row]:
                                  batch=False, tag=tag)),
     ]
     if sends:
-        for key, label in (("app", API_APP), ("bypass", API_BYPASS), ("quiet", API_QUIET)):
+        for key, label in (("app", API_APP), ("bypass", API_BYPASS), ("quiet", API_QUIET),
+                           ("ab", API_AB)):
+            if key not in ctx.servers:
+                continue
             port = ctx.servers[key].port
             variants.append((label, lambda tag, port=port: closed_loop(  # type: ignore[misc]
                 port, send_maker(ctx, tag), CLIENTS, args.duration, warmup)))
+    if "ab" in ctx.servers:
+        healthz = fixed_maker([http_get("/healthz")])
+        for key, label in (("app", HEALTHZ_APP), ("ab", HEALTHZ_AB)):
+            port = ctx.servers[key].port
+            variants.append((label, lambda _tag, port=port: closed_loop(  # type: ignore[misc]
+                port, healthz, CLIENTS, args.duration, warmup)))
     # Pairs that make a ratio run back to back, and every other round in reverse order, so a
     # drift in the machine's load touches both sides of a ratio alike.
     variants.sort(key=lambda v: ORDER.index(v[0]))
@@ -595,6 +614,11 @@ def report(ctx: Context, rows: list[Row], header: list[str]) -> None:
         ("  same by CPU/op (api+pg), raw", ratios.cpus(RAW_TENANT, RAW_BYPASS), ""),
         ("doorbell, API: on / off", ratios.rates(API_APP, API_QUIET), ""),
         ("doorbell, raw: on / off", ratios.rates(RAW_TENANT, RAW_QUIET), ""),
+        *((("POST: this tree / --ab-src", ratios.rates(API_APP, API_AB), ""),
+           ("  same by CPU/op (api+pg)", ratios.cpus(API_APP, API_AB), ""),
+           ("GET /healthz: this tree / --ab-src", ratios.rates(HEALTHZ_APP, HEALTHZ_AB), ""),
+           ("  same by CPU/op (api)", ratios.cpus(HEALTHZ_APP, HEALTHZ_AB, ("api",)), ""))
+          if API_AB in ctx.runs else ()),
     ):
         for line in ratios.row(label, values, target):
             print(line)
@@ -623,6 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="experiment: serve without uvicorn's per-request access log")
     parser.add_argument("--keep", action="store_true",
                         help="after measuring, keep everything running until Ctrl-C (profiling)")
+    parser.add_argument("--ab-src", metavar="DIR",
+                        help="also measure a vechat_app server from this source tree (its src/)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.rounds = 0.5, 0.2, 1
@@ -642,6 +668,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key, label in (("app", "vechat_app"), ("bypass", BYPASS_ROLE),
                                ("quiet", "vechat_app, doorbell off"))
         }
+        if args.ab_src:
+            source = str(Path(args.ab_src).resolve() / "src")
+            path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
+            servers["ab"] = ApiServer(f"vechat_app from {args.ab_src}", urls["app"],
+                                      args.workers, work / "serve-ab.log",
+                                      access_log=not args.no_access_log,
+                                      env={"PYTHONPATH": path})
         try:
             start_all(list(servers.values()))
             paths = available_paths(servers["app"].port)
@@ -662,6 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cores: CPU used meanwhile by the API servers, PostgreSQL, this generator and all"
                 " else on the machine (other people's work: noise); CPU us/op: API servers' and"
                 " PostgreSQL's CPU per operation (steadier than rates on a busy machine)",
+                *([f"A/B: a fourth server, as vechat_app, from {args.ab_src}/src; its sends and"
+                   " GET /healthz interleaved with this tree's in the same rounds"]
+                  if args.ab_src else []),
                 f"reproduce: {reproduce(__file__, argv)}",
             ]
 
