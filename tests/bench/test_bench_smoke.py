@@ -1,6 +1,6 @@
 """The benchmark harnesses run end to end (`bench/http_api.py --quick`, ~17 s;
-`bench/read_events.py`, `bench/hub_read.py` and `bench/ws_send.py`, small): smoke checks of the
-harness, not numbers."""
+`bench/read_events.py`, `bench/hub_read.py`, `bench/ws_send.py`, `bench/protocol_cost.py`,
+small; `bench/hostile_clients.py`, ~25 s): smoke checks of the harness, not numbers."""
 
 from __future__ import annotations
 
@@ -73,3 +73,22 @@ def test_adopt_bench_adopts_and_rolls_back_a_small_legacy_database() -> None:
     assert "copied public.vechat_messages back: 2000 rows" in out, out
     assert "verify: " in out and " 0 failed" in out, out
     assert re.search(r"adoption / baseline copy: \d+\.\d\d", out), out
+
+
+def test_protocol_cost_bench_measures_both_protocols_for_both_requests() -> None:
+    out = run_bench("protocol_cost.py", "--requests", "300", "--rounds", "1", timeout=60)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[4:] if line.strip()}
+    assert set(rows) == {"GET", "POST"}, out
+    for uvicorn_us, limited_us, _added, _ratio, *_rounds in rows.values():
+        assert float(uvicorn_us) > 0 and float(limited_us) > 0, out
+
+
+@pytest.mark.slow
+def test_hostile_clients_bench_sees_this_tree_cut_every_hostile_client() -> None:
+    """Against this tree's serve: the huge headers cut, 431, and no slow client left after 12 s
+    (past the default header timeout, 10 s)."""
+    out = run_bench("hostile_clients.py", "--slow-s", "12", timeout=120)
+    assert "a complete 10 MB header: HTTP/1.1 431" in out, out
+    assert "slow headers: 0 of 300 connections still open" in out, out
+    sent = re.search(r"before it was cut: (.*)", out)
+    assert sent and all(float(s.split()[0]) < 20 for s in sent.group(1).split(", ")), out
