@@ -78,6 +78,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -898,7 +899,7 @@ def report(bench: Bench, header: list[str]) -> list[str]:
         met = lat.p50 <= 0.005 and lat.p99 <= 0.025
         out.append(f"  latency at {bench.args.rate:g}/s, coalesced: p50 {ms(lat.p50)} ms "
                    f"(<= 5), p99 {ms(lat.p99)} ms (<= 25): {'met' if met else 'MISSED'}")
-    both = paired("max-coalesced", "max-off")
+    both = [v for v in paired("max-coalesced", "max-off") if not math.isnan(v)]
     if both:
         value = statistics.median(both)
         out.append(f"  delivered / sent without doorbell: {value:.2f} (>= 0.9): "

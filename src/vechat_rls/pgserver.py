@@ -221,7 +221,13 @@ class PgServer:
             self._run_as = _ensure_system_user()  # pg_ctl refuses to run as root
         if (self.pgdata / "postmaster.pid").exists():
             pg_ctl = str(self.bindir / "pg_ctl")
-            self._run([pg_ctl, "-D", str(self.pgdata), "-m", mode, "-w", "stop"], check=False)
+            proc = self._run(
+                [pg_ctl, "-D", str(self.pgdata), "-m", mode, "-w", "-t", "120", "stop"],
+                check=False, timeout=150,
+            )
+            if proc.returncode != 0 and (self.pgdata / "postmaster.pid").exists():
+                output = (proc.stderr or proc.stdout).strip()
+                raise PgServerError(f"pg_ctl stop failed: {output}")
 
     def restart(self) -> None:
         self.stop()

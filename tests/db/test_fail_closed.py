@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tests.support import seed as h
+from tests.support.fixtures import Database
 from tests.support.postgres import TestPostgres
 from tests.support.seed import P1, Seed
 from vechat_rls.db import check_role_safety
@@ -32,8 +33,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(request: pytest.FixtureRequest, postgres: TestPostgres) -> Iterator[World]:
-    database = h.shared_database(request, postgres)
+def world(migrated_database: Database, postgres: TestPostgres) -> Iterator[World]:
+    database = migrated_database.name
     with h.organisations(postgres, database, 2) as ids:
         with h.admin_connect(postgres, database) as conn:
             seeds = [h.seed_organisation(conn, o) for o in ids]

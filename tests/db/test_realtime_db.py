@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.support import seed as h
-from tests.support.fixtures import FreshDatabase
+from tests.support.fixtures import Database, FreshDatabase
 from tests.support.postgres import TestPostgres
 from tests.support.seed import C1, C2, P1, P2, Seed, User
 
@@ -32,8 +32,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(request: pytest.FixtureRequest, postgres: TestPostgres) -> Iterator[World]:
-    database = h.shared_database(request, postgres)
+def world(migrated_database: Database, postgres: TestPostgres) -> Iterator[World]:
+    database = migrated_database.name
     with h.organisations(postgres, database, 2) as ids:
         with h.admin_connect(postgres, database) as conn:
             seeds = [h.seed_organisation(conn, o) for o in ids]
@@ -116,12 +116,12 @@ def test_read_events_returns_each_message_as_its_recipient_reads_it(world: World
 
 
 def test_read_events_brings_the_reply_and_the_receipt_rule_where_the_event_needs_them(
-    request: pytest.FixtureRequest, postgres: TestPostgres
+    migrated_database: Database, postgres: TestPostgres
 ) -> None:
     """The message replied to, as the recipient reads it, comes with a reply's events; whether
     the receiver shows read receipts comes with events of a message that has a read_at, and
     follows the receiver's setting."""
-    database = h.shared_database(request, postgres)
+    database = migrated_database.name
     with (
         h.organisations(postgres, database, 1) as (o,),
         h.admin_connect(postgres, database) as admin,
@@ -166,14 +166,14 @@ def test_read_events_brings_the_reply_and_the_receipt_rule_where_the_event_needs
 
 
 def test_read_events_plans_once_however_long_a_recipients_history(
-    request: pytest.FixtureRequest, postgres: TestPostgres
+    migrated_database: Database, postgres: TestPostgres
 ) -> None:
     """The hub calls read_events for every wake-up with each recipient's `since`. With the
     default plan_cache_mode the events query's custom plan for `seq > <since>` wins over the
     generic one once a history is long, and every recipient of every call was planned again
     (8x the CPU with 1,000 messages: bench/read_events.py). auto_explain shows the plan each call
     ran: a generic plan compares with parameters, a custom one with the call's values."""
-    database = h.shared_database(request, postgres)
+    database = migrated_database.name
     with h.organisations(postgres, database, 1) as (o,):
         with h.admin_connect(postgres, database) as admin:
             seed = h.seed_organisation(admin, o)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from vechat_rls.config import PREFIX, Settings
+from vechat_rls.pgserver import PgServerError
 
 # Exit codes of `db …` and `audit` (contract); with several databases, the highest of them.
 EXIT_OK = 0
@@ -149,5 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"vechat-rls: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PgServerError as exc:  # the demo's embedded PostgreSQL would not start or stop
+        print(f"vechat-rls: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
