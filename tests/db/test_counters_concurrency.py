@@ -86,8 +86,7 @@ def env(migrated_database: Database, postgres: TestPostgres) -> Iterator[Env]:
         try:
             yield e
         finally:
-            with h.admin_connect(postgres, database) as conn:
-                h.delete_organisations(conn, e.organisations)
+            h.purge_organisations(migrated_database.admin_url, e.organisations)
 
 
 # --------------------------------------------------------------------------------------------

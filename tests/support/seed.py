@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.support.fixtures import APP_PASSWORD, migrate_to_head
 from tests.support.postgres import TestPostgres
@@ -80,6 +81,13 @@ def organisations(postgres: TestPostgres, database: str, count: int = 1) -> Iter
 
 # --------------------------------------------------------------------------------------------
 # Databases
+
+
+def shared_database(request: pytest.FixtureRequest, postgres: TestPostgres) -> str:
+    """The session's database migrated to head (`migrated_database`), by name: a module that
+    seeds organisations of its own there purges them afterwards (`organisations`)."""
+    database: str = request.getfixturevalue("migrated_database").name
+    return database
 
 
 @contextmanager
