@@ -26,24 +26,41 @@ def check_before_serving(settings: Settings, *, allow_privileged_role: bool) -> 
         raise CliError(str(exc), EXIT_FINDING) from None
 
 
-def serve(*, host: str | None, port: int | None, workers: int, allow_privileged_role: bool) -> int:
-    """Serve with the environment's settings, `host` and `port` overriding theirs."""
+def serve(
+    *,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    allow_privileged_role: bool,
+    access_log: bool = False,
+) -> int:
+    """Serve with the environment's settings, `host` and `port` overriding theirs; `workers`
+    None: `serving.default_workers()`."""
     try:
         settings = Settings.from_env(host=host, port=port)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    if workers is None:
+        workers = serving.default_workers()
     if workers < 1:
         raise CliError("--workers must be at least 1")
     check_before_serving(settings, allow_privileged_role=allow_privileged_role)
-    serving.run(settings, workers=workers, allow_privileged_role=allow_privileged_role)
+    serving.run(
+        settings,
+        workers=workers,
+        allow_privileged_role=allow_privileged_role,
+        access_log=access_log,
+    )
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """`vechat-rls serve [--host H] [--port P] [--workers N] [--allow-privileged-role]`."""
+    """`vechat-rls serve [--host H] [--port P] [--workers N] [--[no-]access-log]
+    [--allow-privileged-role]`."""
     return serve(
         host=args.host,
         port=args.port,
         workers=args.workers,
         allow_privileged_role=args.allow_privileged_role,
+        access_log=args.access_log,
     )
