@@ -54,8 +54,9 @@ def test_no_backlog_never_batches_whatever_the_event_loop_lag() -> None:
 
 def test_a_growing_backlog_opens_a_window_that_grows_with_it_up_to_the_pace() -> None:
     pacer = Pacer(PACE_S, first_window_s=0.005)
-    pacer.observe(2)
-    assert pacer.delay == 0, "one read with users waiting: not yet a growing backlog"
+    for backlog in (1, 2):
+        pacer.observe(backlog)
+        assert pacer.delay == 0, "users waiting after a read or two: not yet a growing backlog"
     windows = []
     for backlog in range(3, 20):
         pacer.observe(backlog)
@@ -69,7 +70,7 @@ def test_a_growing_backlog_opens_a_window_that_grows_with_it_up_to_the_pace() ->
 
 def test_a_steady_backlog_keeps_the_window_and_a_drained_one_closes_it_at_once() -> None:
     pacer = Pacer(PACE_S, first_window_s=0.005)
-    for backlog in (2, 3, 4):
+    for backlog in (2, 3, 4, 5):
         pacer.observe(backlog)
     window = pacer.delay
     assert window == 0.010
@@ -83,9 +84,9 @@ def test_a_steady_backlog_keeps_the_window_and_a_drained_one_closes_it_at_once()
 def test_backlogs_of_several_hubs_add_up_and_a_stopped_hub_is_forgotten() -> None:
     pacer = Pacer(PACE_S, first_window_s=0.005)
     busy, idle = object(), object()
-    pacer.observe(2, busy)
-    pacer.observe(0, idle)  # one idle hub does not close the window of a busy one
-    pacer.observe(3, busy)
+    for backlog in (1, 2, 3):
+        pacer.observe(backlog, busy)
+        pacer.observe(0, idle)  # one idle hub neither closes nor holds back a busy one's window
     assert pacer.delay == 0.005
     pacer.observe(0, idle)
     assert pacer.delay == 0.005

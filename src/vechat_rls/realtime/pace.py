@@ -3,7 +3,8 @@
 The hub tells the pacer, after each read, how many users are already waiting for the next one
 (`observe`). A read that ends with nobody waiting means delivery keeps up, whatever the load or
 the event loop's lag: the window is 0 and every doorbell is read at once. A backlog that grows
-from one read to the next means reads cannot keep up: the window opens at `FIRST_WINDOW_S` and
+read after read (`GROWTHS_TO_OPEN` times in a row: a backlog that merely wavers on a busy host
+is not one) means reads cannot keep up: the window opens at `FIRST_WINDOW_S` and
 doubles each time the backlog grows beyond the level that last widened it, up to
 `VECHAT_DELIVERY_PACE_MS`; the hub then reads, and the
 ringer rings, at most once per window, so that each user's events are read together. The first
@@ -23,6 +24,7 @@ import time
 log = logging.getLogger(__name__)
 
 FIRST_WINDOW_S = 0.005  # the window a backlog first opens: a few ms, not the whole pace
+GROWTHS_TO_OPEN = 3  # reads in a row after which more users waited than after the one before
 LATE_AFTER_MIN_S = 1.0  # deliveries later than max(this, 2 x pace) are a WARNING
 LATE_LOG_EVERY_S = 60.0  # ... at most once a minute
 # The switches, as logged (bench/realtime.py counts them in the servers' logs).
@@ -43,6 +45,7 @@ class Pacer:
         self._backlogs: dict[object, int] = {}
         self._backlog = 0  # the sum over sources at the last observation
         self._high = 0  # the backlog that last widened the window (0: drained since)
+        self._growths = 0  # reports in a row with a larger backlog than the one before
         self._late_logged = -LATE_LOG_EVERY_S
 
     async def hold(self, since: float) -> None:
@@ -59,12 +62,14 @@ class Pacer:
         previous, self._backlog = self._backlog, total
         if self.pace_s <= 0:
             return
+        if total != previous:  # another hub's unchanged report neither grows nor shrinks it
+            self._growths = self._growths + 1 if total > previous else 0
         if total == 0:
             self._high = 0
             if self.delay:
                 self.delay = 0.0
                 log.info("realtime: backlog drained; %s", AT_ONCE)
-        elif total > previous > 0 and total > self._high:
+        elif total > self._high and (self.delay or self._growths >= GROWTHS_TO_OPEN):
             # Growing, and beyond any level it has already widened the window for: a backlog
             # that merely wavers around one level keeps its window.
             self._high = total

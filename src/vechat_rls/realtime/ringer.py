@@ -3,8 +3,8 @@
 In the coalesced doorbell mode a write transaction silences the event trigger's NOTIFY in its
 BEGIN batch and, after COMMIT, calls `Ringer.ring(organisation_id, recipients)`. The ringer
 rings `vechat_events` for every pending organisation in one short transaction of its own: at
-most once per `VECHAT_DOORBELL_BATCH_MS` while rings keep coming (once per pace while the
-process is short of CPU), at once when idle. Payloads carry ids only: `{"o": organisation, "e":
+most once per `VECHAT_DOORBELL_BATCH_MS` while rings keep coming (once per the pacer's window
+while delivery falls behind, realtime/pace.py), at once when idle. Payloads carry ids only: `{"o": organisation, "e":
 [[user_type, user_id, 0], ...]}` when every write of the batch named its recipients, else
 `{"o": organisation, "e": []}`. Registry mode has one ringer per database.
 """
@@ -60,7 +60,7 @@ class Ringer:
     ) -> None:
         self.url = url
         self.batch_s = batch_s
-        self.pacer = pacer or Pacer(0)  # short of CPU: ring at most once per its delay instead
+        self.pacer = pacer or Pacer(0)  # falling behind: ring at most once per its window
         self.budget = budget
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
         self._pending: dict[int, set[tuple[str, int]] | None] = {}
@@ -109,7 +109,7 @@ class Ringer:
         while True:
             await self._wake.wait()
             # Busy: let the commits of the next `batch_s` join this ring. Idle: ring at once.
-            # Short of CPU: the pacer's delay instead, when longer (realtime/pace.py).
+            # Delivery falling behind: the pacer's window instead, when longer (realtime/pace.py).
             wait = self._last + max(self.batch_s, self.pacer.delay) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
