@@ -3,10 +3,10 @@
 In the coalesced doorbell mode a write transaction silences the event trigger's NOTIFY in its
 BEGIN batch and, after COMMIT, calls `Ringer.ring(organisation_id, recipients)`. The ringer
 rings `vechat_events` for every pending organisation in one short transaction of its own: at
-most once per `VECHAT_DOORBELL_BATCH_MS` while rings keep coming (once per the pacer's window
-while delivery falls behind, realtime/pace.py), at once when idle. Payloads carry ids only:
-`{"o": organisation, "e": [[user_type, user_id, 0], ...]}` when every write of the batch named
-its recipients, else `{"o": organisation, "e": []}`. Registry mode has one ringer per database.
+most once per `VECHAT_DOORBELL_BATCH_MS` while rings keep coming (once per pace while the
+process is short of CPU), at once when idle. Payloads carry ids only: `{"o": organisation, "e":
+[[user_type, user_id, 0], ...]}` when every write of the batch named its recipients, else
+`{"o": organisation, "e": []}`. Registry mode has one ringer per database.
 """
 
 from __future__ import annotations
