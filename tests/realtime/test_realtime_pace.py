@@ -48,18 +48,29 @@ def test_no_backlog_never_batches_whatever_the_event_loop_lag() -> None:
         assert pacer.delay == 0
     # A backlog that shows up once and does not grow is no reason to wait either.
     for backlog in (1, 1, 0, 3, 2, 2, 1, 0):
+        behind(pacer, backlog)
+        assert pacer.delay == 0, backlog
+    # Nor one that grows while every read still comes within a few ms of its doorbell.
+    for backlog in range(1, 10):
+        pacer.waited(0.002, backlog)
         pacer.observe(backlog)
         assert pacer.delay == 0, backlog
+
+
+def behind(pacer: Pacer, backlog: int, source: object = None) -> None:
+    """A read whose users waited 50 ms for it, and `backlog` users waiting after it."""
+    pacer.waited(0.05, backlog)
+    pacer.observe(backlog, source)
 
 
 def test_a_growing_backlog_opens_a_window_that_grows_with_it_up_to_the_pace() -> None:
     pacer = Pacer(PACE_S, first_window_s=0.005)
     for backlog in (1, 2):
-        pacer.observe(backlog)
+        behind(pacer, backlog)
         assert pacer.delay == 0, "users waiting after a read or two: not yet a growing backlog"
     windows = []
     for backlog in range(3, 20):
-        pacer.observe(backlog)
+        behind(pacer, backlog)
         windows.append(pacer.delay)
     assert windows[0] == 0.005, "the first window is a few ms, not the whole pace"
     assert windows == sorted(windows), "it only grows while the backlog grows"
@@ -71,11 +82,11 @@ def test_a_growing_backlog_opens_a_window_that_grows_with_it_up_to_the_pace() ->
 def test_a_steady_backlog_keeps_the_window_and_a_drained_one_closes_it_at_once() -> None:
     pacer = Pacer(PACE_S, first_window_s=0.005)
     for backlog in (2, 3, 4, 5):
-        pacer.observe(backlog)
+        behind(pacer, backlog)
     window = pacer.delay
     assert window == 0.010
     for backlog in (4, 3, 4, 2, 4):
-        pacer.observe(backlog)  # not growing: the window stays as it is
+        behind(pacer, backlog)  # not growing: the window stays as it is
         assert pacer.delay == window
     pacer.observe(0)
     assert pacer.delay == 0, "drained: at once again"
@@ -85,7 +96,7 @@ def test_backlogs_of_several_hubs_add_up_and_a_stopped_hub_is_forgotten() -> Non
     pacer = Pacer(PACE_S, first_window_s=0.005)
     busy, idle = object(), object()
     for backlog in (1, 2, 3):
-        pacer.observe(backlog, busy)
+        behind(pacer, backlog, busy)
         pacer.observe(0, idle)  # one idle hub neither closes nor holds back a busy one's window
     assert pacer.delay == 0.005
     pacer.observe(0, idle)
@@ -101,7 +112,7 @@ def test_switches_log_at_info_and_only_late_deliveries_warn(
     caplog.set_level(logging.DEBUG, logger="vechat_rls.realtime.pace")
     pacer = Pacer(PACE_S)
     for backlog in (1, 2, 3, 4, 0):
-        pacer.observe(backlog)
+        behind(pacer, backlog)
     levels = {r.levelno for r in caplog.records}
     assert logging.WARNING not in levels
     assert any(BATCHING in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
@@ -119,7 +130,7 @@ def test_switches_log_at_info_and_only_late_deliveries_warn(
 def test_a_pace_of_zero_never_batches() -> None:
     pacer = Pacer(0)
     for backlog in range(1, 30):
-        pacer.observe(backlog)
+        behind(pacer, backlog)
     assert pacer.delay == 0
 
 

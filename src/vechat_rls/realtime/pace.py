@@ -4,12 +4,12 @@ The hub tells the pacer, after each read, how many users are already waiting for
 (`observe`). A read that ends with nobody waiting means delivery keeps up, whatever the load or
 the event loop's lag: the window is 0 and every doorbell is read at once. A backlog that grows
 read after read (`GROWTHS_TO_OPEN` times in a row: a backlog that merely wavers on a busy host
-is not one) means reads cannot keep up: the window opens at `FIRST_WINDOW_S` and
-doubles each time the backlog grows beyond the level that last widened it, up to
-`VECHAT_DELIVERY_PACE_MS`; the hub then reads, and the
-ringer rings, at most once per window, so that each user's events are read together. The first
-read that ends with nobody waiting closes it again. Only durable events wait; nothing is lost or
-reordered.
+is not one) while users already wait `OPEN_AFTER_WAIT_S` for their read (`waited`) means reads
+cannot keep up: the window opens at `FIRST_WINDOW_S` and doubles each time the backlog grows
+beyond the level that last widened it, up to `VECHAT_DELIVERY_PACE_MS`; the hub then reads, and
+the ringer rings, at most once per window, so that each user's events are read together. The
+first read that ends with nobody waiting closes it again. Only durable events wait; nothing is
+lost or reordered.
 
 Switches are logged at INFO. A WARNING says that deliveries are late: a user waited longer than
 `late_after_s` (twice the pace, at least one second) between its doorbell and the read.
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FIRST_WINDOW_S = 0.005  # the window a backlog first opens: a few ms, not the whole pace
 GROWTHS_TO_OPEN = 3  # reads in a row after which more users waited than after the one before
+OPEN_AFTER_WAIT_S = 0.010  # ... and the oldest of a read's users waited this long: behind
 LATE_AFTER_MIN_S = 1.0  # deliveries later than max(this, 2 x pace) are a WARNING
 LATE_LOG_EVERY_S = 60.0  # ... at most once a minute
 # The switches, as logged (bench/realtime.py counts them in the servers' logs).
@@ -46,6 +47,7 @@ class Pacer:
         self._backlog = 0  # the sum over sources at the last observation
         self._high = 0  # the backlog that last widened the window (0: drained since)
         self._growths = 0  # reports in a row with a larger backlog than the one before
+        self._waited = 0.0  # how long the oldest user of the last read waited for it
         self._late_logged = -LATE_LOG_EVERY_S
 
     async def hold(self, since: float) -> None:
@@ -69,7 +71,9 @@ class Pacer:
             if self.delay:
                 self.delay = 0.0
                 log.info("realtime: backlog drained; %s", AT_ONCE)
-        elif total > self._high and (self.delay or self._growths >= GROWTHS_TO_OPEN):
+        elif total > self._high and (
+            self.delay or (self._growths >= GROWTHS_TO_OPEN and self._waited >= OPEN_AFTER_WAIT_S)
+        ):
             # Growing, and beyond any level it has already widened the window for: a backlog
             # that merely wavers around one level keeps its window.
             self._high = total
@@ -97,6 +101,7 @@ class Pacer:
     def waited(self, seconds: float, users: int) -> None:
         """The oldest of the `users` a read is about to serve waited `seconds` since its
         doorbell: a WARNING beyond `late_after_s`, at most once a minute."""
+        self._waited = seconds
         if seconds <= self.late_after_s:
             return
         now = time.monotonic()
