@@ -823,9 +823,17 @@ def merged(rows: list[Row]) -> Row:
     p50s = [r.p50 for r in rows if r.p50 is not None]
     p99s = [r.p99 for r in rows if r.p99 is not None]
     errors = "; ".join(sorted({r.errors for r in rows if r.errors}))
+    note = median.note
+    if p99s:
+        # Each round's p99 and pacing, in order: "p99 <= X in N of N runs" is read from here.
+        note = ("rounds p99 " + ", ".join(f"{p * 1000:.1f}" for p in p99s) + " ms; "
+                + ", ".join(PACED.findall(" ".join(r.note for r in rows))) + "; " + note)
     return Row(median.label, statistics.median(r.rate or 0.0 for r in rows),
                statistics.median(p50s) if p50s else None,
-               statistics.median(p99s) if p99s else None, median.cpu, median.note, errors)
+               statistics.median(p99s) if p99s else None, median.cpu, note, errors)
+
+
+PACED = re.compile(r"paced [0-9]+% / [0-9]+%")
 
 
 RESULTS = Table(

@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
     doorbell: str = "coalesced"  # doorbell mode; "transaction": the trigger rings in every commit
     doorbell_batch_ms: int = 2  # coalesced: a process rings at most once per this, while busy
-    delivery_pace_ms: int = 1000  # short of CPU: read and ring at most once per this (0: never)
+    delivery_pace_ms: int = 1000  # the widest batching window, while a backlog grows (0: never)
     statement_timeout_ms: int = 5000
     pool_min: int = 2
     pool_max: int = 10

@@ -1,6 +1,7 @@
 """The benchmark harnesses run end to end (`bench/http_api.py --quick`, ~17 s;
-`bench/read_events.py`, `bench/hub_read.py`, `bench/ws_send.py`, `bench/protocol_cost.py`,
-small; `bench/hostile_clients.py`, ~25 s): smoke checks of the harness, not numbers."""
+`bench/send_path.py`, `bench/read_events.py`, `bench/hub_read.py`, `bench/ws_send.py`,
+`bench/protocol_cost.py`, small; `bench/hostile_clients.py`, ~25 s): smoke checks of the
+harness, not numbers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
     out = run_bench("http_api.py", "--quick")
     for row in (
         "generator ceiling",
+        "physical baseline: plain INSERT, message-shaped table",
         "raw asyncpg INSERT in db.tenant() as vechat_app",
         "POST messages as vechat_app ",
         "POST messages as BYPASSRLS role",
@@ -27,6 +29,17 @@ def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
         assert re.search(r"\s\d+\s", line[len(row):]), f"no rate in {line!r}"
     assert "statuses:" not in out, out  # a request answered 4xx/5xx
     assert "API / raw (same tenant tx)" in out and "RLS cost, API" in out
+    assert "API / physical baseline" in out
+    assert "servers: vechat-rls serve (defaults)" in out, "measured as a user runs it"
+
+
+@pytest.mark.slow
+def test_send_path_bench_compares_both_variants_round_by_round() -> None:
+    out = run_bench("send_path.py", "--seconds", "0.5", "--rounds", "2")
+    for variant in ("before", "after"):
+        assert len(re.findall(rf"round \d {variant} *: +\d+ messages/s, PostgreSQL CPU +\d+ us",
+                              out)) == 2, out
+    assert "after / before, PostgreSQL CPU per message, round by round:" in out, out
 
 
 @pytest.mark.slow

@@ -246,7 +246,8 @@ def server(
     log = tmp_path_factory.mktemp("serve") / "stderr.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port),
+             "--workers", "1"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

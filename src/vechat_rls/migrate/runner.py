@@ -117,6 +117,10 @@ def rollback(target: Target, layout: Layout, say: Say, *, to: int, dry_run: bool
             say(f"nothing to roll back: at {at(layout, ledger.current)}")
             return
         adoption = legacy.read_adoption(conn) if 1 in ledger.migrations else None
+        if not dry_run and adoption is not None and todo[-1].version == 1:
+            # Restoring the legacy shape may refuse (more than one organisation): say so before
+            # the migrations above 0001 are rolled back, so that a refusal changes nothing.
+            legacy.restore_plan(conn, adoption, todo[-1], lambda _line: None)
         for migration in todo:
             adopted = adoption is not None and migration.version == 1
             if dry_run:
