@@ -42,7 +42,8 @@ class Serve:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(self.port),
+             "--workers", "1", *args],
             env={
                 **os.environ,
                 "VECHAT_DATABASE_URL": database_url,
@@ -98,9 +99,11 @@ def serving(database: Database, *args: str, **env: str) -> Iterator[Serve]:
 
 @pytest.fixture(scope="module")
 def server(migrated_database: Database) -> Iterator[Serve]:
-    """Short timeouts, so that the tests wait seconds; the default header size limit."""
+    """Short timeouts, so that the tests wait seconds; the default header size limit; the
+    access log on (serve's default is off)."""
     with serving(
         migrated_database,
+        "--access-log",
         VECHAT_HEADER_TIMEOUT_S="1",
         VECHAT_BODY_TIMEOUT_S="1",
         VECHAT_KEEPALIVE_TIMEOUT_S="1",
