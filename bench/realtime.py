@@ -78,6 +78,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -822,9 +823,17 @@ def merged(rows: list[Row]) -> Row:
     p50s = [r.p50 for r in rows if r.p50 is not None]
     p99s = [r.p99 for r in rows if r.p99 is not None]
     errors = "; ".join(sorted({r.errors for r in rows if r.errors}))
+    note = median.note
+    if p99s:
+        # Each round's p99 and pacing, in order: "p99 <= X in N of N runs" is read from here.
+        note = ("rounds p99 " + ", ".join(f"{p * 1000:.1f}" for p in p99s) + " ms; "
+                + ", ".join(PACED.findall(" ".join(r.note for r in rows))) + "; " + note)
     return Row(median.label, statistics.median(r.rate or 0.0 for r in rows),
                statistics.median(p50s) if p50s else None,
-               statistics.median(p99s) if p99s else None, median.cpu, median.note, errors)
+               statistics.median(p99s) if p99s else None, median.cpu, note, errors)
+
+
+PACED = re.compile(r"paced [0-9]+% / [0-9]+%")
 
 
 RESULTS = Table(
@@ -898,7 +907,7 @@ def report(bench: Bench, header: list[str]) -> list[str]:
         met = lat.p50 <= 0.005 and lat.p99 <= 0.025
         out.append(f"  latency at {bench.args.rate:g}/s, coalesced: p50 {ms(lat.p50)} ms "
                    f"(<= 5), p99 {ms(lat.p99)} ms (<= 25): {'met' if met else 'MISSED'}")
-    both = paired("max-coalesced", "max-off")
+    both = [v for v in paired("max-coalesced", "max-off") if not math.isnan(v)]
     if both:
         value = statistics.median(both)
         out.append(f"  delivered / sent without doorbell: {value:.2f} (>= 0.9): "

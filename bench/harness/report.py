@@ -7,6 +7,7 @@ row gives the median of each round's ratio, and every round's when there were se
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -104,8 +105,10 @@ class Ratios:
                            Column("", target_width, left=True, gap="  "), Column("", left=True))
 
     def rates(self, top: str, bottom: str) -> list[float]:
-        """Each round's rate of `top` / rate of `bottom` (the pair ran back to back)."""
-        return [a.rate / b.rate for a, b in self._pairs(top, bottom) if a.rate and b.rate]
+        """Each round's rate of `top` / rate of `bottom` (the pair ran back to back); NaN for a
+        round whose `bottom` did nothing (a starved smoke run), so its row still says so."""
+        return [(a.rate or 0.0) / b.rate if b.rate else math.nan
+                for a, b in self._pairs(top, bottom)]
 
     def cpus(self, top: str, bottom: str, groups: tuple[str, ...] = ("api", "pg")) -> list[float]:
         """Each round's CPU per operation of `bottom` / `top`'s (of `groups`): the rate ratio a
@@ -113,15 +116,18 @@ class Ratios:
         def per_op(run: Run) -> float:
             return sum(run.cpu.get(group, 0.0) for group in groups) / (run.rate or 1)
 
-        return [per_op(b) / per_op(a) for a, b in self._pairs(top, bottom)
-                if a.rate and b.rate and per_op(a)]
+        return [per_op(b) / per_op(a) if a.rate and b.rate and per_op(a) else math.nan
+                for a, b in self._pairs(top, bottom)]
 
     def row(self, label: str, values: Sequence[float], target: str = "") -> list[str]:
-        """The row of a ratio (none when it was not measured)."""
+        """The row of a ratio (none when it was not measured; n/a when no round could divide)."""
         if not values:
             return []
         spread = ", ".join(f"{v:.2f}" for v in values) if len(values) > 1 else ""
-        return [self.table.row(label, statistics.median(values), target, spread)]
+        measured = [v for v in values if not math.isnan(v)]
+        if not measured:
+            return [self.table.row(label, "n/a", target, "a rate was 0 in every round")]
+        return [self.table.row(label, statistics.median(measured), target, spread)]
 
     def _pairs(self, top: str, bottom: str) -> list[tuple[Run, Run]]:
         return list(zip(self.runs.get(top, []), self.runs.get(bottom, []), strict=False))

@@ -55,25 +55,21 @@ class ApiServer:
 
     label: str
     database_url: str
-    workers: int
+    workers: int | None  # None: serve's default (one per usable CPU)
     log_path: Path
     privileged: bool = False  # --allow-privileged-role: the BYPASSRLS role
-    access_log: bool = True  # False: uvicorn told not to log each request (an experiment)
+    access_log: bool | None = None  # None: serve's default (off); else --[no-]access-log
     env: dict[str, str] = field(default_factory=dict)  # more VECHAT_* settings
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def argv(self) -> list[str]:
-        command = vechat_rls_command()
-        if not self.access_log:
-            # `vechat-rls serve` exactly, with uvicorn told not to log each request.
-            patch = ("import functools, sys, uvicorn; "
-                     "uvicorn.run = functools.partial(uvicorn.run, access_log=False); "
-                     "from vechat_rls.cli import main; sys.exit(main(sys.argv[1:]))")
-            command = [sys.executable, "-c", patch]
-        argv = [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--workers", str(self.workers)]
+        argv = [*vechat_rls_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.workers is not None:
+            argv += ["--workers", str(self.workers)]
+        if self.access_log is not None:
+            argv.append("--access-log" if self.access_log else "--no-access-log")
         return argv + (["--allow-privileged-role"] if self.privileged else [])
 
     def start(self) -> None:

@@ -54,9 +54,13 @@ BEGIN
 END
 $$;
 
+-- Not for the message triggers' own updates of counters and the last message (trigger depth
+-- 1 when the WHEN is evaluated): skipping the call there saves a function call per message
+-- sent; those updates set updated_at themselves.
 CREATE OR REPLACE TRIGGER vechat_conversations_guard
     BEFORE INSERT OR UPDATE ON public.vechat_conversations
-    FOR EACH ROW EXECUTE FUNCTION vechat.conversations_guard();
+    FOR EACH ROW WHEN (pg_catalog.pg_trigger_depth() < 1)
+    EXECUTE FUNCTION vechat.conversations_guard();
 
 -- A participant's own flags (archived, muted, deleted for me) changed directly: their other tabs
 -- and devices hear of it. SECURITY DEFINER because only the owner appends to the event log.
@@ -85,6 +89,9 @@ BEGIN
 END
 $$;
 
+-- Queued only for a participant's own update (depth 0 when the WHEN is evaluated): a message
+-- sent updates its conversation in a trigger, and an event queued there would only return.
 CREATE OR REPLACE TRIGGER vechat_conversations_after_update
     AFTER UPDATE ON public.vechat_conversations
-    FOR EACH ROW EXECUTE FUNCTION vechat.conversations_after_update();
+    FOR EACH ROW WHEN (pg_catalog.pg_trigger_depth() < 1)
+    EXECUTE FUNCTION vechat.conversations_after_update();

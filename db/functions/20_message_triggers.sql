@@ -33,6 +33,7 @@ BEGIN
     receiver_p1 := (conv.participant1_id, conv.participant1_type) = (NEW.receiver_id, NEW.receiver_type);
     unarchived := CASE WHEN receiver_p1 THEN conv.is_archived_by_participant1 ELSE conv.is_archived_by_participant2 END;
 
+    -- updated_at is set here: vechat.conversations_guard does not run for our own nested updates.
     UPDATE public.vechat_conversations c SET
         unread_count_participant1 = c.unread_count_participant1 + CASE WHEN receiver_p1 THEN unread ELSE 0 END,
         unread_count_participant2 = c.unread_count_participant2 + CASE WHEN receiver_p1 THEN 0 ELSE unread END,
@@ -41,19 +42,37 @@ BEGIN
         last_message_id = CASE WHEN c.last_message_id IS NULL OR NEW.id > c.last_message_id
                                THEN NEW.id ELSE c.last_message_id END,
         last_message_at = CASE WHEN c.last_message_id IS NULL OR NEW.id > c.last_message_id
-                               THEN NEW.created_at ELSE c.last_message_at END
+                               THEN NEW.created_at ELSE c.last_message_at END,
+        updated_at = pg_catalog.now()
     WHERE c.organisation_id = NEW.organisation_id AND c.id = NEW.conversation_id;
 
-    -- Both participants hear of the message (the sender's other tabs too), participant 1 first:
-    -- see vechat.emit for why the order matters.
-    PERFORM vechat.emit(NEW.organisation_id, conv.participant1_id, conv.participant1_type,
-                        'message.created', NEW.conversation_id, NEW.id);
-    PERFORM vechat.emit(NEW.organisation_id, conv.participant2_id, conv.participant2_type,
-                        'message.created', NEW.conversation_id, NEW.id);
-    IF unarchived THEN
-        PERFORM vechat.emit(NEW.organisation_id, NEW.receiver_id, NEW.receiver_type,
-                            'conversation.updated', NEW.conversation_id, NULL);
-    END IF;
+    -- Both participants hear of the message (the sender's other tabs too), and a receiver whose
+    -- archived conversation it brings back hears that next. What vechat.emit does event by
+    -- event, here in one statement for all of them (one insert into the log, not two or three
+    -- calls of a statement each): each participant's cursor advances by their number of events,
+    -- participant 1's first -- the rows of VALUES are taken in order, so two writers lock two
+    -- cursors in the same order, as vechat.emit's callers do -- and the events take the seqs
+    -- their cursor advanced over, gapless as ever.
+    WITH cursors AS (
+        INSERT INTO public.vechat_event_cursors AS c (organisation_id, user_id, user_type, last_seq)
+        VALUES (NEW.organisation_id, conv.participant1_id, conv.participant1_type,
+                1 + (receiver_p1 AND unarchived)::integer),
+               (NEW.organisation_id, conv.participant2_id, conv.participant2_type,
+                1 + (NOT receiver_p1 AND unarchived)::integer)
+        ON CONFLICT (organisation_id, user_type, user_id)
+            DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
+        RETURNING c.user_id, c.user_type, c.last_seq,
+                  ((c.user_id, c.user_type) = (NEW.receiver_id, NEW.receiver_type) AND unarchived)::integer
+                      AS extra
+    )
+    INSERT INTO public.vechat_events
+        (organisation_id, recipient_id, recipient_type, seq, event_type, conversation_id, message_id)
+    SELECT NEW.organisation_id, k.user_id, k.user_type, k.last_seq - k.extra + e.ord, e.event_type,
+           NEW.conversation_id, e.message_id
+    FROM cursors k
+    CROSS JOIN LATERAL (VALUES ('message.created', NEW.id, 0),
+                               ('conversation.updated', NULL::bigint, 1)) AS e (event_type, message_id, ord)
+    WHERE e.ord <= k.extra;
     RETURN NULL;
 END
 $$;
@@ -85,7 +104,8 @@ BEGIN
             unread_count_participant1 = c.unread_count_participant1
                 + CASE WHEN (c.participant1_id, c.participant1_type) = (r.receiver_id, r.receiver_type) THEN r.delta ELSE 0 END,
             unread_count_participant2 = c.unread_count_participant2
-                + CASE WHEN (c.participant2_id, c.participant2_type) = (r.receiver_id, r.receiver_type) THEN r.delta ELSE 0 END
+                + CASE WHEN (c.participant2_id, c.participant2_type) = (r.receiver_id, r.receiver_type) THEN r.delta ELSE 0 END,
+            updated_at = pg_catalog.now()  -- vechat.conversations_guard skips nested updates
         WHERE c.organisation_id = r.organisation_id AND c.id = r.conversation_id;
     END LOOP;
 

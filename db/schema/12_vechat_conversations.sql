@@ -37,7 +37,9 @@ COMMENT ON COLUMN public.vechat_conversations.unread_count_participant1 IS
 COMMENT ON COLUMN public.vechat_conversations.hidden_through_message_id_participant1 IS
     'Participant 1 deleted the conversation "for me" when this was the newest message: it is listed again only once a newer message arrives.';
 
+-- Without last_message_at (migration 0003): the list orders by an expression these could not
+-- serve, and an indexed last_message_at made every message's update of its conversation non-HOT.
 CREATE INDEX vechat_conversations_participant1_idx
-    ON public.vechat_conversations (organisation_id, participant1_type, participant1_id, last_message_at DESC);
+    ON public.vechat_conversations (organisation_id, participant1_type, participant1_id);
 CREATE INDEX vechat_conversations_participant2_idx
-    ON public.vechat_conversations (organisation_id, participant2_type, participant2_id, last_message_at DESC);
+    ON public.vechat_conversations (organisation_id, participant2_type, participant2_id);

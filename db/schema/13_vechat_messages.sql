@@ -76,8 +76,8 @@ COMMENT ON COLUMN public.vechat_messages.is_deleted_by_receiver IS 'The receiver
 COMMENT ON COLUMN public.vechat_messages.deleted_at IS 'Deleted for everyone: a tombstone, content columns cleared.';
 COMMENT ON COLUMN public.vechat_messages.original_message IS 'Legacy: the body before the first edit. Every version is in vechat_message_edits.';
 
-CREATE INDEX vechat_messages_organisation_id_sender_type_sender_id_idx
-    ON public.vechat_messages (organisation_id, sender_type, sender_id);
+-- Lookups by sender use the client_id key above (its leading columns): no index of their own
+-- (dropped by migration 0003: one index fewer to write per message).
 CREATE INDEX vechat_messages_organisation_id_receiver_type_receiver_id_idx
     ON public.vechat_messages (organisation_id, receiver_type, receiver_id);
 CREATE INDEX vechat_messages_organisation_id_attachment_id_idx

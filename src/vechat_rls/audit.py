@@ -35,11 +35,16 @@ class AuditResult:
     def clean(self) -> bool:
         return self.error is None and not self.findings
 
+    @property
+    def verdict(self) -> bool | None:
+        """`clean`, or None for a database that could not be audited: nothing is known of it."""
+        return None if self.error is not None else self.clean
+
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.target.name,
             "url": mask_url(self.target.admin_url),
-            "clean": self.clean,
+            "clean": self.verdict,
             "error": self.error,
             "tables": self.tables,
             "findings": self.findings,

@@ -49,7 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     realtime_poll_s: int = 5  # safety net: how often cursors are compared with what was delivered
     doorbell: str = "coalesced"  # doorbell mode; "transaction": the trigger rings in every commit
     doorbell_batch_ms: int = 2  # coalesced: a process rings at most once per this, while busy
-    delivery_pace_ms: int = 1000  # short of CPU: read and ring at most once per this (0: never)
+    delivery_pace_ms: int = 1000  # the widest batching window, while a backlog grows (0: never)
     statement_timeout_ms: int = 5000
     pool_min: int = 2
     pool_max: int = 10
@@ -60,6 +60,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_total_max: int = 40
     host: str = "127.0.0.1"
     port: int = 8000
+    # What one client may hold of a server process (api/protocol.py, docs/serving.md "Limits").
+    max_header_bytes: int = 32 * 1024  # request line + headers; 431 above
+    header_timeout_s: int = 10  # from a request's first byte to the end of its headers; 408 after
+    body_timeout_s: int = 30  # longest wait for the next byte of a request body; 408 after
+    keepalive_timeout_s: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 2048  # open connections per process, WebSockets included; 503 above
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin browser client)
 
     def __post_init__(self) -> None:
@@ -125,6 +131,11 @@ _POSITIVE = {
     "pool_max",
     "pool_idle_s",
     "port",
+    "max_header_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "max_connections",
 }
 
 

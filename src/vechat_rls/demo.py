@@ -1,9 +1,11 @@
 """The demo: embedded PostgreSQL in ./.vechat/, migrated, two demo organisations, sign-in links.
 
-Everything lives in one directory (default `./.vechat/`): the cluster, a generated JWT secret and
-the `vechat_app` password. Running it again reuses them, so the demo's data survives restarts;
-delete the directory to start over. The demo data is inserted the way the application would
-write it -- under each sender's tenant context -- so the triggers keep counters and the event log.
+Everything lives in one directory (default `./.vechat/`): the cluster, and `demo.json` with a
+generated JWT secret, the `vechat_app` password, the first context key and the cluster's TCP
+port (chosen once, so that the URLs the demo prints keep working after a restart). Running it
+again reuses them, so the demo's data survives restarts; delete the directory to start over. The
+demo data is inserted the way the application would write it -- under each sender's tenant
+context -- so the triggers keep counters and the event log.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import psycopg
 from vechat_rls import migrate
 from vechat_rls.auth import mint_token
 from vechat_rls.db import context
-from vechat_rls.pgserver import PgServer, embedded_bindir
+from vechat_rls.pgserver import PgServer, embedded_bindir, free_port
 
 DATABASE = "vechat"
 TOKEN_TTL_S = 12 * 3600
+DEFAULT_DIRECTORY = Path(".vechat")
+STATE_FILE = "demo.json"
 
 # Two organisations whose users share numeric ids on purpose: isolation is by organisation, not
 # by id, and the demo shows it (personnel 1 of organisation 1 never sees personnel 1 of 2).
@@ -73,30 +77,38 @@ ON CONFLICT (organisation_id, sender_type, sender_id, client_id) DO NOTHING
 """
 
 
-def _state(directory: Path) -> dict[str, str]:
-    """The demo's secrets, generated once and kept beside the cluster."""
-    path = directory / "demo.json"
-    if path.exists():
-        state: dict[str, str] = json.loads(path.read_text())
-        return state
-    state = {
-        "jwt_secret": secrets.token_urlsafe(48),
-        "app_password": secrets.token_urlsafe(24),
-    }
-    path.write_text(json.dumps(state))
-    path.chmod(0o600)
+def _state(directory: Path, pg_port: int | None) -> dict[str, Any]:
+    """The demo's secrets and port, generated once and kept beside the cluster; `pg_port`, when
+    given, replaces the kept port (and is kept)."""
+    path = directory / STATE_FILE
+    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    before = dict(state)
+    state.setdefault("jwt_secret", secrets.token_urlsafe(48))
+    state.setdefault("app_password", secrets.token_urlsafe(24))
+    # The demo's first context key (docs/dba.md), kept with the other secrets (a demo directory
+    # made before signed contexts gets one too).
+    state.setdefault("context_key", context.new_key("demo").text())
+    if pg_port is not None:
+        state["pg_port"] = pg_port
+    state.setdefault("pg_port", free_port())  # a demo.json from before ports were kept: now
+    if state != before:
+        _save(path, state)
     return state
 
 
-def _context_key(directory: Path, state: dict[str, str]) -> str:
-    """The demo's first context key (docs/dba.md): generated once, kept with the other secrets
-    (a demo directory made before signed contexts gets one too)."""
-    if "context_key" not in state:
-        state["context_key"] = context.new_key("demo").text()
-        path = directory / "demo.json"
-        path.write_text(json.dumps(state))
-        path.chmod(0o600)
-    return state["context_key"]
+def _save(path: Path, state: dict[str, Any]) -> None:
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+
+
+def demo_secret(directory: Path = DEFAULT_DIRECTORY) -> str | None:
+    """The JWT secret of the demo set up in `directory`, or None when there is none."""
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    secret = state.get("jwt_secret") if isinstance(state, dict) else None
+    return secret if isinstance(secret, str) and secret else None
 
 
 def _seed(admin_url: str) -> None:
@@ -117,24 +129,28 @@ def _seed(admin_url: str) -> None:
 
 
 def prepare(
-    directory: Path, *, port: int = 0, say: Callable[[str], None] = lambda line: None
+    directory: Path, *, pg_port: int | None = None, say: Callable[[str], None] = lambda line: None
 ) -> tuple[PgServer, dict[str, str]]:
     """Start (or reuse) the demo cluster, migrate it, seed it; returns it and the settings.
 
-    `say` hears the migration's progress, one line at a time.
+    The cluster listens on the port kept in `demo.json` (`pg_port` replaces it). `say` hears
+    the migration's progress, one line at a time.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    state = _state(directory)
+    state = _state(directory, pg_port)
     server = PgServer(datadir=directory / "postgres", bindir=embedded_bindir(), fast=False,
-                      port=port)
+                      port=int(state["pg_port"]))
     server.start()
+    if server.port != state["pg_port"]:  # a cluster left running on another port: say where
+        state["pg_port"] = server.port
+        _save(directory / STATE_FILE, state)
     with psycopg.connect(server.admin_url(), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
         if exists.fetchone() is None:
             conn.execute(f"CREATE DATABASE {DATABASE}")
     admin_url = server.admin_url(DATABASE)
     target = migrate.Target(name="demo", admin_url=admin_url)
-    key = _context_key(directory, state)
+    key = str(state["context_key"])
     # `db migrate` installs the keys of VECHAT_CONTEXT_KEY the database lacks: the demo's own.
     previous = os.environ.get(context.KEY_VARIABLE)
     os.environ[context.KEY_VARIABLE] = key
@@ -154,6 +170,7 @@ def prepare(
     _seed(admin_url)
     env = {
         "VECHAT_DATABASE_URL": server.url("vechat_app", state["app_password"], DATABASE),
+        "VECHAT_ADMIN_DATABASE_URL": admin_url,
         "VECHAT_JWT_SECRET": state["jwt_secret"],
         "VECHAT_CONTEXT_KEY": key,
     }
@@ -166,6 +183,7 @@ def sign_in_links(base_url: str, jwt_secret: str) -> list[str]:
         token = mint_token(
             organisation_id=c["org"], user_id=c["id"], user_type=c["type"], key=jwt_secret,
             role=c["role"], name=c["name"], ttl_s=TOKEN_TTL_S,
+            extra={"org_name": ORGANISATIONS[c["org"]]},  # display only: the client's header
         )
         label = f"{ORGANISATIONS[c['org']]} · {c['type']} {c['id']} · {c['name']}"
         lines.append(f"  {label}\n    {base_url}/?access_token={token}")

@@ -386,6 +386,7 @@ async def test_replies_quote_a_message_of_the_same_conversation_only(
         "sender": {"user_id": 12, "user_type": "client"},
         "body_preview": original["body"][:100],
         "message_type": "text",
+        "deleted": False,
     }
     problem = await send(client, org.staff, a, "x", reply_to_id=elsewhere["id"], status=404)
     assert problem["detail"] == f"message {elsewhere['id']} in conversation {a} not found"
@@ -400,6 +401,28 @@ async def test_replies_quote_a_message_of_the_same_conversation_only(
         if m["id"] == reply["id"]
     ]
     assert after["reply_to"]["body_preview"] is None and after["reply_to"]["id"] == original["id"]
+
+
+async def test_a_reply_says_when_the_message_it_quotes_was_deleted_for_everyone(
+    client: AsyncTestClient[Any], org: Org
+) -> None:
+    """`reply_to.deleted`, not only a null preview (which an empty body could not tell apart)."""
+    a = await pair(client, org)
+    original = await send(client, org.client, a, "soon gone")
+    reply = await send(client, org.staff, a, "answer", reply_to_id=original["id"])
+    assert reply["reply_to"]["deleted"] is False
+    deleted = await client.delete(
+        f"{API}/messages/{original['id']}", params={"for": "everyone"}, headers=org.client.headers
+    )
+    assert deleted.status_code == 204
+    for reader in (org.staff, org.client):
+        (after,) = [
+            m
+            for m in (await get_json(client, reader, f"/conversations/{a}/messages"))["items"]
+            if m["id"] == reply["id"]
+        ]
+        assert after["reply_to"]["deleted"] is True, after["reply_to"]
+        assert after["reply_to"]["body_preview"] is None
 
 
 # --- idempotency and rate limit ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -170,6 +171,88 @@ async def test_custom_settings_near_the_limit_are_kept(client: AsyncTestClient[A
     )
     assert response.status_code == 200, response.text
     assert response.json()["custom_settings"] == custom
+
+
+def _nested(levels: int) -> bytes:
+    """A settings patch whose `custom_settings` nests objects `levels` deep."""
+    return b'{"custom_settings": ' + b'{"a": ' * (levels - 1) + b"{}" + b"}" * levels
+
+
+@pytest.mark.parametrize("levels", [33, 973, 5_000, 100_000])
+async def test_deeply_nested_custom_settings_are_400_not_500(
+    client: AsyncTestClient[Any], migrated_database: Database, levels: int
+) -> None:
+    """Past some hundreds of levels the decoder runs out of stack (RecursionError); past 32 the
+    settings would be stored and then be too deep to read back: both are the client's fault."""
+    before = table_checksums(migrated_database.admin_url)
+    response = await client.patch(
+        "/api/v1/settings",
+        content=_nested(levels),
+        headers={**ANNA.headers, "content-type": "application/json"},
+    )
+    body = assert_problem(response, 400)
+    assert body["type"] == "urn:vechat:problem:validation-error"
+    assert "nest" in body["detail"], body
+    assert table_checksums(migrated_database.admin_url) == before
+
+
+async def test_custom_settings_nested_32_levels_are_kept(client: AsyncTestClient[Any]) -> None:
+    caller = Caller(ORG_A, 55, "client")
+    response = await client.patch(
+        "/api/v1/settings",
+        content=_nested(32),
+        headers={**caller.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    read = await client.get("/api/v1/settings", headers=caller.headers)
+    assert read.status_code == 200 and read.json() == response.json()
+
+
+async def test_custom_settings_over_16k_as_stored_get_the_size_message(
+    client: AsyncTestClient[Any], migrated_database: Database
+) -> None:
+    """15,001 bytes of compact JSON are more than 16 KiB as PostgreSQL stores and measures them
+    (`custom_settings::text` puts a space after every `:` and `,`): the size message, not
+    "a value is invalid or out of range"."""
+    custom: dict[str, Any] = {f"k{n:04}": 0 for n in range(1400)}
+    compact = json.dumps(custom, separators=(",", ":"))
+    custom["pad"] = "x" * (15_001 - len(compact) - len(',"pad":""'))
+    assert len(json.dumps(custom, separators=(",", ":"))) == 15_001
+    assert len(json.dumps(custom)) > 16_384  # the database's spacing
+    before = table_checksums(migrated_database.admin_url)
+    response = await client.patch(
+        "/api/v1/settings", json={"custom_settings": custom}, headers=ANNA.headers
+    )
+    body = assert_problem(response, 400)
+    assert body["detail"].startswith("custom_settings is larger than 16384 bytes as stored"), body
+    assert body["errors"] == [{"path": "custom_settings", "source": "body", "message": "too large"}]
+    assert table_checksums(migrated_database.admin_url) == before
+
+
+async def test_every_kind_of_invalid_input_has_the_one_validation_problem_type(
+    client: AsyncTestClient[Any],
+) -> None:
+    """Whichever layer refuses — the JSON decoder, msgspec's types, Litestar's query parameters,
+    the domain, a CHECK in the database — a 400 has one `type`; so has a 413."""
+    json_headers = {**ANNA.headers, "content-type": "application/json"}
+    refused = [
+        await client.patch("/api/v1/settings", content=b'{"theme": ', headers=json_headers),
+        await client.patch("/api/v1/settings", json={"bogus": 1}, headers=ANNA.headers),
+        await client.patch("/api/v1/settings", json={"theme": 5}, headers=ANNA.headers),
+        await client.patch(
+            "/api/v1/settings",
+            json={"custom_settings": {"big": "x" * 16_400}},
+            headers=ANNA.headers,
+        ),
+        await client.get("/api/v1/conversations", params={"limit": "x"}, headers=ANNA.headers),
+        await client.get("/api/v1/presence", params={"users": "robot:1"}, headers=ANNA.headers),
+    ]
+    types = {assert_problem(response, 400)["type"] for response in refused}
+    assert types == {"urn:vechat:problem:validation-error"}
+    too_large = await client.patch(
+        "/api/v1/settings", content=b" " * (2 * 1024 * 1024), headers=json_headers
+    )
+    assert assert_problem(too_large, 413)["type"] == "urn:vechat:problem:payload-too-large"
 
 
 # --- presence ----------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def test_realtime_bench_ab_runs_the_coalesced_doorbell_again_with_other_settings
                     "--ab", "VECHAT_DOORBELL_BATCH_MS=20", timeout=300)
     assert "ab: the coalesced doorbell with VECHAT_DOORBELL_BATCH_MS=20" in out, out
     assert re.search(r"^max sustained, ab: DELIVERED/s\s+\d+", out, re.MULTILINE), out
-    assert re.search(r"^delivered ab / delivered coalesced\s+\d", out, re.MULTILINE), out
+    # A 1 s smoke window may deliver nothing while a server paces: the row then says n/a.
+    assert re.search(r"^delivered ab / delivered coalesced\s+(\d|n/a)", out, re.MULTILINE), out
     assert "PROBLEMS" not in out, out
 
 

@@ -1,5 +1,6 @@
 """The benchmark harnesses run end to end (`bench/http_api.py --quick`, ~17 s;
-`bench/read_events.py`, `bench/hub_read.py` and `bench/ws_send.py`, small): smoke checks of the
+`bench/send_path.py`, `bench/read_events.py`, `bench/hub_read.py`, `bench/ws_send.py`,
+`bench/protocol_cost.py`, small; `bench/hostile_clients.py`, ~25 s): smoke checks of the
 harness, not numbers."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
     out = run_bench("http_api.py", "--quick")
     for row in (
         "generator ceiling",
+        "physical baseline: plain INSERT, message-shaped table",
         "raw asyncpg INSERT in db.tenant() as vechat_app",
         "POST messages as vechat_app ",
         "POST messages as BYPASSRLS role",
@@ -27,6 +29,17 @@ def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
         assert re.search(r"\s\d+\s", line[len(row):]), f"no rate in {line!r}"
     assert "statuses:" not in out, out  # a request answered 4xx/5xx
     assert "API / raw (same tenant tx)" in out and "RLS cost, API" in out
+    assert "API / physical baseline" in out
+    assert "servers: vechat-rls serve (defaults)" in out, "measured as a user runs it"
+
+
+@pytest.mark.slow
+def test_send_path_bench_compares_both_variants_round_by_round() -> None:
+    out = run_bench("send_path.py", "--seconds", "0.5", "--rounds", "2")
+    for variant in ("before", "after"):
+        assert len(re.findall(rf"round \d {variant} *: +\d+ messages/s, PostgreSQL CPU +\d+ us",
+                              out)) == 2, out
+    assert "after / before, PostgreSQL CPU per message, round by round:" in out, out
 
 
 @pytest.mark.slow
@@ -73,3 +86,22 @@ def test_adopt_bench_adopts_and_rolls_back_a_small_legacy_database() -> None:
     assert "copied public.vechat_messages back: 2000 rows" in out, out
     assert "verify: " in out and " 0 failed" in out, out
     assert re.search(r"adoption / baseline copy: \d+\.\d\d", out), out
+
+
+def test_protocol_cost_bench_measures_both_protocols_for_both_requests() -> None:
+    out = run_bench("protocol_cost.py", "--requests", "300", "--rounds", "1", timeout=60)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[4:] if line.strip()}
+    assert set(rows) == {"GET", "POST"}, out
+    for uvicorn_us, limited_us, _added, _ratio, *_rounds in rows.values():
+        assert float(uvicorn_us) > 0 and float(limited_us) > 0, out
+
+
+@pytest.mark.slow
+def test_hostile_clients_bench_sees_this_tree_cut_every_hostile_client() -> None:
+    """Against this tree's serve: the huge headers cut, 431, and no slow client left after 12 s
+    (past the default header timeout, 10 s)."""
+    out = run_bench("hostile_clients.py", "--slow-s", "12", timeout=120)
+    assert "a complete 10 MB header: HTTP/1.1 431" in out, out
+    assert "slow headers: 0 of 300 connections still open" in out, out
+    sent = re.search(r"before it was cut: (.*)", out)
+    assert sent and all(float(s.split()[0]) < 20 for s in sent.group(1).split(", ")), out

@@ -246,7 +246,8 @@ def server(
     log = tmp_path_factory.mktemp("serve") / "stderr.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(port),
+             "--workers", "1"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -860,7 +861,7 @@ def test_a_quote_follows_the_edit_and_the_deletion_of_its_message(
 
 
 def test_a_quote_the_api_marks_deleted_shows_the_marker(chats: dict[str, Chat]) -> None:
-    """`reply_to.deleted: true` (the API's coming field) wins over any preview it still has."""
+    """`reply_to.deleted: true` (tests/api/test_messages.py) wins over any preview it has."""
     staff = chats["staff"]
     history = re.compile(r"/api/v1/conversations/\d+/messages")
 

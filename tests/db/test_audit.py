@@ -14,6 +14,7 @@ from tests.support import seed as h
 from tests.support.fixtures import Database, FreshDatabase
 from tests.support.postgres import TestPostgres
 from vechat_rls.cli import main
+from vechat_rls.pgserver import free_port
 
 pytestmark = pytest.mark.db
 
@@ -439,3 +440,76 @@ def test_audit_reports_a_database_that_accepts_unsigned_contexts(
     assert ("critical", "view vechat.context",
             "unsigned contexts are accepted: a plain set_config() by the application role makes "
             "a transaction act for an organisation") in findings(db.admin_url)
+
+
+def test_audit_json_reports_an_unreachable_database_as_not_audited(
+    migrated_database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not `"clean": false` as if it had been audited: `null`, its error, and exit 3."""
+    url = f"postgresql://postgres:pw-not-shown@127.0.0.1:{free_port()}/nowhere"
+    code, out, err = audit(capsys, url, "--json")
+    document = json.loads(out)
+    [database] = document["databases"]
+    assert code == 3
+    assert database["clean"] is None and document["clean"] is None
+    assert database["error"] and "pw-not-shown" not in out + err
+    assert database["tables"] == [] and database["findings"] == []
+
+
+def _sections(out: str) -> dict[str, str]:
+    """`audit --all`'s text by database: `[name] url` starts a section, indented lines follow."""
+    sections: dict[str, str] = {}
+    name = ""
+    for line in out.splitlines():
+        if line.startswith("["):
+            name = line[1 : line.index("]")]
+        elif line.startswith("  ") and name:
+            sections[name] = sections.get(name, "") + line.strip() + "\n"
+    return sections
+
+
+def _registry(path: Any, databases: dict[str, str]) -> str:
+    entries = [
+        f'[[databases]]\nname = "{name}"\nurl = "{url}"\nadmin_url = "{url}"\n'
+        f"organisations = [{number}]\n"
+        for number, (name, url) in enumerate(databases.items(), start=1)
+    ]
+    path.write_text("\n".join(entries))
+    return str(path)
+
+
+def test_audit_all_reports_each_database_and_exits_with_the_worst(
+    fresh_database: FreshDatabase,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finding is 1, a database that could not be audited is 3, whatever order they come in;
+    every database is audited and reported, the unreachable one as not audited."""
+    clean, dirty = fresh_database(migrated=True), fresh_database(migrated=True)
+    execute(dirty.admin_url, "ALTER TABLE public.vechat_messages NO FORCE ROW LEVEL SECURITY")
+    gone = f"postgresql://postgres:pw-not-shown@127.0.0.1:{free_port()}/gone"
+    both = {"clean": clean.admin_url, "dirty": dirty.admin_url}
+
+    monkeypatch.setenv("VECHAT_REGISTRY", _registry(tmp_path / "two.toml", both))
+    capsys.readouterr()
+    assert main(["audit", "--all"]) == 1
+    out = capsys.readouterr().out
+    sections = _sections(out)
+    assert "findings: none" in sections["clean"] and "findings: 1" in sections["dirty"], out
+    assert out.endswith("1 of 2 databases clean; findings: dirty\n")
+
+    three = {"gone": gone, **both}
+    monkeypatch.setenv("VECHAT_REGISTRY", _registry(tmp_path / "three.toml", three))
+    assert main(["audit", "--all"]) == 3
+    out, err = capsys.readouterr()
+    sections = _sections(out)
+    assert "findings: none" in sections["clean"] and "findings: 1" in sections["dirty"], out
+    assert out.endswith("1 of 3 databases clean; findings: dirty; could not be audited: gone\n")
+    assert err.startswith("vechat-rls: gone: cannot connect to") and "pw-not-shown" not in err
+
+    assert main(["audit", "--all", "--json"]) == 3
+    document = json.loads(capsys.readouterr().out)
+    verdicts = {d["name"]: d["clean"] for d in document["databases"]}
+    assert verdicts == {"gone": None, "clean": True, "dirty": False}
+    assert document["clean"] is False  # a finding is a finding, whatever else could not be seen

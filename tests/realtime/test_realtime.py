@@ -355,6 +355,30 @@ async def test_ping_and_invalid_frames_never_break_the_socket(world: World) -> N
         assert client.closed_code is None
 
 
+async def test_deeply_nested_frames_get_a_400_error_frame_and_the_socket_stays(
+    world: World,
+) -> None:
+    """Nested past the decoder's stack (RecursionError): the client's fault, a 400 like any
+    invalid frame, not a 500."""
+    deep_array = "[" * 5_000 + "]" * 5_000
+    deep_object = '{"a": ' * 5_000 + "1" + "}" * 5_000
+    async with ws_client(world.a, world.org.staff) as client:
+        await client.ready()
+        for text in (
+            '{"type": "ping", "x": ' + deep_array + "}",
+            '{"type": "send", "conversation_id": 1, "client_id": "deep-1", "body": '
+            + deep_object
+            + "}",
+            deep_array,
+        ):
+            await client.ws.send(text)
+        await client.send({"type": "ping"})
+        await client.frame("pong")
+        errors = [f for f in client.frames if f["type"] == "error"]
+        assert [e["data"]["status"] for e in errors] == [400, 400, 400], errors
+        assert client.closed_code is None
+
+
 async def test_sending_into_someone_elses_conversation_is_a_404_error_with_client_id(
     world: World,
 ) -> None:

@@ -1,7 +1,8 @@
 """The doorbell modes: coalesced rings far fewer NOTIFYs than commits; both deliver exactly once.
 
-Servers here poll only every 60 s, so whatever arrives within seconds was rung by a doorbell — the
-module-scoped servers of tests/test_realtime.py poll every second, which would hide a silent one.
+Servers here poll only every 60 s, so whatever arrives within seconds was rung by a doorbell —
+the module-scoped servers of tests/realtime/test_realtime.py poll every second, which would hide
+a silent one.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from vechat_rls.pgserver import PgServer, bindir_for
 class TestPostgres:
     """A server the tests may create and drop databases on, as a superuser."""
 
+    __test__ = False  # a fixture's type, not a test class for pytest to collect
+
     admin_url_template: str  # superuser URL of database "postgres"
     server: PgServer | None = None  # set when we run the cluster ourselves (restart tests)
 

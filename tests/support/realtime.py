@@ -51,7 +51,9 @@ class Server:
         # block it.
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(self.port)],
+            # One worker, said so: a test kills, counts and reads the logs of one process.
+            [sys.executable, "-m", "vechat_rls.cli", "serve", "--port", str(self.port),
+             "--workers", "1"],
             env=environment,
             stdout=subprocess.DEVNULL,
             stderr=self.log,

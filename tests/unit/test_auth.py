@@ -317,6 +317,30 @@ def test_audience_is_ignored_when_not_configured() -> None:
     assert verifier.verify(_hs256(_claims(aud="whatever"))).user_id == 42
 
 
+def test_a_verified_token_is_not_checked_again_but_still_expires_on_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET))
+    now = time.time()
+    token = _hs256(_claims(exp=int(now) + 60))
+    assert verifier.verify(token).user_id == 42
+    decoded: list[str] = []
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append("again"))
+    assert verifier.verify(token).user_id == 42
+    assert decoded == [], "the signature of a token already verified is not checked again"
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    with pytest.raises(AuthError, match="expired"):
+        verifier.verify(token)
+
+
+def test_a_token_not_yet_valid_is_never_kept() -> None:
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET))
+    token = _hs256(_claims(nbf=int(time.time()) + 3600))
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            verifier.verify(token)
+
+
 # --- token sources ------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """api/web.py's loading of the client: module imports rewritten to hashed URLs, the version.
 
-Served over HTTP and loaded by Chromium in tests/test_browser.py; these need no server.
+Served over HTTP and loaded by Chromium in tests/browser/test_browser.py; these need no server.
 """
 
 from __future__ import annotations

@@ -107,3 +107,20 @@ def test_valid_frames_decode_to_their_type() -> None:
     assert isinstance(send, frames.Send)
     assert (send.conversation_id, send.client_id, send.message_type) == (7, "s", "voice")
     assert send.audio is not None and send.audio.duration_s == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type": "ping", "x": ' + "[" * 5_000 + "]" * 5_000 + "}",
+        '{"type": "typing", "conversation_id": 1, "is_typing": true, "x": '
+        + '{"a": ' * 5_000 + "1" + "}" * 5_000 + "}",
+        '{"type": "send", "conversation_id": 1, "client_id": "c", "body": '
+        + "[" * 100_000 + "]" * 100_000 + "}",
+    ],
+    ids=["ping", "typing", "send"],
+)
+def test_a_frame_nested_past_the_stack_is_an_invalid_frame(raw: str) -> None:
+    with pytest.raises(frames.InvalidFrame) as refused:
+        frames.decode(raw)
+    assert refused.value.detail == frames.NESTED_TOO_DEEPLY

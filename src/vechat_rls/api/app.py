@@ -24,18 +24,13 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import (
-    JsonRenderPlugin,
-    ScalarRenderPlugin,
-    StoplightRenderPlugin,
-    SwaggerRenderPlugin,
-    YamlRenderPlugin,
-)
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler
 
 from vechat_rls import __version__, db
+from vechat_rls.api.apidocs import SwaggerController
 from vechat_rls.api.attachments import AttachmentsController
 from vechat_rls.api.body import StrictBody
 from vechat_rls.api.contacts import ContactsController
@@ -46,7 +41,7 @@ from vechat_rls.api.dependencies import (
     provide_fleet_database,
     provide_identity,
 )
-from vechat_rls.api.health import HealthController
+from vechat_rls.api.health import HealthController, MetricsController
 from vechat_rls.api.lifespans import database_lifespan, realtime_lifespan
 from vechat_rls.api.me import MeController
 from vechat_rls.api.messages import MessagesController
@@ -132,7 +127,8 @@ def create_app(
         exclude=["/metrics"],
     )
     return Litestar(
-        route_handlers=[api, HealthController, PrometheusController, WebController],
+        route_handlers=[api, HealthController, MetricsController, WebController,
+                        SwaggerController],
         lifespan=list(LIFESPANS),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
@@ -148,15 +144,20 @@ def create_app(
 
 
 API_PROBLEMS = (400, 401, 503)
-"""Problem statuses every `/api/v1` operation may answer, added to its OpenAPI responses."""
+"""Problem statuses every `/api/v1` operation may answer, added to its OpenAPI responses; an
+operation with a request body may answer 413 too. What else each may answer (403, 404, 409,
+422, 429, …) its handler declares (`responses=problem_responses(…)`)."""
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def _document_problems(router: Router) -> None:
     for route in router.routes:
         for handler in getattr(route, "route_handlers", ()):
             if isinstance(handler, HTTPRouteHandler):
+                body = 413 if handler.http_methods & BODY_METHODS else None
+                statuses = (*API_PROBLEMS, body) if body else API_PROBLEMS
                 handler.responses = {
-                    **problem_responses(*API_PROBLEMS),
+                    **problem_responses(*statuses),
                     **(handler.responses or {}),
                 }
 
@@ -194,16 +195,14 @@ def _openapi() -> OpenAPIConfig:
         version=__version__,
         description=(
             "Multi-tenant 1:1 chat. Every `/api/v1` route needs `Authorization: Bearer <jwt>`; "
-            "errors are RFC 9457 problem details (`application/problem+json`)."
+            "errors are RFC 9457 problem details (`application/problem+json`), one `type` per "
+            "status. Before any route, on any path, the server itself may answer 431 (headers "
+            "too large), 408 (headers or body too slow) or 503 (too many connections) and close "
+            "the connection."
         ),
         path="/schema",
-        render_plugins=[
-            JsonRenderPlugin(path=["/", "/openapi.json"]),
-            YamlRenderPlugin(),
-            SwaggerRenderPlugin(),
-            StoplightRenderPlugin(),
-            ScalarRenderPlugin(),
-        ],
+        # The interactive page is api/apidocs.py's (Swagger UI served by us, not from a CDN).
+        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), YamlRenderPlugin()],
         components=Components(
             security_schemes={
                 BEARER_SCHEME: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")

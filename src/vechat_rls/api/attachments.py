@@ -201,10 +201,22 @@ class AttachmentsController(Controller):
         summary="Download a file (Range requests: one range, 206)",
         media_type="application/octet-stream",
         responses={
+            # The file's own (sniffed) type, whichever it is.
+            200: ResponseSpec(
+                data_container=bytes,
+                description="The whole file, with its own Content-Type",
+                media_type="*/*",
+                generate_examples=False,
+            ),
             206: ResponseSpec(
                 data_container=bytes,
                 description="One byte range (`Content-Range`)",
-                media_type="application/octet-stream",
+                media_type="*/*",
+                generate_examples=False,
+            ),
+            304: ResponseSpec(
+                data_container=None,
+                description="Not modified (`If-None-Match` names its ETag)",
                 generate_examples=False,
             ),
             **problem_responses(404, 416),
@@ -241,7 +253,6 @@ class AttachmentsController(Controller):
             return problem(
                 416,
                 f"range not satisfiable for a file of {size} bytes",
-                slug="range-not-satisfiable",
                 headers={**DOWNLOAD_HEADERS, "Content-Range": f"bytes */{size}"},
             )
         data = await attachments.attachment_bytes(conn, attachment_id, wanted)

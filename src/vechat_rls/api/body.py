@@ -42,6 +42,10 @@ class StrictBody(MsgspecDTO[msgspec.Struct]):
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             # msgspec raises UnicodeDecodeError (not a DecodeError) for invalid UTF-8 in a string
             raise ClientException(f"JSON is malformed: {exc}") from None
+        except RecursionError:
+            # msgspec decodes nested arrays and objects recursively: some hundreds of levels
+            # exhaust the stack. The client's fault, not the server's.
+            raise ClientException("JSON is nested too deeply") from None
 
     def decode_builtins(self, value: Any) -> Any:
         handler_id = self.asgi_connection.route_handler.handler_id

@@ -91,12 +91,20 @@ class InvalidFrame(Exception):
         self.client_id = client_id
 
 
+NESTED_TOO_DEEPLY = "a frame must not nest arrays or objects that deeply"
+
+
 def decode(raw: str | bytes) -> ClientFrame:
     """The frame in `raw`; `InvalidFrame` for anything else."""
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError:
-        raise _invalid(raw) from None
+        invalid = _invalid(raw)
+    except RecursionError:
+        # msgspec decodes (and skips) nested values recursively: some hundreds of levels exhaust
+        # the stack. The client's fault: an error frame with 400, like any invalid frame.
+        invalid = InvalidFrame(NESTED_TOO_DEEPLY)
+    raise invalid
 
 
 # --- why a frame is invalid -------------------------------------------------------------------
@@ -125,6 +133,8 @@ def _invalid(raw: str | bytes) -> InvalidFrame:
         envelope = _envelope.decode(raw)
     except msgspec.DecodeError as exc:
         return InvalidFrame(_detail(exc))
+    except RecursionError:
+        return InvalidFrame(NESTED_TOO_DEEPLY)
     client_id = envelope.client_id
     if not (isinstance(client_id, str) and 0 < len(client_id) <= 64):
         client_id = None
@@ -140,6 +150,8 @@ def _invalid(raw: str | bytes) -> InvalidFrame:
             return InvalidFrame(f"unknown frame type {envelope.type[:40]!r}", client_id)
     except msgspec.DecodeError as exc:
         return InvalidFrame(_detail(exc), client_id)
+    except RecursionError:
+        return InvalidFrame(NESTED_TOO_DEEPLY, client_id)
     return InvalidFrame("invalid frame", client_id)  # pragma: no cover - the union refused it
 
 

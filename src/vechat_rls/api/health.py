@@ -1,15 +1,24 @@
-"""Operational endpoints: liveness (`/healthz`) and readiness (`/readyz`)."""
+"""Operational endpoints: liveness (`/healthz`), readiness (`/readyz`), metrics (`/metrics`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.plugins.prometheus import PrometheusController
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 
-from vechat_rls.api.problems import problem
+from vechat_rls.api.problems import problem, problem_responses
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str] | None]]
 """Registered in `app.state.readiness` by lifespans. Returns None when its dependency is usable,
@@ -38,6 +47,7 @@ class HealthController(Controller):
     @get(
         "/readyz",
         summary="The database (and, once running, the realtime listener) are reachable",
+        responses=problem_responses(503),
         description=(
             "200 when every dependency answers, 503 with `Retry-After` otherwise. In registry "
             "mode `checks` has one `database:<name>` (and `realtime:<name>`) per database; one "
@@ -67,9 +77,27 @@ class HealthController(Controller):
             return problem(
                 503,
                 f"not ready: {', '.join(failed)} unavailable",
-                slug="service-unavailable",
                 headers={"Retry-After": "2"},
                 extra={"checks": report},
             )
         usable = all(state in USABLE for state in report.values())
         return Response(Health(status="ok" if usable else "degraded", checks=report))
+
+
+class MetricsController(PrometheusController):
+    """`/metrics`: Litestar's Prometheus endpoint, documented as what it answers (text, not
+    JSON). With several workers it adds up every worker's samples (api/serving.py)."""
+
+    tags = ["operations"]
+
+    @get(
+        media_type="text/plain",
+        summary="Prometheus metrics, in the text exposition format",
+        sync_to_thread=False,
+    )
+    def get(self) -> Response[bytes]:
+        registry = REGISTRY
+        if "prometheus_multiproc_dir" in os.environ or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

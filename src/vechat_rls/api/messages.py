@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Controller, Response, delete, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 
 from vechat_rls.api.dependencies import ConnDep, IdentityDep, SettingsDep
 from vechat_rls.api.params import Cursor, Limit, PathId
+from vechat_rls.api.problems import problem_responses
 from vechat_rls.chat.errors import NotFound
 from vechat_rls.chat.messages import (
     Marked,
@@ -36,6 +38,19 @@ def _created(message: Message, created: bool) -> Response[Message]:
     return Response(message, status_code=201 if created else 200)
 
 
+# A send answers 201, or 200 with the original for a client_id already used by the same sender;
+# 404 for a conversation, attachment or reply it cannot see, 409 for a client_id used for another
+# message, 422 for a message that breaks a rule, 429 past the rate limit.
+SEND_RESPONSES = {
+    200: ResponseSpec(
+        data_container=Message,
+        description="A retry: the message sent earlier with this client_id",
+        generate_examples=False,
+    ),
+    **problem_responses(404, 409, 422, 429),
+}
+
+
 class MessagesController(Controller):
     """`/conversations/{id}/messages` and `/messages…`: pages, sending, edits, deletes, reads."""
 
@@ -45,6 +60,7 @@ class MessagesController(Controller):
     @get(
         "/conversations/{conversation_id:int}/messages",
         summary="A page of a conversation in chronological order (newest page by default)",
+        responses=problem_responses(404),
     )
     async def list_messages(
         self,
@@ -67,6 +83,7 @@ class MessagesController(Controller):
         "/conversations/{conversation_id:int}/messages",
         summary="Send a message (201); the same client_id again returns the original (200)",
         status_code=201,
+        responses=SEND_RESPONSES,
     )
     async def send_to_conversation(
         self,
@@ -82,6 +99,7 @@ class MessagesController(Controller):
         "/messages",
         summary="Send a message to a receiver, opening the conversation on demand",
         status_code=201,
+        responses=SEND_RESPONSES,
     )
     async def send_to_receiver(
         self,
@@ -96,7 +114,11 @@ class MessagesController(Controller):
     async def read_messages(self, conn: ConnDep, data: JSONBody[MessagesRead]) -> Marked:
         return Marked(marked=await mark_read(conn, list(data.message_ids)))
 
-    @get("/messages/search", summary="Full-text search over the messages shown to the caller")
+    @get(
+        "/messages/search",
+        summary="Full-text search over the messages shown to the caller",
+        responses=problem_responses(404),
+    )
     async def search(
         self,
         conn: ConnDep,
@@ -112,7 +134,11 @@ class MessagesController(Controller):
             raise NotFound("conversation", conversation_id)
         return page
 
-    @patch("/messages/{message_id:int}", summary="Edit the text of one's own text message")
+    @patch(
+        "/messages/{message_id:int}",
+        summary="Edit the text of one's own text message",
+        responses=problem_responses(403, 404, 422),
+    )
     async def edit(
         self,
         conn: ConnDep,
@@ -122,7 +148,11 @@ class MessagesController(Controller):
     ) -> Message:
         return await edit_message(conn, message_id, data, settings)
 
-    @get("/messages/{message_id:int}/edits", summary="Earlier versions of a message")
+    @get(
+        "/messages/{message_id:int}/edits",
+        summary="Earlier versions of a message",
+        responses=problem_responses(404),
+    )
     async def edits(
         self,
         conn: ConnDep,
@@ -139,6 +169,7 @@ class MessagesController(Controller):
         "/messages/{message_id:int}",
         summary="Delete a message for everyone (sender only) or for oneself",
         status_code=204,
+        responses=problem_responses(403, 404),
     )
     async def remove(
         self,

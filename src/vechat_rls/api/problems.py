@@ -2,7 +2,7 @@
 
 The domain raises `vechat_rls.chat.errors` (so do the edges, for the same refusals); database
 and token errors propagate as they are. `failure()` says how the service answers each — status,
-slug, detail, headers — and both the HTTP exception handlers (RFC 9457 problem details,
+detail, headers — and both the HTTP exception handlers (RFC 9457 problem details,
 `application/problem+json`) and the WebSocket endpoint (an `error` frame with that status and
 detail) answer from it. An answer never carries a stack trace, SQL, or a constraint's text.
 """
@@ -38,6 +38,34 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:vechat:problem:"
+
+# One problem type per kind of failure (contract.md, "Errors"), whichever layer refused: the
+# status names the kind. Malformed JSON, a wrong type, an unknown field and a value out of range
+# are all `validation-error`, whether msgspec, Litestar, the domain or a CHECK found them.
+PROBLEM_SLUGS: dict[int, str] = {
+    400: "validation-error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    408: "request-timeout",
+    409: "conflict",
+    413: "payload-too-large",
+    416: "range-not-satisfiable",
+    422: "unprocessable",
+    429: "rate-limited",
+    431: "header-fields-too-large",
+    500: "internal-error",
+    503: "service-unavailable",
+}
+
+
+def problem_type(status: int) -> str:
+    """The problem `type` of every answer with `status`: `urn:vechat:problem:<slug>`."""
+    slug = PROBLEM_SLUGS.get(status)
+    if slug is None:
+        slug = HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+    return TYPE_PREFIX + slug
 
 
 class FieldError(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,15 +104,14 @@ def problem(
     status: int,
     detail: str | None = None,
     *,
-    slug: str | None = None,
     title: str | None = None,
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response[dict[str, Any]]:
-    """A problem-details response; `type` is `urn:vechat:problem:<slug>`."""
+    """A problem-details response; its `type` is the status's (`problem_type`)."""
     phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
-        "type": TYPE_PREFIX + (slug or phrase.lower().replace(" ", "-").replace("'", "")),
+        "type": problem_type(status),
         "title": title or phrase,
         "status": status,
         "detail": detail or phrase,
@@ -112,14 +139,25 @@ def _validation_errors(extra: Any) -> list[dict[str, str]]:
     return errors
 
 
-def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+# What Litestar raises (as a 500) when the client hangs up before its request body has arrived
+# (litestar.connection.Request.stream): the client's doing, and nobody is left to answer.
+CLIENT_GONE = "client disconnected prematurely"
+
+
+def _http_exception(
+    request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[dict[str, Any]]:
     status = exc.status_code
+    if status == 500 and exc.detail == CLIENT_GONE:
+        log.info(
+            "client went away before sending its whole request: %s %s",
+            request.method,
+            request.url.path,
+        )
+        return problem(400, "the client disconnected before sending its whole request")
     if isinstance(exc, ValidationException):
         return problem(
-            400,
-            "request validation failed",
-            slug="validation-error",
-            extra={"errors": _validation_errors(exc.extra)},
+            400, "request validation failed", extra={"errors": _validation_errors(exc.extra)}
         )
     if status >= 500:
         log.error("internal HTTP exception %s", status, exc_info=exc)
@@ -135,44 +173,41 @@ class Failure:
     """How the service answers an exception: the problem's parts, or an error frame's."""
 
     status: int
-    slug: str
     detail: str
     headers: dict[str, str] | None = None
     extra: dict[str, Any] | None = None
 
     def response(self) -> Response[dict[str, Any]]:
-        return problem(
-            self.status, self.detail, slug=self.slug, headers=self.headers, extra=self.extra
-        )
+        return problem(self.status, self.detail, headers=self.headers, extra=self.extra)
 
 
-_CHAT_ERRORS: dict[type[ChatError], tuple[int, str]] = {
-    Invalid: (400, "bad-request"),
-    Forbidden: (403, "forbidden"),
-    NotFound: (404, "not-found"),
-    Conflict: (409, "conflict"),
-    TooLarge: (413, "payload-too-large"),
-    RuleBroken: (422, "unprocessable"),
-    RateLimited: (429, "rate-limited"),
+_CHAT_ERRORS: dict[type[ChatError], int] = {
+    Invalid: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    RuleBroken: 422,
+    RateLimited: 429,
 }
 
-# SQLSTATE → (status, slug, detail). Details are fixed text: the server's message could name
+# SQLSTATE → (status, detail). Details are fixed text: the server's message could name
 # another tenant's key values (`Key (organisation_id, id)=(2, 7) already exists`).
-_SQLSTATE_CLASSES: dict[str, tuple[int, str, str]] = {
-    "08": (503, "service-unavailable", "database unavailable, retry later"),
-    "53": (503, "service-unavailable", "database overloaded, retry later"),
-    "40": (503, "service-unavailable", "concurrent update, retry"),
-    "22": (400, "bad-request", "a value is invalid or out of range"),
+_SQLSTATE_CLASSES: dict[str, tuple[int, str]] = {
+    "08": (503, "database unavailable, retry later"),
+    "53": (503, "database overloaded, retry later"),
+    "40": (503, "concurrent update, retry"),
+    "22": (400, "a value is invalid or out of range"),
 }
-_SQLSTATES: dict[str, tuple[int, str, str]] = {
-    "23503": (404, "not-found", "a referenced resource was not found"),
-    "23505": (409, "conflict", "the resource already exists"),
-    "23502": (400, "bad-request", "a required value is missing"),
-    "23514": (400, "bad-request", "a value is invalid or out of range"),
-    "57014": (503, "service-unavailable", "the request took too long, retry later"),
-    "57P01": (503, "service-unavailable", "database restarting, retry later"),
-    "57P02": (503, "service-unavailable", "database restarting, retry later"),
-    "57P03": (503, "service-unavailable", "database starting, retry later"),
+_SQLSTATES: dict[str, tuple[int, str]] = {
+    "23503": (404, "a referenced resource was not found"),
+    "23505": (409, "the resource already exists"),
+    "23502": (400, "a required value is missing"),
+    "23514": (400, "a value is invalid or out of range"),
+    "57014": (503, "the request took too long, retry later"),
+    "57P01": (503, "database restarting, retry later"),
+    "57P02": (503, "database restarting, retry later"),
+    "57P03": (503, "database starting, retry later"),
 }
 
 
@@ -181,9 +216,7 @@ def failure(exc: BaseException) -> Failure:
     if isinstance(exc, ChatError):
         return _chat_failure(exc)
     if isinstance(exc, AuthError):
-        return Failure(
-            401, "unauthorized", exc.reason, {"WWW-Authenticate": exc.www_authenticate}
-        )
+        return Failure(401, exc.reason, {"WWW-Authenticate": exc.www_authenticate})
     if isinstance(exc, (db.DatabaseUnavailable, *db.UNREACHABLE_ERRORS)):
         return _database_unavailable(exc)
     if isinstance(exc, db.PostgresError):
@@ -192,14 +225,11 @@ def failure(exc: BaseException) -> Failure:
         # Litestar groups exceptions raised while cleaning up generator dependencies.
         return failure(exc.exceptions[0])
     log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-    return Failure(500, "internal-error", HTTPStatus(500).phrase)
+    return Failure(500, HTTPStatus(500).phrase)
 
 
 def _chat_failure(exc: ChatError) -> Failure:
-    status, slug = next(
-        (_CHAT_ERRORS[cls] for cls in type(exc).__mro__ if cls in _CHAT_ERRORS),
-        (500, "internal-error"),
-    )
+    status = next((_CHAT_ERRORS[cls] for cls in type(exc).__mro__ if cls in _CHAT_ERRORS), 500)
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
@@ -207,18 +237,13 @@ def _chat_failure(exc: ChatError) -> Failure:
     if isinstance(exc, Invalid) and exc.field is not None:
         error = {"path": exc.field, "source": "body", "message": exc.reason or exc.detail}
         extra = {"errors": [error]}
-    return Failure(status, slug, exc.detail, headers, extra)
+    return Failure(status, exc.detail, headers, extra)
 
 
 def _database_unavailable(exc: BaseException) -> Failure:
     log.warning("database unavailable: %s", type(exc).__name__)
     retry_after = exc.retry_after if isinstance(exc, db.DatabaseUnavailable) else db.RETRY_AFTER_S
-    return Failure(
-        503,
-        "service-unavailable",
-        "database unavailable, retry later",
-        {"Retry-After": str(retry_after)},
-    )
+    return Failure(503, "database unavailable, retry later", {"Retry-After": str(retry_after)})
 
 
 def _postgres_error(exc: db.PostgresError) -> Failure:
@@ -226,18 +251,18 @@ def _postgres_error(exc: db.PostgresError) -> Failure:
     if sqlstate == "42501":
         if "row-level security" in str(exc):
             # A write the policies refuse is a write to something the caller cannot see.
-            return Failure(404, "not-found", "resource not found")
+            return Failure(404, "resource not found")
         log.error("privilege error (a missing GRANT?): sqlstate=%s", sqlstate, exc_info=exc)
-        return Failure(403, "forbidden", "not allowed")
+        return Failure(403, "not allowed")
     mapped = _SQLSTATES.get(sqlstate, _SQLSTATE_CLASSES.get(sqlstate[:2]))
     if mapped is None:
         log.error("unmapped database error sqlstate=%s", sqlstate, exc_info=exc)
-        return Failure(500, "internal-error", HTTPStatus(500).phrase)
-    status, slug, detail = mapped
+        return Failure(500, HTTPStatus(500).phrase)
+    status, detail = mapped
     headers = {"Retry-After": "1"} if status == 503 else None
     if status >= 500:
         log.warning("database error sqlstate=%s → %s", sqlstate, status)
-    return Failure(status, slug, detail, headers)
+    return Failure(status, detail, headers)
 
 
 def _answer(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -23,6 +26,7 @@ from litestar import Litestar
 
 from vechat_rls import db, registry
 from vechat_rls.api.app import create_app
+from vechat_rls.api.protocol import LimitedHttpToolsProtocol, Limits
 from vechat_rls.auth import TokenVerifier
 from vechat_rls.config import ConfigError, Settings
 
@@ -31,15 +35,104 @@ METRICS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 _TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s\"']+")
 
 
+def _redacted(value: object) -> object:
+    if isinstance(value, str) and "access_token=" in value:
+        return _TOKEN_IN_TEXT.sub(r"\1***", value)
+    return value
+
+
 class TokenRedactingFilter(logging.Filter):
-    """Blanks `access_token=` values (WebSocket URLs) in log records: tokens are never logged."""
+    """Blanks `access_token=` values (WebSocket URLs) in log records: tokens are never logged.
+
+    The format and each of its arguments are redacted in place, keeping the record's shape:
+    uvicorn's access formatter unpacks `args` as (client, method, path, version, status), so a
+    record whose arguments were merged into its message could no longer be formatted at all.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "access_token=" in message:
-            record.msg = _TOKEN_IN_TEXT.sub(r"\1***", message)
-            record.args = ()
+        record.msg = _redacted(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redacted(value) for key, value in record.args.items()}
         return True
+
+
+# `serve` without --workers: one worker per CPU this process may use, at most this many (each
+# worker holds up to VECHAT_POOL_MAX + 2 connections; 8 x 12 = 96 fits PostgreSQL's default
+# max_connections of 100 only just, so more workers than that are a decision, not a default).
+MAX_DEFAULT_WORKERS = 8
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> (
+    float | None
+):
+    """The CPUs this process's cgroup (or any ancestor) may use, from its CFS quota; None for no
+    quota (or no cgroup file system to read).
+
+    cgroup v2: `cpu.max` ("max 100000" or "150000 100000"); v1: `cpu.cfs_quota_us` (-1 = none)
+    over `cpu.cfs_period_us`, under the `cpu` controller's hierarchy.
+    """
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas: list[float] = []
+    files: tuple[str, ...]
+    for line in lines:
+        _hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if controllers == "":  # v2 unified hierarchy
+            directory, files = root / path.lstrip("/"), ("cpu.max",)
+            if not (root / "cgroup.controllers").exists():
+                directory = root / "unified" / path.lstrip("/")
+        elif "cpu" in controllers.split(","):
+            directory, files = root / controllers / path.lstrip("/"), (
+                "cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        # A limit anywhere up the tree applies; inside a container the tree starts at its root.
+        for level in (directory, *directory.parents):
+            if level == root.parent:
+                break
+            quota = _read_quota(level, files)
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _read_quota(directory: Path, files: tuple[str, ...]) -> float | None:
+    try:
+        if len(files) == 1:
+            limit, _, period = (directory / files[0]).read_text().strip().partition(" ")
+            if limit == "max":
+                return None
+            return int(limit) / int(period)
+        quota = int((directory / files[0]).read_text())
+        if quota <= 0:
+            return None
+        return quota / int((directory / files[1]).read_text())
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def usable_cpus() -> float:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota if any."""
+    try:
+        cpus = float(len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        cpus = float(os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return min(cpus, quota) if quota is not None else cpus
+
+
+def default_workers(cpus: float | None = None) -> int:
+    """`serve`'s worker count without --workers: ceil(usable CPUs), at least 1, at most
+    `MAX_DEFAULT_WORKERS` (docs/serving.md, "Workers")."""
+    if cpus is None:
+        cpus = usable_cpus()
+    return max(1, min(MAX_DEFAULT_WORKERS, math.ceil(cpus - 1e-9)))
 
 
 # Set by `serve --allow-privileged-role` for its worker processes (registry mode checks each
@@ -171,8 +264,13 @@ def shared_metrics(workers: int) -> Iterator[str | None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(settings: Settings, *, workers: int, allow_privileged_role: bool) -> None:
-    """Serve `settings` with `workers` processes until the server stops (after `preflight`)."""
+def run(
+    settings: Settings, *, workers: int, allow_privileged_role: bool, access_log: bool = False
+) -> None:
+    """Serve `settings` with `workers` processes until the server stops (after `preflight`).
+
+    `access_log`: uvicorn's line per request (off by default: docs/serving.md, "Workers").
+    """
     if allow_privileged_role:
         os.environ[ALLOW_PRIVILEGED_ENV] = "1"
     with shared_metrics(workers):
@@ -183,9 +281,22 @@ def run(settings: Settings, *, workers: int, allow_privileged_role: bool) -> Non
             port=settings.port,
             workers=workers,
             log_config=log_config(),
+            access_log=access_log,
             server_header=False,
             lifespan="on",
+            http=http_protocol(settings),
+            timeout_keep_alive=settings.keepalive_timeout_s,
             # A WebSocket frame is a request body too: the same limit (uvicorn closes 1009
             # above it).
             ws_max_size=settings.max_body_bytes,
         )
+
+
+def http_protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the limits of `settings` (api/protocol.py).
+
+    A partial, not a subclass made here: with several workers uvicorn pickles its config into
+    each worker process, and only a class importable by name pickles.
+    """
+    factory = functools.partial(LimitedHttpToolsProtocol, limits=Limits.of(settings))
+    return factory  # type: ignore[return-value]  # uvicorn calls it like the class

@@ -13,6 +13,10 @@ from vechat_rls.identity import Identity
 Theme = Literal["light", "dark", "auto"]
 FontSize = Literal["small", "medium", "large"]
 MAX_CUSTOM_SETTINGS_BYTES = 16 * 1024  # also vechat_user_settings_custom_settings_check
+CUSTOM_SETTINGS_CHECK = "vechat_user_settings_custom_settings_check"
+# Objects and arrays nested deeper are refused: JSON is decoded and encoded recursively (msgspec,
+# here and in the pool's jsonb codec), and a thousand levels exhaust Python's stack.
+MAX_CUSTOM_SETTINGS_DEPTH = 32
 
 
 class UserSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,24 +88,59 @@ async def get_settings(conn: db.Transaction, identity: Identity) -> UserSettings
     return _settings(await conn.fetchrow(SETTINGS_SQL, identity.user_id, identity.user_type))
 
 
+def _too_large() -> Invalid:
+    # The size is the database's: the JSON text of the stored jsonb (`custom_settings::text`),
+    # which has a space after every `:` and `,` — more than the compact JSON a client sends.
+    return Invalid(
+        f"custom_settings is larger than {MAX_CUSTOM_SETTINGS_BYTES} bytes as stored (JSON text "
+        "with a space after every ':' and ',')",
+        field="custom_settings",
+        reason="too large",
+    )
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in `value` nest more than `limit` levels (iteratively)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 async def change_settings(
     conn: db.Transaction, identity: Identity, data: UserSettingsUpdate
 ) -> UserSettings:
-    """Change the fields given; `custom_settings` over 16 KiB of JSON is `Invalid`."""
+    """Change the fields given; `custom_settings` over 16 KiB as stored, or nested more than
+    32 levels, is `Invalid`."""
     custom = data.custom_settings
-    if custom is not msgspec.UNSET and (
-        len(msgspec.json.encode(custom)) > MAX_CUSTOM_SETTINGS_BYTES
-    ):
-        raise Invalid(
-            f"custom_settings is larger than {MAX_CUSTOM_SETTINGS_BYTES} bytes",
-            field="custom_settings",
-            reason="too large",
-        )
+    if custom is not msgspec.UNSET:
+        if _deeper_than(custom, MAX_CUSTOM_SETTINGS_DEPTH):
+            raise Invalid(
+                f"custom_settings nests more than {MAX_CUSTOM_SETTINGS_DEPTH} levels",
+                field="custom_settings",
+                reason="nested too deeply",
+            )
+        if len(msgspec.json.encode(custom)) > MAX_CUSTOM_SETTINGS_BYTES:
+            raise _too_large()  # already over compact: no need to ask the database
     values = [getattr(data, name) for name in _FIELDS]
-    row = await conn.fetchrow(
-        PATCH_SETTINGS_SQL,
-        identity.user_id,
-        identity.user_type,
-        *(None if value is msgspec.UNSET else value for value in values),
-    )
+    try:
+        row = await conn.fetchrow(
+            PATCH_SETTINGS_SQL,
+            identity.user_id,
+            identity.user_type,
+            *(None if value is msgspec.UNSET else value for value in values),
+        )
+    except db.PostgresError as exc:
+        if getattr(exc, "constraint_name", None) == CUSTOM_SETTINGS_CHECK:
+            raise _too_large() from None
+        raise
     return _settings(row)

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from vechat_rls.config import PREFIX, Settings
 from vechat_rls.pgserver import PgServerError
 
 # Exit codes of `db …` and `audit` (contract); with several databases, the highest of them.
@@ -35,6 +36,16 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--all", action="store_true", help="every database of $VECHAT_REGISTRY")
 
 
+SERVE_LIMIT_FLAGS = (
+    ("--max-header-bytes", "max_header_bytes", "BYTES", "request line + headers; 431 above"),
+    ("--header-timeout", "header_timeout_s", "S", "to finish the headers; 408 after"),
+    ("--body-timeout", "body_timeout_s", "S", "silence within a body; 408 after"),
+    ("--keepalive-timeout", "keepalive_timeout_s", "S", "an idle connection is closed after"),
+    ("--max-connections", "max_connections", "N", "open connections; 503 above"),
+)
+"""`serve`'s flags for the limits of api/protocol.py: (flag, Settings field, unit, meaning)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vechat-rls", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,17 +53,46 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket API as role vechat_app")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: one per usable CPU, at most 8; docs/serving.md)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log a line per request (default: off; errors are always logged)",
+    )
     serve.add_argument(
         "--allow-privileged-role",
         action="store_true",
         help="benchmarks only: start even if the role could bypass row-level security",
     )
+    limits = serve.add_argument_group(
+        "limits on each client, per process (docs/serving.md); each wins over its variable"
+    )
+    for flag, setting, unit, meaning in SERVE_LIMIT_FLAGS:
+        limits.add_argument(
+            flag,
+            dest=setting,
+            type=int,
+            default=None,
+            metavar=unit,
+            help=f"{meaning} (${PREFIX}{setting.upper()}, default {getattr(Settings(), setting)})",
+        )
 
     demo = sub.add_parser("demo", help="embedded PostgreSQL in ./.vechat/, demo data, serve")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--dir", default=".vechat", help="where the demo cluster lives")
+    demo.add_argument(
+        "--pg-port",
+        type=int,
+        default=None,
+        help="the cluster's TCP port (default: chosen once and kept in DIR/demo.json)",
+    )
     demo.add_argument("--no-serve", action="store_true", help="set up, print the links, and exit")
 
     db = sub.add_parser("db", help="migrations: migrate, rollback, status, verify")
@@ -78,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(audit)
     audit.add_argument("--json", action="store_true", help="machine-readable output")
 
-    token = sub.add_parser("token", help="mint a JWT for testing (needs $VECHAT_JWT_SECRET)")
+    token = sub.add_parser(
+        "token", help="mint a JWT for testing ($VECHAT_JWT_SECRET, or the demo's secret here)"
+    )
     token.add_argument("--org", type=int, required=True)
     token.add_argument("--user", type=int, required=True)
     token.add_argument("--type", choices=["personnel", "client"], required=True)

@@ -56,8 +56,11 @@ def audit_all(targets: Sequence[Target], *, as_json: bool) -> int:
         report.begin()
         print_text(result, report)
     if as_json:
+        # A database that could not be audited is neither clean nor dirty: `null` with its
+        # `error`, and the whole run is `null` unless a finding already makes it `false`.
+        verdicts = [r.verdict for r in results]
         document = {
-            "clean": all(r.clean for r in results),
+            "clean": False if False in verdicts else None if None in verdicts else True,
             "databases": [r.as_json() for r in results],
         }
         json.dump(document, sys.stdout, indent=2, default=str)

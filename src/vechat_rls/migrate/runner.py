@@ -122,7 +122,9 @@ def rollback(target: Target, layout: Layout, say: Say, *, to: int, dry_run: bool
             return
         adoption = legacy.read_adoption(conn) if 1 in ledger.migrations else None
         if adoption is not None and not dry_run and any(m.version == 1 for m in todo):
-            legacy.check_restorable(conn)  # before any down is committed
+            # Restoring the legacy shape may refuse (more than one organisation): say so before
+            # the migrations above 0001 are rolled back, so that a refusal changes nothing.
+            legacy.check_restorable(conn)
         for migration in todo:
             adopted = adoption is not None and migration.version == 1
             if dry_run:

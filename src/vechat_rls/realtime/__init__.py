@@ -2,8 +2,8 @@
 
 The listener (listener.py) hears doorbells, the hub (hub.py) reads what they announce under each
 recipient's own tenant context and queues it on their sockets, the ringer (ringer.py) rings for
-this process's writes, the pacer (pace.py) batches both while the process is short of CPU, and
-engines.py runs one such engine per database.
+this process's writes, the pacer (pace.py) batches both while delivery falls behind (a growing
+backlog), and engines.py runs one such engine per database.
 
 Glossary (one meaning each):
 

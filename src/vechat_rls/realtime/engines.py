@@ -198,7 +198,6 @@ async def run_one(database: db.Database, settings: Settings) -> AsyncIterator[Ru
     rings through it (realtime/ringer.py). Readiness reports the listener.
     """
     pacer = Pacer(settings.delivery_pace_ms / 1000)
-    pacer.start()
     ringer: Ringer | None = None
     if settings.doorbell == "coalesced":
         ringer = Ringer(database.url, settings.doorbell_batch_ms / 1000, pacer)
@@ -216,7 +215,6 @@ async def run_one(database: db.Database, settings: Settings) -> AsyncIterator[Ru
         if ringer is not None:
             database.ring = None
             await ringer.stop()
-        await pacer.stop()
 
 
 @contextlib.asynccontextmanager
@@ -227,7 +225,6 @@ async def run_fleet(fleet: Fleet, settings: Settings) -> AsyncIterator[Running]:
     there: other processes may. The ringer starts with the pool and stops with it.
     """
     pacer = Pacer(settings.delivery_pace_ms / 1000)
-    pacer.start()
     if settings.doorbell == "coalesced":
 
         def ringer_for(database: db.Database) -> Ringer:
@@ -245,4 +242,3 @@ async def run_fleet(fleet: Fleet, settings: Settings) -> AsyncIterator[Running]:
     finally:
         await engines.stop()
         await fleet.set_companion(None)
-        await pacer.stop()

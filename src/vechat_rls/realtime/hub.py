@@ -88,6 +88,7 @@ class Hub:
         self.typing = Typing(self.sockets)
         self._dirty: dict[int, dict[User, int]] = defaultdict(dict)
         self._rung: set[int] = set()  # organisations rung without recipients named
+        self._waiting_since: float | None = None  # when the oldest user still unread was marked
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -120,6 +121,7 @@ class Hub:
             self.sockets.remove(outbox)
         await asyncio.gather(*(stop_task(task) for task in self._tasks))
         self._tasks.clear()
+        self.pacer.forget(self)
         self.typing.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.leases.flush(), timeout=5)
@@ -192,7 +194,7 @@ class Hub:
             # A ring that names no one: every local user of the organisation, expanded once per
             # wake-up however many rings arrive meanwhile.
             self._rung.add(notice.o)
-            self._wake.set()
+            self._wake_up()
             return
         for user_type, user_id, seq in notice.e:
             key = User(notice.o, user_type, user_id)
@@ -205,7 +207,18 @@ class Hub:
         known = pending.get(key, seq)
         # "Unknown" wins: a catch-up must read even when a doorbell for an older seq came too.
         pending[key] = max(known, seq) if known and seq else 0
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
         self._wake.set()
+
+    def backlog(self) -> int:
+        """Users waiting for the next read (each local user of a rung organisation counted)."""
+        return sum(len(keys) for keys in self._dirty.values()) + sum(
+            len(self.sockets.by_org.get(organisation_id, ())) for organisation_id in self._rung
+        )
 
     async def catch_up_all(self) -> None:
         """After the listener (re)connects: anything rung while it was away is in the log."""
@@ -216,9 +229,12 @@ class Hub:
         last_read = 0.0
         while True:
             await self._wake.wait()
-            await self.pacer.hold(last_read)  # short of CPU: batch (realtime/pace.py)
+            await self.pacer.hold(last_read)  # falling behind: batch (realtime/pace.py)
             last_read = time.monotonic()
             self._wake.clear()
+            if self._waiting_since is not None:
+                self.pacer.waited(last_read - self._waiting_since, self.backlog())
+                self._waiting_since = None
             dirty, self._dirty = self._dirty, defaultdict(dict)
             rung, self._rung = self._rung, set()
             for organisation_id in rung:
@@ -240,6 +256,8 @@ class Hub:
                 *(self._read(chunk) for chunk in chunks), return_exceptions=True
             )
             _log_failures("delivery", results)
+            # Who came in while this read ran: nobody means delivery keeps up.
+            self.pacer.observe(self.backlog(), self)
 
     async def _read(self, wanted: list[tuple[User, int]]) -> None:
         """Read and deliver the events of `wanted` users (any organisations): one statement."""

@@ -63,7 +63,7 @@ class Ringer:
     ) -> None:
         self.url = url
         self.batch_s = batch_s
-        self.pacer = pacer or Pacer(0)  # short of CPU: ring at most once per its delay instead
+        self.pacer = pacer or Pacer(0)  # falling behind: ring at most once per its window
         self.budget = budget
         self.rings = 0  # NOTIFY commits sent (tests, benchmarks)
         self._pending: dict[int, set[tuple[str, int]] | None] = {}
@@ -112,7 +112,7 @@ class Ringer:
         while True:
             await self._wake.wait()
             # Busy: let the commits of the next `batch_s` join this ring. Idle: ring at once.
-            # Short of CPU: the pacer's delay instead, when longer (realtime/pace.py).
+            # Delivery falling behind: the pacer's window instead, when longer (realtime/pace.py).
             wait = self._last + max(self.batch_s, self.pacer.delay) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)

@@ -72,6 +72,7 @@ m.audio_duration AS duration_s, m.audio_waveform AS waveform,
 r.id AS reply_id, r.sender_id AS reply_sender_id, r.sender_type AS reply_sender_type,
 CASE WHEN r.message_type = 'voice' THEN 'audio' ELSE r.message_type END AS reply_message_type,
 left(r.message, {BODY_PREVIEW_CHARS}) AS reply_body_preview,
+r.deleted_at IS NOT NULL AS reply_deleted,
 m.client_id, m.created_at, m.edited_at, m.deleted_at IS NOT NULL AS deleted,
 {read_at_shown} AS read_at
 """
@@ -144,6 +145,7 @@ def message_from_row(row: db.Record) -> Message:
             sender=Participant(user_id=row["reply_sender_id"], user_type=row["reply_sender_type"]),
             body_preview=row["reply_body_preview"],
             message_type=row["reply_message_type"],
+            deleted=bool(row["reply_deleted"]),
         )
     return Message(
         id=row["id"],

@@ -41,12 +41,14 @@ class Audio(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class ReplyTo(msgspec.Struct, frozen=True, kw_only=True):
-    """What a reply quotes: the first characters of the original (null once it is deleted)."""
+    """What a reply quotes: the first characters of the original; once the original is deleted
+    for everyone, `deleted` and no preview."""
 
     id: int
     sender: Participant
     body_preview: str | None
     message_type: MessageType
+    deleted: bool
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
