@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from tests.support.api import wait_ready
 from tests.support.fixtures import Database
 from tests.support.scratch import Scratch
 from vechat_rls import cli
@@ -120,16 +120,7 @@ def test_serve_runs_worker_processes_behind_one_port(migrated_database: Database
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(base, proc, lambda: proc.stderr.read() if proc.stderr else "")
         headers = {
             "Authorization": "Bearer "
             + mint_token(organisation_id=9301, user_id=1, user_type="personnel", key=SECRET)

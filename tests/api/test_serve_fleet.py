@@ -30,7 +30,7 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.api import SECRET, Caller
+from tests.support.api import SECRET, Caller, wait_ready
 from tests.support.chat import Org, seed_directory
 from tests.support.fixtures import APP_PASSWORD, migrate_to_head
 from tests.support.fleet import migrated_databases, write_registry
@@ -86,14 +86,7 @@ class Serve:
         return self.log.read()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    return
-            assert self.proc.poll() is None, self.output()
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.2)
+        wait_ready(self.base, self.proc, self.output, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

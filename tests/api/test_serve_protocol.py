@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.api import SECRET, Caller
+from tests.support.api import SECRET, Caller, wait_ready
 from tests.support.fixtures import Database
 from tests.support.seed import new_organisation_ids
 from vechat_rls.pgserver import free_port
@@ -54,14 +54,7 @@ class Serve:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    break
-            assert self.proc.poll() is None, self.output()
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+        wait_ready(self.base, self.proc, self.output)
 
     def output(self) -> str:
         self.log.seek(0)

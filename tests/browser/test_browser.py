@@ -25,7 +25,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.support.api import wait_ready
 from tests.support.fixtures import Database
 from tests.support.seed import new_organisation_ids, purge_organisations
 from vechat_rls.auth import mint_token
@@ -254,16 +254,7 @@ def server(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"server did not become ready: {log.read_text()}"
-            time.sleep(0.2)
+        wait_ready(base, proc, log.read_text)
         yield base
     finally:
         proc.send_signal(signal.SIGINT)

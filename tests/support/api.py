@@ -8,10 +8,13 @@ with tokens minted here, seed and inspect as the superuser, and keep to their ow
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import psycopg
 from litestar.testing import AsyncTestClient
 
@@ -102,3 +105,18 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     return body
+
+
+def wait_ready(
+    base: str, proc: subprocess.Popen[Any], output: Callable[[], str], timeout: float = 30
+) -> None:
+    """Until `base`/readyz answers 200: a `vechat-rls serve` subprocess started by a test. Fails
+    with the server's `output()` if it exits first, or when `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                return
+        assert proc.poll() is None, output()
+        assert time.monotonic() < deadline, f"server did not become ready: {output()}"
+        time.sleep(0.1)

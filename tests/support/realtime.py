@@ -15,15 +15,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.api import SECRET, Caller
+from tests.support.api import SECRET, Caller, wait_ready
 from vechat_rls.auth import mint_token
 from vechat_rls.pgserver import free_port
 
@@ -65,15 +63,7 @@ class Server:
         return self.log.read()
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    return
-            if self.proc.poll() is not None:
-                raise AssertionError(self.output())
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+        wait_ready(self.base, self.proc, self.output, timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no lease removal."""
