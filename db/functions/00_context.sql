@@ -76,6 +76,14 @@ COMMENT ON FUNCTION vechat.context_mac(text, text) IS
 -- (role may be empty; backend_start in microseconds since the epoch, expires in seconds), the
 -- HMAC over everything before its separator. Anything wrong raises: the transaction acts for
 -- nobody and is aborted.
+--
+-- Two paths. The usual one is a single statement: the backend's row already holds the backend
+-- start the token was signed for, checked by an earlier call against pg_stat_activity, and the
+-- session key that call gave this backend (a random value in the row and in the backend's session
+-- setting vechat.session_key); the row is updated if the MAC holds and the counter goes up. A row
+-- left by an earlier backend with the same pid holds a key this backend was never given. Anything
+-- else (a backend's first token, a key changed or reset by hand, a token that does not verify)
+-- takes the full path, which reads the backend's start time and says what is wrong.
 CREATE OR REPLACE FUNCTION vechat.enter(p_token text) RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
@@ -86,12 +94,35 @@ DECLARE
     v_mac   text;
     v_start timestamptz;
     v_tid   pg_catalog.tid;
+    v_key   text;
 BEGIN
     IF pg_catalog.cardinality(f) IS DISTINCT FROM 11 OR f[1] <> 'v1' THEN
         RAISE EXCEPTION 'vechat.enter: not a signed context' USING ERRCODE = '28000';
     END IF;
-    -- vechat.context_mac's HMAC, inlined: one statement whose plan the session keeps, instead of
-    -- a call of a SECURITY DEFINER SQL function (its own search_path switch) per transaction.
+    -- The usual path: one statement (the HMAC of vechat.context_mac, inlined) holding every check
+    -- of the full path below, for a token whose numbers are numbers (no cast in it can fail).
+    IF p_token ~ '^v1\|[^|]+\|\d+\|\d+\|[a-z]+\|[^|]*\|\d+\|\d+\|\d+\|\d+\|' THEN
+        UPDATE vechat.session_contexts AS s
+        SET counter = f[9]::bigint, xact = pg_catalog.transaction_timestamp(),
+            organisation_id = f[3]::bigint, user_id = f[4]::bigint, user_type = f[5],
+            role = NULLIF(f[6], '')
+        FROM vechat.context_keys AS k
+        WHERE s.pid = pg_catalog.pg_backend_pid()
+          AND f[7] = pg_catalog.pg_backend_pid()::text
+          AND (EXTRACT(epoch FROM s.backend_start) * 1000000)::bigint = f[8]::bigint
+          AND s.counter < f[9]::bigint
+          AND s.session_key = pg_catalog.current_setting('vechat.session_key', true)
+          AND f[10]::bigint >= EXTRACT(epoch FROM pg_catalog.clock_timestamp())
+          AND k.key_id = f[2] AND k.retired_at IS NULL
+          AND pg_catalog.encode(pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(
+                  k.inner_pad || pg_catalog.convert_to(pg_catalog.left(p_token, -65), 'UTF8'))),
+                  'hex') = f[11]
+        RETURNING pg_catalog.set_config('vechat.context_tid', s.ctid::text, true) INTO v_mac;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    -- The full path.
     SELECT pg_catalog.encode(pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(
                k.inner_pad || pg_catalog.convert_to(pg_catalog.left(p_token, -65), 'UTF8'))), 'hex')
     INTO v_mac
@@ -116,14 +147,15 @@ BEGIN
        OR f[6] !~ '^[A-Za-z0-9_.:-]{0,64}$' THEN
         RAISE EXCEPTION 'vechat.enter: malformed context' USING ERRCODE = '28000';
     END IF;
+    v_key := pg_catalog.gen_random_uuid()::text;
     INSERT INTO vechat.session_contexts AS s
-        (pid, backend_start, counter, xact, organisation_id, user_id, user_type, role)
+        (pid, backend_start, counter, xact, organisation_id, user_id, user_type, role, session_key)
     VALUES (pg_catalog.pg_backend_pid(), v_start, f[9]::bigint, pg_catalog.transaction_timestamp(),
-            f[3]::bigint, f[4]::bigint, f[5], NULLIF(f[6], ''))
+            f[3]::bigint, f[4]::bigint, f[5], NULLIF(f[6], ''), v_key)
     ON CONFLICT (pid) DO UPDATE
     SET backend_start = EXCLUDED.backend_start, counter = EXCLUDED.counter, xact = EXCLUDED.xact,
         organisation_id = EXCLUDED.organisation_id, user_id = EXCLUDED.user_id,
-        user_type = EXCLUDED.user_type, role = EXCLUDED.role
+        user_type = EXCLUDED.user_type, role = EXCLUDED.role, session_key = EXCLUDED.session_key
     -- A row of an earlier backend with this pid says nothing about this one.
     WHERE s.backend_start <> EXCLUDED.backend_start OR s.counter < EXCLUDED.counter
     RETURNING s.ctid INTO v_tid;
@@ -131,6 +163,8 @@ BEGIN
         RAISE EXCEPTION 'vechat.enter: the context was already used' USING ERRCODE = '28000';
     END IF;
     PERFORM pg_catalog.set_config('vechat.context_tid', v_tid::text, true);
+    -- Session-wide: a rolled-back transaction takes it back with the row.
+    PERFORM pg_catalog.set_config('vechat.session_key', v_key, false);
 END
 $$;
 COMMENT ON FUNCTION vechat.enter(text) IS

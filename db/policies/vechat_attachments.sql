@@ -16,7 +16,7 @@ GRANT SELECT, INSERT, DELETE ON public.vechat_attachments TO vechat_app;
 DROP POLICY IF EXISTS vechat_attachments_select_uploader_or_participant ON public.vechat_attachments;
 CREATE POLICY vechat_attachments_select_uploader_or_participant ON public.vechat_attachments
     FOR SELECT
-    USING ((uploader_id = (SELECT ctx.user_id FROM vechat.context ctx) AND uploader_type = (SELECT ctx.user_type FROM vechat.context ctx))
+    USING (((uploader_id, uploader_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
            OR EXISTS (SELECT 1 FROM public.vechat_messages m
                       WHERE m.organisation_id = vechat_attachments.organisation_id
                         AND m.attachment_id = vechat_attachments.id));
@@ -26,13 +26,13 @@ COMMENT ON POLICY vechat_attachments_select_uploader_or_participant ON public.ve
 DROP POLICY IF EXISTS vechat_attachments_insert_uploader ON public.vechat_attachments;
 CREATE POLICY vechat_attachments_insert_uploader ON public.vechat_attachments
     FOR INSERT
-    WITH CHECK ((uploader_id = (SELECT ctx.user_id FROM vechat.context ctx) AND uploader_type = (SELECT ctx.user_type FROM vechat.context ctx)));
+    WITH CHECK (((uploader_id, uploader_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_attachments_insert_uploader ON public.vechat_attachments IS
     'A user uploads only as themselves.';
 
 DROP POLICY IF EXISTS vechat_attachments_delete_uploader ON public.vechat_attachments;
 CREATE POLICY vechat_attachments_delete_uploader ON public.vechat_attachments
     FOR DELETE
-    USING ((uploader_id = (SELECT ctx.user_id FROM vechat.context ctx) AND uploader_type = (SELECT ctx.user_type FROM vechat.context ctx)));
+    USING (((uploader_id, uploader_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_attachments_delete_uploader ON public.vechat_attachments IS
     'Only the uploader removes a file.';

@@ -18,7 +18,7 @@ CREATE POLICY vechat_contacts_select_visible ON public.vechat_contacts
     FOR SELECT
     USING ((SELECT ctx.user_type FROM vechat.context ctx) = 'personnel'
            OR user_type = 'personnel'
-           OR (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx)));
+           OR ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_contacts_select_visible ON public.vechat_contacts IS
     'Personnel read the whole directory; a client reads personnel and its own row, never other clients.';
 
@@ -26,7 +26,7 @@ DROP POLICY IF EXISTS vechat_contacts_insert_self_or_admin ON public.vechat_cont
 CREATE POLICY vechat_contacts_insert_self_or_admin ON public.vechat_contacts
     FOR INSERT
     WITH CHECK ((SELECT ctx.role FROM vechat.context ctx) = 'admin'
-                OR (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx)));
+                OR ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_contacts_insert_self_or_admin ON public.vechat_contacts IS
     'A user creates their own row on first use; an admin creates any row of the organisation.';
 
@@ -34,9 +34,9 @@ DROP POLICY IF EXISTS vechat_contacts_update_self_or_admin ON public.vechat_cont
 CREATE POLICY vechat_contacts_update_self_or_admin ON public.vechat_contacts
     FOR UPDATE
     USING ((SELECT ctx.role FROM vechat.context ctx) = 'admin'
-           OR (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx)))
+           OR ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)))
     WITH CHECK ((SELECT ctx.role FROM vechat.context ctx) = 'admin'
-                OR (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx)));
+                OR ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_contacts_update_self_or_admin ON public.vechat_contacts IS
     'A user updates their own row; an admin updates any row of the organisation.';
 

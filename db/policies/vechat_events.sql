@@ -19,7 +19,7 @@ REVOKE INSERT, UPDATE, DELETE ON public.vechat_events FROM vechat_app;
 DROP POLICY IF EXISTS vechat_events_select_recipient ON public.vechat_events;
 CREATE POLICY vechat_events_select_recipient ON public.vechat_events
     FOR SELECT
-    USING (recipient_id = (SELECT ctx.user_id FROM vechat.context ctx) AND recipient_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    USING ((recipient_id, recipient_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_events_select_recipient ON public.vechat_events IS
     'A user reads only events addressed to them.';
 
@@ -40,7 +40,6 @@ COMMENT ON POLICY vechat_events_insert_conversation_participant ON public.vechat
 DROP POLICY IF EXISTS vechat_events_delete_recipient ON public.vechat_events;
 CREATE POLICY vechat_events_delete_recipient ON public.vechat_events
     FOR DELETE
-    USING (recipient_id = (SELECT ctx.user_id FROM vechat.context ctx)
-           AND recipient_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    USING ((recipient_id, recipient_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_events_delete_recipient ON public.vechat_events IS
     'Pruning (vechat.prune_own_events) deletes only the transaction''s own user''s events.';

@@ -16,15 +16,15 @@ GRANT SELECT, INSERT, UPDATE ON public.vechat_messages TO vechat_app;
 DROP POLICY IF EXISTS vechat_messages_select_participant ON public.vechat_messages;
 CREATE POLICY vechat_messages_select_participant ON public.vechat_messages
     FOR SELECT
-    USING ((sender_id = (SELECT ctx.user_id FROM vechat.context ctx) AND sender_type = (SELECT ctx.user_type FROM vechat.context ctx))
-           OR (receiver_id = (SELECT ctx.user_id FROM vechat.context ctx) AND receiver_type = (SELECT ctx.user_type FROM vechat.context ctx)));
+    USING (((sender_id, sender_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
+           OR ((receiver_id, receiver_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_messages_select_participant ON public.vechat_messages IS
     'A user reads only messages they sent or received.';
 
 DROP POLICY IF EXISTS vechat_messages_insert_sender ON public.vechat_messages;
 CREATE POLICY vechat_messages_insert_sender ON public.vechat_messages
     FOR INSERT
-    WITH CHECK ((sender_id = (SELECT ctx.user_id FROM vechat.context ctx) AND sender_type = (SELECT ctx.user_type FROM vechat.context ctx))
+    WITH CHECK (((sender_id, sender_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
                 AND EXISTS (
                     SELECT 1 FROM public.vechat_conversations c
                     WHERE c.organisation_id = vechat_messages.organisation_id
@@ -39,9 +39,9 @@ COMMENT ON POLICY vechat_messages_insert_sender ON public.vechat_messages IS
 DROP POLICY IF EXISTS vechat_messages_update_participant ON public.vechat_messages;
 CREATE POLICY vechat_messages_update_participant ON public.vechat_messages
     FOR UPDATE
-    USING ((sender_id = (SELECT ctx.user_id FROM vechat.context ctx) AND sender_type = (SELECT ctx.user_type FROM vechat.context ctx))
-           OR (receiver_id = (SELECT ctx.user_id FROM vechat.context ctx) AND receiver_type = (SELECT ctx.user_type FROM vechat.context ctx)))
-    WITH CHECK ((sender_id = (SELECT ctx.user_id FROM vechat.context ctx) AND sender_type = (SELECT ctx.user_type FROM vechat.context ctx))
-                OR (receiver_id = (SELECT ctx.user_id FROM vechat.context ctx) AND receiver_type = (SELECT ctx.user_type FROM vechat.context ctx)));
+    USING (((sender_id, sender_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
+           OR ((receiver_id, receiver_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)))
+    WITH CHECK (((sender_id, sender_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
+                OR ((receiver_id, receiver_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)));
 COMMENT ON POLICY vechat_messages_update_participant ON public.vechat_messages IS
     'Sender and receiver update a message; which columns each may change is vechat.messages_guard''s rule.';

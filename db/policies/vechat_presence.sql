@@ -23,14 +23,14 @@ COMMENT ON POLICY vechat_presence_select_organisation ON public.vechat_presence 
 DROP POLICY IF EXISTS vechat_presence_insert_self ON public.vechat_presence;
 CREATE POLICY vechat_presence_insert_self ON public.vechat_presence
     FOR INSERT
-    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    WITH CHECK ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_insert_self ON public.vechat_presence IS
     'A user creates only their own presence row.';
 
 DROP POLICY IF EXISTS vechat_presence_update_self ON public.vechat_presence;
 CREATE POLICY vechat_presence_update_self ON public.vechat_presence
     FOR UPDATE
-    USING (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx))
-    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    USING ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
+    WITH CHECK ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_update_self ON public.vechat_presence IS
     'A user updates only their own presence row.';

@@ -23,21 +23,21 @@ COMMENT ON POLICY vechat_presence_connections_select_organisation ON public.vech
 DROP POLICY IF EXISTS vechat_presence_connections_insert_self ON public.vechat_presence_connections;
 CREATE POLICY vechat_presence_connections_insert_self ON public.vechat_presence_connections
     FOR INSERT
-    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    WITH CHECK ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_connections_insert_self ON public.vechat_presence_connections IS
     'A server process registers a connection lease only under the connected user''s own context.';
 
 DROP POLICY IF EXISTS vechat_presence_connections_update_self ON public.vechat_presence_connections;
 CREATE POLICY vechat_presence_connections_update_self ON public.vechat_presence_connections
     FOR UPDATE
-    USING (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx))
-    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    USING ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
+    WITH CHECK ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_presence_connections_update_self ON public.vechat_presence_connections IS
     'A lease is renewed only under its user''s own context.';
 
 DROP POLICY IF EXISTS vechat_presence_connections_delete_self_or_expired ON public.vechat_presence_connections;
 CREATE POLICY vechat_presence_connections_delete_self_or_expired ON public.vechat_presence_connections
     FOR DELETE
-    USING ((user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx)) OR expires_at < now());
+    USING (((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)) OR expires_at < now());
 COMMENT ON POLICY vechat_presence_connections_delete_self_or_expired ON public.vechat_presence_connections IS
     'A user removes their own leases; anyone of the organisation may sweep leases that have expired.';

@@ -16,7 +16,7 @@ COMMENT ON POLICY vechat_rate_limits_organisation_isolation ON public.vechat_rat
 DROP POLICY IF EXISTS vechat_rate_limits_all_owner ON public.vechat_rate_limits;
 CREATE POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits
     FOR ALL
-    USING (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx))
-    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    USING ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
+    WITH CHECK ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_rate_limits_all_owner ON public.vechat_rate_limits IS
     'A user reads and bumps only their own counters.';

@@ -16,7 +16,7 @@ GRANT SELECT, INSERT, UPDATE ON public.vechat_user_settings TO vechat_app;
 DROP POLICY IF EXISTS vechat_user_settings_all_owner ON public.vechat_user_settings;
 CREATE POLICY vechat_user_settings_all_owner ON public.vechat_user_settings
     FOR ALL
-    USING (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx))
-    WITH CHECK (user_id = (SELECT ctx.user_id FROM vechat.context ctx) AND user_type = (SELECT ctx.user_type FROM vechat.context ctx));
+    USING ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
+    WITH CHECK ((user_id, user_type) = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx));
 COMMENT ON POLICY vechat_user_settings_all_owner ON public.vechat_user_settings IS
     'A user reads and writes only their own settings.';

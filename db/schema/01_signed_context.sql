@@ -23,10 +23,13 @@ CREATE UNLOGGED TABLE vechat.session_contexts (
     user_id         bigint,
     user_type       text,
     role            text,
+    session_key     text,
     CONSTRAINT session_contexts_pkey PRIMARY KEY (pid)
 );
 COMMENT ON TABLE vechat.session_contexts IS
     'The verified tenant context of each backend''s current transaction, written only by vechat.enter() (and vechat.act_as() for DBAs). A row counts only while pid = pg_backend_pid() and xact = transaction_timestamp(): a row left by an earlier transaction, or by an earlier backend with the same pid, acts for nobody. Unlogged: nothing in it outlives a connection.';
+COMMENT ON COLUMN vechat.session_contexts.session_key IS
+    'A random value given to the backend that wrote the row (also its setting vechat.session_key): vechat.enter skips re-reading the backend start time while both agree.';
 COMMENT ON COLUMN vechat.session_contexts.counter IS
     'The counter of the last token entered on this backend: a token is accepted once, and only if its counter is higher.';
 

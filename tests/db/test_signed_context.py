@@ -136,6 +136,50 @@ def test_the_context_tuple_id_is_a_hint_that_cannot_borrow_another_backends_cont
         victim.rollback()
 
 
+def test_a_backend_s_own_row_speeds_up_entering_but_never_vouches_for_another_backend(
+    world: tuple[Database, list[h.Seed]],
+) -> None:
+    """`vechat.enter` updates the backend's row in one statement when the row already holds the
+    backend start the token was signed for and the session key it gave this backend; a token
+    naming another start takes the full path, which reads the real start and refuses it — also
+    when the row is one an earlier backend with this pid left (its start, its key)."""
+    from vechat_rls.db import context
+
+    db, seeds = world
+    o = seeds[0].organisation_id
+    with psycopg.connect(db.app_url) as conn, psycopg.connect(db.admin_url) as admin:
+        pid, start = h.backend_of(conn)
+        identity = h.identity_of(o, P1)
+        keys = []
+        for _ in range(3):  # the first one writes the row, the next ones take the short path
+            conn.execute("SELECT vechat.enter(%s)", (context.sign(identity, pid, start),))
+            assert count(conn, "vechat_messages") > 0
+            keys.append(conn.execute("SELECT current_setting('vechat.session_key')").fetchone())
+            conn.commit()
+        assert keys[0] == keys[1] == keys[2]  # the full path gives a new key each time
+        with pytest.raises(REFUSED, match="signed for another connection"):
+            conn.execute("SELECT vechat.enter(%s)", (context.sign(identity, pid, start - 1),))
+        conn.rollback()
+        # The row as a dead backend with this pid would have left it, and a token signed for
+        # that backend: refused, and the row is not taken for this backend's.
+        admin.execute("UPDATE vechat.session_contexts SET backend_start = backend_start"
+                      " - interval '1 second', session_key = 'the earlier backend''s'"
+                      " WHERE pid = %s", (pid,))
+        admin.commit()
+        earlier = start - 1_000_000
+        with pytest.raises(REFUSED, match="signed for another connection"):
+            conn.execute("SELECT vechat.enter(%s)", (context.sign(identity, pid, earlier),))
+        conn.rollback()
+        assert count(conn, "vechat_messages") == 0
+        conn.execute("SELECT vechat.enter(%s)", (context.sign(identity, pid, start),))
+        assert count(conn, "vechat_messages") > 0
+        conn.commit()
+        # A key changed by hand only sends the next token through the full check.
+        conn.execute("SELECT set_config('vechat.session_key', 'guess', false)")
+        conn.execute("SELECT vechat.enter(%s)", (context.sign(identity, pid, start),))
+        assert count(conn, "vechat_messages") > 0
+
+
 def test_an_expired_a_reused_a_forged_and_a_retired_keys_context_are_refused(
     fresh_database: FreshDatabase,
 ) -> None:

@@ -161,13 +161,17 @@ def signed_token(
 ) -> str:
     """A context token for this connection, signed with the test key (the service's way)."""
     pid, start = backend_of(conn)
-    identity = Identity(
+    return signed_context.sign(identity_of(organisation_id, user), pid, start, **options)
+
+
+def identity_of(organisation_id: int, user: User) -> Identity:
+    """`user` of the organisation, as the service's identity (what a token names)."""
+    return Identity(
         organisation_id=organisation_id,
         user_id=user.user_id,
         user_type="personnel" if user.user_type == "personnel" else "client",
         role=user.role,
     )
-    return signed_context.sign(identity, pid, start, **options)
 
 
 def act_as(

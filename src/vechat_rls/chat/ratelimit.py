@@ -17,10 +17,9 @@ from vechat_rls.chat.errors import RateLimited
 HIT_SQL = """
 INSERT INTO public.vechat_rate_limits AS r
     (organisation_id, user_type, user_id, action, window_start, hits)
-VALUES ((SELECT ctx.organisation_id FROM vechat.context ctx),
-        (SELECT ctx.user_type FROM vechat.context ctx),
-        (SELECT ctx.user_id FROM vechat.context ctx), $1,
-        to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1)
+SELECT ctx.organisation_id, ctx.user_type, ctx.user_id, $1,
+       to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1
+FROM vechat.context ctx
 ON CONFLICT (organisation_id, user_type, user_id, action) DO UPDATE
 SET window_start = EXCLUDED.window_start,
     hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + 1 ELSE 1 END

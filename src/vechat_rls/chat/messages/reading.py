@@ -88,9 +88,9 @@ LEFT JOIN public.vechat_messages r
 """
 
 # The caller is participant 1 of conversation `c` (else, row-level security says, participant 2).
-CALLER_IS_PARTICIPANT1 = f"""
-(c.participant1_id = {CALLER_ID}
- AND c.participant1_type = {CALLER_TYPE})
+CALLER_IS_PARTICIPANT1 = """
+((c.participant1_id, c.participant1_type)
+ = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx))
 """
 
 # The caller sent message `m` (else, row-level security says, the caller received it).

@@ -131,8 +131,8 @@ att AS (
                 ELSE a.file_type LIKE $5::text || '%' END AS fits
     FROM public.vechat_attachments a
     WHERE a.id = $6
-      AND a.uploader_id = (SELECT ctx.user_id FROM vechat.context ctx)
-      AND a.uploader_type = (SELECT ctx.user_type FROM vechat.context ctx)
+      AND (a.uploader_id, a.uploader_type)
+          = (SELECT ctx.user_id, ctx.user_type FROM vechat.context ctx)
 ),
 reply AS (
     -- By id alone (the primary key): with `conversation_id = $3` here a generic plan scanned the
@@ -145,14 +145,12 @@ inserted AS (
          message_type, message, attachment_id, file_name, file_size, file_type,
          reply_to_message_id, client_id, location_latitude, location_longitude,
          location_accuracy, audio_duration, audio_waveform)
-    SELECT conv.organisation_id, conv.id,
-           (SELECT ctx.user_id FROM vechat.context ctx),
-           (SELECT ctx.user_type FROM vechat.context ctx),
-           conv.peer_id, conv.peer_type,
+    SELECT conv.organisation_id, conv.id, ctx.user_id, ctx.user_type, conv.peer_id, conv.peer_type,
            $4::text, $8::text, att.id, att.file_name, att.file_size, att.file_type,
            reply.id, $9::text, $10::float8, $11::float8, $12::float8, $13::integer, $14::text
     FROM conv
     CROSS JOIN rate
+    CROSS JOIN vechat.context ctx
     LEFT JOIN att ON true
     LEFT JOIN reply ON true
     WHERE rate.hits <= $15
