@@ -42,7 +42,7 @@ from vechat_rls.api.dependencies import (
     provide_identity,
 )
 from vechat_rls.api.health import HealthController, MetricsController
-from vechat_rls.api.lifespans import database_lifespan, realtime_lifespan
+from vechat_rls.api.lifespans import collector_lifespan, database_lifespan, realtime_lifespan
 from vechat_rls.api.me import MeController
 from vechat_rls.api.messages import MessagesController
 from vechat_rls.api.presence import PresenceController
@@ -78,6 +78,7 @@ Lifespan = Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]
 LIFESPANS: list[Lifespan] = [
     database_lifespan,
     realtime_lifespan,  # listener + hub: started after the pool it reads through, stopped before it
+    collector_lifespan,  # last: freezes what the others made (api/lifespans.py)
 ]
 """Entered in order at startup, left in reverse at shutdown."""
 
