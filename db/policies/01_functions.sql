@@ -14,7 +14,8 @@ GRANT EXECUTE ON FUNCTION
 -- nothing else. A MAC, a doorbell or a context it could obtain without the key would forge one.
 REVOKE EXECUTE ON FUNCTION
     vechat.context_mac(text, text), vechat.doorbell(text), vechat.act_as(bigint, bigint, text, text),
-    vechat.add_context_key(text, bytea), vechat.retire_context_key(text), vechat.assign_id()
+    vechat.add_context_key(text, bytea), vechat.retire_context_key(text), vechat.assign_id(),
+    vechat.id_sequence(bigint, text)
     FROM vechat_app;
 GRANT SELECT ON vechat.context TO vechat_app, vechat_auditor;
 -- An auditor checks what a user sees (docs/auditing.md, step 6) by acting as them; this reads

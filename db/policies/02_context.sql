@@ -4,7 +4,7 @@
 -- vechat_app and auditors read their own backend's current context through vechat.context, and
 -- nothing else: another backend's row would say which organisations are active right now.
 
-REVOKE ALL ON vechat.context_keys, vechat.id_counters, vechat.session_contexts FROM PUBLIC;
+REVOKE ALL ON vechat.context_keys, vechat.id_sequences, vechat.session_contexts FROM PUBLIC;
 GRANT SELECT ON vechat.session_contexts TO vechat_app, vechat_auditor;
 
 -- Not forced: the owner writes every backend's row (vechat.enter); what it reads is its own

@@ -1,4 +1,4 @@
--- db/schema/01_signed_context.sql — signing keys, verified contexts, per-organisation id counters
+-- db/schema/01_signed_context.sql — signing keys, verified contexts, per-organisation id sequences
 
 CREATE TABLE vechat.context_keys (
     key_id     text        NOT NULL,
@@ -33,13 +33,14 @@ COMMENT ON COLUMN vechat.session_contexts.session_key IS
 COMMENT ON COLUMN vechat.session_contexts.counter IS
     'The counter of the last token entered on this backend: a token is accepted once, and only if its counter is higher.';
 
-CREATE TABLE vechat.id_counters (
-    organisation_id bigint NOT NULL,
-    kind            text   NOT NULL,
-    last_id         bigint NOT NULL,
-    CONSTRAINT id_counters_pkey PRIMARY KEY (organisation_id, kind),
-    CONSTRAINT id_counters_kind_check
+CREATE TABLE vechat.id_sequences (
+    organisation_id bigint   NOT NULL,
+    kind            text     NOT NULL,
+    sequence_name   text     NOT NULL,
+    CONSTRAINT id_sequences_pkey PRIMARY KEY (organisation_id, kind),
+    CONSTRAINT id_sequences_sequence_name_key UNIQUE (sequence_name),
+    CONSTRAINT id_sequences_kind_check
         CHECK (kind IN ('message', 'conversation', 'attachment', 'message_edit'))
 );
-COMMENT ON TABLE vechat.id_counters IS
-    'The last id given to a row of each kind, per organisation (vechat.assign_id). Owner only.';
+COMMENT ON TABLE vechat.id_sequences IS
+    'The sequence (in schema vechat) that gives the ids of each kind of each organisation (vechat.assign_id). Owner only.';

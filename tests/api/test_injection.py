@@ -115,7 +115,8 @@ async def attack(conn: db.Transaction, b: int, tables: list[str]) -> dict[str, A
     await attempt("findings", "SELECT * FROM vechat_audit.findings()")
     # Tables and views that are not tenant tables.
     await attempt("keys", "SELECT * FROM vechat.context_keys")
-    await attempt("id counters", "SELECT * FROM vechat.id_counters")
+    await attempt("id counters", "SELECT * FROM vechat.id_sequences")
+    await attempt("id sequence", "SELECT vechat.id_sequence($1, 'message')", b)
     await attempt("contexts", "SELECT organisation_id FROM vechat.session_contexts")
     await attempt("context view", "SELECT organisation_id FROM vechat.context")
     await attempt("presence view", "SELECT * FROM vechat.presence_view")
@@ -201,7 +202,7 @@ async def test_injection_in_a_request_of_a_cannot_reach_b(
         assert "permission denied" in got[f"set role {role}"], got[f"set role {role}"]
     assert "permission denied" in got["session authorization"]
     for name in ("act_as", "context_mac", "doorbell", "add key", "emit", "prune_events",
-                 "findings", "keys", "id counters"):
+                 "findings", "keys", "id counters", "id sequence"):
         assert "permission denied" in got[name], (name, got[name])
     assert got["recount"] == [(0,)]  # under row-level security: nothing of B to recount
     assert got["contexts"] == [(a,)] and got["context view"] == [(a,)]

@@ -47,6 +47,9 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from playwright.sync_api import (
+    TimeoutError as PlaywrightTimeoutError,
+)
 
 from tests.support.api import wait_ready
 from tests.support.fixtures import Database
@@ -346,8 +349,17 @@ class Chat:
 
     def act(self, message: Any, action: str) -> None:
         """Click one of a message's actions (shown on hover): Reply, Edit, Delete for me, …."""
-        message.hover()
-        message.get_by_role("button", name=action).click()
+        button = message.get_by_role("button", name=action)
+        for attempt in range(3):
+            # A message re-rendered under the pointer (a receipt, an edit arriving) loses its
+            # hover, and the hidden actions let the click through to the list: hover again.
+            message.hover()
+            try:
+                button.click(timeout=5000)
+                return
+            except PlaywrightTimeoutError:
+                if attempt == 2:
+                    raise
 
     def screenshot(self, name: str) -> None:
         if SCREENSHOTS:

@@ -246,7 +246,7 @@ def test_the_app_role_cannot_act_as_anyone_or_read_the_keys(
             "SELECT * FROM vechat.context_keys",
             "SELECT vechat.context_mac('test', 'x')",
             "SELECT vechat.doorbell('vechat_events')",
-            "SELECT * FROM vechat.id_counters",
+            "SELECT * FROM vechat.id_sequences",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(sql)

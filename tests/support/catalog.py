@@ -10,10 +10,13 @@ from typing import Any
 
 import psycopg
 
-# Relations that are ours: public.vechat_*, and everything in vechat / vechat_audit but the ledger.
+# Relations that are ours: public.vechat_*, and everything in vechat / vechat_audit but the ledger
+# and the organisations' id sequences (vechat.ids_*: made by the first insert of an organisation,
+# data rather than schema, like the rows of vechat.id_sequences that name them).
 _REL_SCOPE = r"""
     ((n.nspname = 'public' AND c.relname LIKE 'vechat\_%')
-     OR (n.nspname IN ('vechat', 'vechat_audit') AND c.relname NOT LIKE 'schema\_%'))
+     OR (n.nspname IN ('vechat', 'vechat_audit') AND c.relname NOT LIKE 'schema\_%'
+         AND NOT (n.nspname = 'vechat' AND c.relkind = 'S' AND c.relname LIKE 'ids\_%')))
 """
 _FUNC_SCOPE = r"""
     (n.nspname IN ('vechat', 'vechat_audit')
