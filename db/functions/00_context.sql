@@ -91,7 +91,7 @@ CREATE OR REPLACE FUNCTION vechat.enter(p_token text) RETURNS void
 AS $$
 DECLARE
     f       text[] := pg_catalog.string_to_array(p_token, '|');
-    v_mac   text;
+    v_hint  text;
     v_start timestamptz;
     v_tid   pg_catalog.tid;
     v_key   text;
@@ -117,18 +117,13 @@ BEGIN
           AND pg_catalog.encode(pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(
                   k.inner_pad || pg_catalog.convert_to(pg_catalog.left(p_token, -65), 'UTF8'))),
                   'hex') = f[11]
-        RETURNING pg_catalog.set_config('vechat.context_tid', s.ctid::text, true) INTO v_mac;
+        RETURNING pg_catalog.set_config('vechat.context_tid', s.ctid::text, true) INTO v_hint;
         IF FOUND THEN
             RETURN;
         END IF;
     END IF;
-    -- The full path.
-    SELECT pg_catalog.encode(pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(
-               k.inner_pad || pg_catalog.convert_to(pg_catalog.left(p_token, -65), 'UTF8'))), 'hex')
-    INTO v_mac
-    FROM vechat.context_keys k
-    WHERE k.key_id = f[2] AND k.retired_at IS NULL;
-    IF v_mac IS DISTINCT FROM f[11] THEN
+    -- The full path (once per backend: the MAC function's own call costs nothing that matters).
+    IF vechat.context_mac(f[2], pg_catalog.left(p_token, -65)) IS DISTINCT FROM f[11] THEN
         RAISE EXCEPTION 'vechat.enter: bad signature or unknown key' USING ERRCODE = '28000';
     END IF;
     IF f[10]::bigint < EXTRACT(epoch FROM pg_catalog.clock_timestamp()) THEN

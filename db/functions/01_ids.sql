@@ -16,8 +16,9 @@
 -- insert to the commit, and an organisation's sends queued behind each other for that long. Like
 -- any sequence it leaves a gap where a transaction rolls back — only this organisation's own.
 
--- The organisation's sequence for a kind, made if it has none (serialised per organisation and
--- kind: a second caller waits, then finds the first one's). Owner only.
+-- The organisation's sequence for a kind, made if it has none; vechat.assign_id calls it only when
+-- its own lookup found none (serialised per organisation and kind: a second caller waits, then
+-- finds the first one's). Owner only.
 CREATE OR REPLACE FUNCTION vechat.id_sequence(p_organisation_id bigint, p_kind text) RETURNS regclass
     LANGUAGE plpgsql
     SECURITY DEFINER
@@ -27,14 +28,10 @@ DECLARE
     v_name  text;
     v_start bigint := p_organisation_id * 4294967296 + 1;
 BEGIN
-    SELECT s.sequence_name INTO v_name FROM vechat.id_sequences s
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('vechat.id_sequence'),
+                                             pg_catalog.hashtext(p_kind || ':' || p_organisation_id));
+    SELECT s.sequence_name INTO v_name FROM vechat.id_sequences s  -- a new snapshot
     WHERE s.organisation_id = p_organisation_id AND s.kind = p_kind;
-    IF v_name IS NULL THEN
-        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('vechat.id_sequence'),
-                                                 pg_catalog.hashtext(p_kind || ':' || p_organisation_id));
-        SELECT s.sequence_name INTO v_name FROM vechat.id_sequences s  -- a new snapshot
-        WHERE s.organisation_id = p_organisation_id AND s.kind = p_kind;
-    END IF;
     IF v_name IS NULL THEN
         IF v_start >= 9007199254740992 OR v_start < 1 THEN
             RAISE EXCEPTION 'vechat.assign_id: % ids of organisation % are past 2^53', p_kind, p_organisation_id
@@ -60,8 +57,14 @@ CREATE OR REPLACE FUNCTION vechat.assign_id() RETURNS trigger
     SET search_path = ''
 AS $$
 DECLARE
-    v_seq regclass := vechat.id_sequence(NEW.organisation_id, TG_ARGV[0]);
+    v_seq regclass;
 BEGIN
+    SELECT pg_catalog.format('vechat.%I', s.sequence_name)::regclass INTO v_seq
+    FROM vechat.id_sequences s
+    WHERE s.organisation_id = NEW.organisation_id AND s.kind = TG_ARGV[0];
+    IF v_seq IS NULL THEN
+        v_seq := vechat.id_sequence(NEW.organisation_id, TG_ARGV[0]);
+    END IF;
     IF NEW.id IS NULL AND TG_ARGV[0] = 'message' THEN
         -- A conversation's messages get their ids in the order they commit (a client asking for
         -- the messages after the last id it saw misses none): its row is locked first. The send
