@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from tests.support.scratch import Scratch
@@ -117,6 +119,30 @@ async def test_pool_release_sends_no_reset_query(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         assert await conn.fetchval("SHOW application_name") == "survives-release"
         await conn.execute("RESET application_name")
+
+
+async def test_a_pooled_connection_knows_the_array_types_before_any_request(
+    pool: db.Pool, scratch: Scratch
+) -> None:
+    """asyncpg learns an array type with an introspection query the first time a connection
+    meets it; the pool's connections learn them when they open, so no request waits for it."""
+    statement = "SELECT cardinality($1::bigint[]) + cardinality($2::text[])"
+
+    async def queries_of_first_use(conn: asyncpg.Connection) -> list[str]:
+        logged: list[str] = []
+        conn.add_query_logger(lambda record: logged.append(record.query))
+        assert await conn.fetchval(statement, [1, 2], ["a"]) == 3
+        await asyncio.sleep(0.01)  # loggers are called soon after, not within the call
+        return logged
+
+    plain = await asyncpg.connect(scratch.app_url)  # the control: a connection of its own
+    try:
+        first = await queries_of_first_use(plain)
+        assert statement in first and any("typeinfo" in query for query in first)
+    finally:
+        await plain.close()
+    async with pool.acquire() as conn:
+        assert await queries_of_first_use(conn) == [statement]
 
 
 async def test_statement_timeout_cancels_a_slow_statement(pool: db.Pool) -> None:

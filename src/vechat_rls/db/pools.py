@@ -45,12 +45,21 @@ def _json_encode(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+# Array types the service's statements take or return. asyncpg learns how to encode an array
+# type with an introspection query the first time a connection meets it (10-30 ms of planning
+# on a busy server); met first by a request, it stalled the first deliveries of every new
+# connection at once -- p99 outliers of 30-90 ms in bench/realtime.py's latency runs. Learnt here,
+# when the connection opens, it costs the same once and no request waits for it.
+_ARRAY_TYPES_SQL = "SELECT $1::pg_catalog.int8[], $2::pg_catalog.text[]"
+
+
 async def init_connection(conn: Connection) -> None:
     # json/jsonb columns travel as Python objects, encoded and decoded by msgspec.
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
             name, schema="pg_catalog", encoder=_json_encode, decoder=msgspec.json.decode
         )
+    await conn.prepare(_ARRAY_TYPES_SQL)
 
 
 async def create_pool(url: str, *, min_size: int = 0, max_size: int = 10, **kwargs: Any) -> Pool:
