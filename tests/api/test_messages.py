@@ -403,6 +403,41 @@ async def test_replies_quote_a_message_of_the_same_conversation_only(
     assert after["reply_to"]["body_preview"] is None and after["reply_to"]["id"] == original["id"]
 
 
+async def test_a_media_message_can_reply_and_each_missing_part_is_told_apart(
+    client: AsyncTestClient[Any], org: Org, migrated_database: Database
+) -> None:
+    """The send statement comes in four variants (with or without an attachment, with or without
+    a reply): the one with both returns the same message as a read, and says which part failed."""
+    a = await pair(client, org)
+    other = await open_conversation(client, org.staff, org.staff2)
+    png = insert_attachment(migrated_database.admin_url, org.staff, "image/png")
+    pdf = insert_attachment(migrated_database.admin_url, org.staff, "application/pdf")
+    original = await send(client, org.client, a, "question")
+    elsewhere = await send(client, org.staff, other, "colleague")
+
+    both = await send(
+        client, org.staff, a, "see", message_type="image", attachment_id=png,
+        reply_to_id=original["id"],
+    )
+    assert both["attachment"]["id"] == png and both["reply_to"]["id"] == original["id"]
+    read = await get_json(client, org.staff, f"/conversations/{a}/messages")
+    assert read["items"][-1] == both
+    await send(
+        client, org.staff, a, None, message_type="image", attachment_id=pdf,
+        reply_to_id=original["id"], status=422,
+    )
+    await send(
+        client, org.staff, a, None, message_type="image", attachment_id=png,
+        reply_to_id=elsewhere["id"], status=404,
+    )
+    await send(
+        client, org.staff, a, None, message_type="image", attachment_id=10**15,
+        reply_to_id=original["id"], status=404,
+    )
+    after = await get_json(client, org.staff, f"/conversations/{a}/messages")
+    assert after["items"][-1]["id"] == both["id"]  # nothing written by the refused sends
+
+
 async def test_a_reply_says_when_the_message_it_quotes_was_deleted_for_everyone(
     client: AsyncTestClient[Any], org: Org
 ) -> None:
