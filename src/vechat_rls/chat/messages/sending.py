@@ -122,16 +122,17 @@ def validate_create(data: MessageCreate, settings: Settings) -> _Validated:
 # cases held 35. The caller is named by parameters ($13, $14, the transaction's own identity)
 # where the statement only needs to know who the caller is (the peer, the uploader): a wrong one
 # would find nothing or be refused by vechat_messages_insert_sender, which reads the context.
-_SEND_PARAMETERS = ("action", "window_s", "conversation_id", "message_type", "body",
-                    "client_id", "latitude", "longitude", "accuracy", "duration_s", "waveform",
-                    "limit", "caller_id", "caller_type")
+_FIXED_PARAMETERS = 14
+"""$1 action, $2 window_s, $3 conversation_id, $4 message_type, $5 body, $6 client_id,
+$7-$9 latitude, longitude, accuracy, $10 duration_s, $11 waveform, $12 limit, $13 caller_id,
+$14 caller_type: the parameters every variant takes (`send_message` passes them in this order)."""
 
 
 def send_sql(*, attachment: bool, reply: bool) -> str:
     """The send statement for a message with or without an attachment and a replied-to message;
-    its parameters are `_SEND_PARAMETERS`, then `mime_prefix` and `attachment_id` (with an
+    its parameters are the `_FIXED_PARAMETERS`, then `mime_prefix` and `attachment_id` (with an
     attachment), then `reply_to_id` (with a reply)."""
-    n = len(_SEND_PARAMETERS)
+    n = _FIXED_PARAMETERS
     mime, att_id = (f"${n + 1}::text", f"${n + 2}::bigint") if attachment else ("", "")
     reply_id = f"${n + 1 + 2 * attachment}::bigint" if reply else ""
     caller_is_p1 = "((c.participant1_id, c.participant1_type) = ($13::bigint, $14::text))"
