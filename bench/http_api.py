@@ -35,11 +35,15 @@ The servers run with `vechat-rls serve`'s defaults (workers: one per usable CPU;
 off) unless `--workers N` or `--access-log on|off` says otherwise. The API spends ~0.6-1 ms of
 CPU per request (the "CPU us/op" column), so one process caps at about one core. `--profile DIR`
 then samples the `vechat_app` server's workers with py-spy (`pip install py-spy`) under send
-load and prints where their time goes.
+load and prints where their time goes. `--pg-profile DIR` does the same for PostgreSQL with
+`perf` (DWARF call graphs: PostgreSQL's binaries carry symbols) during a send run of the signed
+server and one of the unsigned server: the share of each phase of a POST (commit, vechat.enter,
+context reads, foreign-key and CHECK constraints, plan cache, executor start-up, ...) in
+microseconds per POST, side by side, and what the signed context adds to each.
 
     .venv/bin/python bench/http_api.py [--duration 5] [--rounds 3] [--workers N] [--quick]
-                                       [--profile DIR [--native]] [--access-log on|off] [--keep]
-                                       [--ab-src DIR]
+                                       [--profile DIR [--native]] [--pg-profile DIR]
+                                       [--access-log on|off] [--keep] [--ab-src DIR]
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -73,7 +78,15 @@ from harness.cluster import (
     workdir,
 )
 from harness.meters import CpuMeter, children, closed_tasks, event_loop_runner, percentile
-from harness.profiling import NOT_FOUND, start_py_spy, summarise_profile
+from harness.profiling import (
+    NOT_FOUND,
+    PERF_NOT_FOUND,
+    perf_stacks,
+    start_perf,
+    start_py_spy,
+    summarise_pg_profile,
+    summarise_profile,
+)
 from harness.report import Column, Ratios, Table, cores, cpu_per_op, middle, ms, reproduce
 from harness.seed import Seeder, seed_organisations
 from harness.servers import POOL_MAX, RATE_LIMIT, ApiServer, start_all, token, wait_for_port
@@ -444,6 +457,7 @@ class Context:
     pools: dict[str, db.Pool]
     paths: set[str]  # routes the app serves (from its OpenAPI document)
     cpu: CpuMeter
+    postmaster: int
     runs: dict[str, list[Result]] = field(default_factory=dict)  # every round of the inserts
     run_tag: str = field(default_factory=lambda: f"r{int(time.time())}")
 
@@ -626,6 +640,55 @@ async def profile(ctx: Context, directory: Path) -> list[str]:
     return header + summarise_profile(found)
 
 
+async def pg_profile(ctx: Context, directory: Path) -> list[str]:
+    """perf on PostgreSQL during more send runs of the signed server and of the unsigned one, in
+    interleaved rounds (the machine drifts): where a POST's PostgreSQL CPU goes, phase by phase,
+    and what the signed context adds to each."""
+    directory.mkdir(parents=True, exist_ok=True)
+    seconds = ctx.args.duration + ctx.args.warmup
+    samples: dict[str, list[list[str]]] = {"app": [], "unsigned": []}
+    per_op: dict[str, list[float]] = {"app": [], "unsigned": []}
+    rates: dict[str, list[float]] = {"app": [], "unsigned": []}
+    for n in range(ctx.args.rounds):
+        for key in ("app", "unsigned") if n % 2 == 0 else ("unsigned", "app"):
+            recording = directory / f"perf-{key}-{n}.data"
+            perf = start_perf(children(ctx.postmaster), seconds, recording,
+                              directory / "perf.log")
+            if perf is None:
+                return [PERF_NOT_FOUND]
+            await asyncio.sleep(0.5)
+            result = await metered(ctx, closed_loop(
+                ctx.servers[key].port, send_maker(ctx, f"{ctx.run_tag}-pgprof-{key}-{n}"),
+                CLIENTS, ctx.args.duration, ctx.args.warmup))
+            await asyncio.to_thread(perf.wait)
+            found = await asyncio.to_thread(perf_stacks, recording)
+            if not found or not result.rate:
+                return [f"perf recorded nothing; see {directory / 'perf.log'}"]
+            samples[key] += found
+            per_op[key].append(result.cpu["pg"] / result.rate * 1e6)
+            rates[key].append(result.rate)
+    shares = {key: summarise_pg_profile(found) for key, found in samples.items()}
+    cost = {key: statistics.median(values) for key, values in per_op.items()}
+    lines = [
+        f"PostgreSQL under POST load: perf (DWARF call graphs, 199 Hz) of the cluster's processes"
+        f" in {ctx.args.rounds} interleaved round(s); POST/s while sampled: signed "
+        f"{', '.join(f'{r:.0f}' for r in rates['app'])}; unsigned "
+        f"{', '.join(f'{r:.0f}' for r in rates['unsigned'])}; recordings in {directory}",
+        "us per POST = the phase's share of all samples x the median of PostgreSQL's CPU per POST",
+        f"{'phase':60s} {'signed us':>9s} {'share':>6s}  {'unsigned us':>11s} {'share':>6s}"
+        f"  {'difference':>10s}",
+    ]
+    for phase in shares["app"]:
+        a, b = shares["app"][phase], shares["unsigned"][phase]
+        if a or b:
+            lines.append(f"{phase:60s} {a * cost['app']:9.0f} {a:6.1%}  "
+                         f"{b * cost['unsigned']:11.0f} {b:6.1%}  "
+                         f"{a * cost['app'] - b * cost['unsigned']:+10.0f}")
+    lines.append(f"{'PostgreSQL CPU per POST (median of rounds)':60s} {cost['app']:9.0f} {'':6s}"
+                 f"  {cost['unsigned']:11.0f} {'':6s}  {cost['app'] - cost['unsigned']:+10.0f}")
+    return lines
+
+
 RESULTS = Table(
     Column("what", 62, left=True, gap=""), Column("per s", 8, ".0f"), Column("p50 ms", 7),
     Column("p99 ms", 7), Column("cores: api   pg  gen other", 27, gap="  "),
@@ -683,6 +746,9 @@ async def run_async(ctx: Context, header: list[str]) -> None:
     if ctx.args.profile and SEND_PATH in ctx.paths:
         print()
         print("\n".join(await profile(ctx, Path(ctx.args.profile))))
+    if ctx.args.pg_profile and SEND_PATH in ctx.paths:
+        print()
+        print("\n".join(await pg_profile(ctx, Path(ctx.args.pg_profile))))
 
 
 def serve_options(args: argparse.Namespace) -> str:
@@ -705,6 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="DIR",
                         help="then py-spy the vechat_app server's workers under send load")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--pg-profile", metavar="DIR",
+                        help="then perf PostgreSQL under send load, signed and unsigned servers")
     parser.add_argument("--access-log", choices=["on", "off"], default=None,
                         help="serve --access-log / --no-access-log (default: serve's default)")
     parser.add_argument("--keep", action="store_true",
@@ -784,7 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "gen": lambda: [os.getpid()],
                 })
                 ctx = Context(args, bench_clients(conversations), conversations, servers, pools,
-                              paths, cpu)
+                              paths, cpu, postmaster)
                 try:
                     await run_async(ctx, header)
                     if args.keep:

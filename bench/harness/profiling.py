@@ -84,3 +84,99 @@ def summarise_profile(paths: Sequence[Path], top: int = 15) -> list[str]:
     lines += [f"{count / total:6.1%}  {name[:110]}"
               for name, count in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]]
     return lines
+
+
+# --------------------------------------------------------------------------- PostgreSQL (perf)
+
+# Where a PostgreSQL sample's time goes, by the functions on its stack: the first phase in this
+# order with a function on the stack takes the sample, so the shares add up to the whole. The
+# specific costs come first (wherever they run: the send statement, a trigger's statement), then
+# what is left of the statement or trigger they ran in.
+PG_PHASES: list[tuple[str, tuple[str, ...]]] = [
+    ("commit (commit record, WAL flush)", ("CommitTransaction", "XLogFlush")),
+    ("signed context: vechat.enter (BEGIN batch)", ("@enter",)),
+    ("simple queries, the rest (BEGIN, SET LOCAL, COMMIT's parse)", ("@simple",)),
+    ("context reads: vechat.context (TID scans)",
+     ("ExecInitTidScan", "TidNext", "ExecReScanTidScan", "ExecEndTidScan", "TidListEval")),
+    ("context reads: current_setting()",
+     ("show_config_by_name_missing_ok", "show_config_by_name", "GetConfigOptionByName")),
+    ("foreign-key checks", ("RI_FKey_check_ins", "RI_FKey_check_upd", "ri_PerformCheck")),
+    ("CHECK constraints (parsed and planned per statement)", ("ExecConstraints",)),
+    ("policies' WITH CHECK", ("ExecWithCheckOptions",)),
+    ("plan cache: revalidation, locks", ("GetCachedPlan", "RevalidateCachedQuery")),
+    ("executor start-up (plan nodes, expressions)", ("standard_ExecutorStart",)),
+    ("index inserts", ("ExecInsertIndexTuples",)),
+    ("triggers' statements, the rest", ("plpgsql_exec_trigger",)),
+    ("the request's statements, the rest", ("PortalRun", "exec_simple_query")),
+    ("protocol: reading requests, sending results", ("PostgresMain",)),
+    ("background processes (WAL writer, checkpointer, ...)", ("@background",)),
+]
+
+PERF_NOT_FOUND = "perf not found (apt-get install linux-perf): no PostgreSQL profile"
+
+
+def start_perf(pids: Sequence[int], seconds: float, output: Path,
+               log: Path) -> subprocess.Popen[bytes] | None:
+    """`perf record` (DWARF call graphs) of the PostgreSQL processes `pids` for `seconds`; None
+    when perf is not installed (the caller says PERF_NOT_FOUND). PostgreSQL's own binaries carry
+    their symbols; frame pointers are not assumed."""
+    perf = shutil.which("perf")
+    if perf is None or not pids:
+        return None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [perf, "record", "--freq", "199", "--call-graph", "dwarf,16384", "--output",
+             str(output), "--pid", ",".join(str(p) for p in pids), "--",
+             "sleep", str(max(1.0, seconds))],
+            stdout=out, stderr=subprocess.STDOUT)
+
+
+def perf_stacks(recording: Path) -> list[list[str]]:
+    """The samples of a `perf record` file, each its function names from leaf to root."""
+    text = subprocess.run([shutil.which("perf") or "perf", "script", "--input", str(recording),
+                           "--fields", "comm,ip,sym"], capture_output=True, text=True,
+                          errors="replace", check=False).stdout
+    return parse_perf_script(text)
+
+
+def parse_perf_script(text: str) -> list[list[str]]:
+    """`perf script` output → per sample, its function names from leaf to root. A sample starts
+    with an unindented line (the command name), its frames follow indented (`ip sym+off`)."""
+    samples: list[list[str]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            current = []
+            samples.append(current)
+        elif current is not None:
+            parts = line.split()
+            if len(parts) >= 2:
+                current.append(parts[1].split("+0x")[0])
+    return samples
+
+
+def _markers(stack: list[str]) -> set[str]:
+    """Names for what a stack shows only in combination: the tenant context of the BEGIN batch
+    (a PL/pgSQL call inside a simple query is vechat.enter), the rest of the simple queries
+    (BEGIN, SET LOCAL, COMMIT before it commits), and a process that is not a backend."""
+    names = set(stack)
+    if "PostgresMain" not in names:
+        return {"@background"}
+    if "exec_simple_query" in names and "CommitTransaction" not in names:
+        return {"@enter"} if "plpgsql_call_handler" in names else {"@simple"}
+    return set()
+
+
+def summarise_pg_profile(samples: list[list[str]]) -> dict[str, float]:
+    """Share of the samples per phase of PG_PHASES (and "other"), in PG_PHASES' order."""
+    counts = dict.fromkeys([name for name, _ in PG_PHASES] + ["other"], 0)
+    for stack in samples:
+        names = set(stack) | _markers(stack)
+        phase = next((name for name, needles in PG_PHASES if any(n in names for n in needles)),
+                     "other")
+        counts[phase] += 1
+    total = len(samples) or 1
+    return {name: count / total for name, count in counts.items()}
