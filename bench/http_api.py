@@ -36,10 +36,11 @@ off) unless `--workers N` or `--access-log on|off` says otherwise. The API spend
 CPU per request (the "CPU us/op" column), so one process caps at about one core. `--profile DIR`
 then samples the `vechat_app` server's workers with py-spy (`pip install py-spy`) under send
 load and prints where their time goes. `--pg-profile DIR` does the same for PostgreSQL with
-`perf` (DWARF call graphs: PostgreSQL's binaries carry symbols) during a send run of the signed
-server and one of the unsigned server: the share of each phase of a POST (commit, vechat.enter,
-context reads, foreign-key and CHECK constraints, plan cache, executor start-up, ...) in
-microseconds per POST, side by side, and what the signed context adds to each.
+`perf` (DWARF call graphs: PostgreSQL's binaries carry symbols) during send runs of the signed,
+the unsigned and the BYPASSRLS servers (`--rounds` each, rotating order): the share of each
+phase of a POST (commit, vechat.enter, context reads, foreign-key and CHECK constraints, plan
+cache, executor start-up, ...) in microseconds per POST, side by side, and what the signed
+context and the policies add to each.
 
     .venv/bin/python bench/http_api.py [--duration 5] [--rounds 3] [--workers N] [--quick]
                                        [--profile DIR [--native]] [--pg-profile DIR]
@@ -640,17 +641,22 @@ async def profile(ctx: Context, directory: Path) -> list[str]:
     return header + summarise_profile(found)
 
 
+# The servers `--pg-profile` samples, as its columns: the real thing and its two A/Bs.
+PG_PROFILED = {"app": "signed", "unsigned": "unsigned", "bypass": "BYPASSRLS"}
+
+
 async def pg_profile(ctx: Context, directory: Path) -> list[str]:
-    """perf on PostgreSQL during more send runs of the signed server and of the unsigned one, in
-    interleaved rounds (the machine drifts): where a POST's PostgreSQL CPU goes, phase by phase,
-    and what the signed context adds to each."""
+    """perf on PostgreSQL during more send runs of the signed server, the unsigned one and the
+    BYPASSRLS one, in rotating order round after round (the machine drifts): where a POST's
+    PostgreSQL CPU goes, phase by phase, and what the signed context and the policies add."""
     directory.mkdir(parents=True, exist_ok=True)
     seconds = ctx.args.duration + ctx.args.warmup
-    samples: dict[str, list[list[str]]] = {"app": [], "unsigned": []}
-    per_op: dict[str, list[float]] = {"app": [], "unsigned": []}
-    rates: dict[str, list[float]] = {"app": [], "unsigned": []}
+    keys = list(PG_PROFILED)
+    samples: dict[str, list[list[str]]] = {key: [] for key in keys}
+    per_op: dict[str, list[float]] = {key: [] for key in keys}
+    rates: dict[str, list[float]] = {key: [] for key in keys}
     for n in range(ctx.args.rounds):
-        for key in ("app", "unsigned") if n % 2 == 0 else ("unsigned", "app"):
+        for key in keys[n % len(keys):] + keys[:n % len(keys)]:
             recording = directory / f"perf-{key}-{n}.data"
             perf = start_perf(children(ctx.postmaster), seconds, recording,
                               directory / "perf.log")
@@ -669,23 +675,24 @@ async def pg_profile(ctx: Context, directory: Path) -> list[str]:
             rates[key].append(result.rate)
     shares = {key: summarise_pg_profile(found) for key, found in samples.items()}
     cost = {key: statistics.median(values) for key, values in per_op.items()}
+    us = {key: {phase: share * cost[key] for phase, share in shares[key].items()} for key in keys}
     lines = [
-        f"PostgreSQL under POST load: perf (DWARF call graphs, 199 Hz) of the cluster's processes"
-        f" in {ctx.args.rounds} interleaved round(s); POST/s while sampled: signed "
-        f"{', '.join(f'{r:.0f}' for r in rates['app'])}; unsigned "
-        f"{', '.join(f'{r:.0f}' for r in rates['unsigned'])}; recordings in {directory}",
-        "us per POST = the phase's share of all samples x the median of PostgreSQL's CPU per POST",
-        f"{'phase':60s} {'signed us':>9s} {'share':>6s}  {'unsigned us':>11s} {'share':>6s}"
-        f"  {'difference':>10s}",
+        f"PostgreSQL under POST load: perf (DWARF call graphs, 199 Hz) of the cluster's processes,"
+        f" {ctx.args.rounds} round(s); recordings in {directory}; POST/s while sampled: "
+        + "; ".join(f"{label} {', '.join(f'{r:.0f}' for r in rates[key])}"
+                    for key, label in PG_PROFILED.items()),
+        "us per POST = the phase's share of its samples x its median PostgreSQL CPU per POST",
+        f"{'phase':58s} {'signed':>13s} {'unsigned':>13s} {'BYPASSRLS':>13s}"
+        f" {'signed-unsig':>12s} {'signed-bypass':>13s}",
     ]
     for phase in shares["app"]:
-        a, b = shares["app"][phase], shares["unsigned"][phase]
-        if a or b:
-            lines.append(f"{phase:60s} {a * cost['app']:9.0f} {a:6.1%}  "
-                         f"{b * cost['unsigned']:11.0f} {b:6.1%}  "
-                         f"{a * cost['app'] - b * cost['unsigned']:+10.0f}")
-    lines.append(f"{'PostgreSQL CPU per POST (median of rounds)':60s} {cost['app']:9.0f} {'':6s}"
-                 f"  {cost['unsigned']:11.0f} {'':6s}  {cost['app'] - cost['unsigned']:+10.0f}")
+        if any(shares[key][phase] for key in keys):
+            cells = "".join(f" {us[key][phase]:6.0f} {shares[key][phase]:6.1%}" for key in keys)
+            lines.append(f"{phase:58s}{cells} {us['app'][phase] - us['unsigned'][phase]:+12.0f}"
+                         f" {us['app'][phase] - us['bypass'][phase]:+13.0f}")
+    cells = "".join(f" {cost[key]:6.0f} {'':6s}" for key in keys)
+    lines.append(f"{'PostgreSQL CPU per POST (median of rounds)':58s}{cells}"
+                 f" {cost['app'] - cost['unsigned']:+12.0f} {cost['app'] - cost['bypass']:+13.0f}")
     return lines
 
 
@@ -772,7 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="then py-spy the vechat_app server's workers under send load")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
     parser.add_argument("--pg-profile", metavar="DIR",
-                        help="then perf PostgreSQL under send load, signed and unsigned servers")
+                        help="then perf PostgreSQL under send load: signed, unsigned, BYPASSRLS")
     parser.add_argument("--access-log", choices=["on", "off"], default=None,
                         help="serve --access-log / --no-access-log (default: serve's default)")
     parser.add_argument("--keep", action="store_true",
