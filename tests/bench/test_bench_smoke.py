@@ -1,4 +1,4 @@
-"""The benchmark harnesses run end to end (`bench/http_api.py --quick`, ~17 s;
+"""The benchmark harnesses run end to end (`bench/http_api.py --quick --pg-profile`, ~30 s;
 `bench/send_path.py`, `bench/read_events.py`, `bench/hub_read.py`, `bench/ws_send.py`,
 `bench/protocol_cost.py`, small; `bench/hostile_clients.py`, ~25 s): smoke checks of the
 harness, not numbers."""
@@ -6,6 +6,7 @@ harness, not numbers."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,8 @@ from tests.support.bench import run_bench
 
 
 @pytest.mark.slow
-def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
-    out = run_bench("http_api.py", "--quick")
+def test_http_bench_quick_run_reports_every_row_without_errors(tmp_path: Path) -> None:
+    out = run_bench("http_api.py", "--quick", "--pg-profile", str(tmp_path))
     for row in (
         "generator ceiling",
         "physical baseline: plain INSERT, message-shaped table",
@@ -31,6 +32,14 @@ def test_http_bench_quick_run_reports_every_row_without_errors() -> None:
     assert "API / raw (same tenant tx)" in out and "RLS cost, API" in out
     assert "API / physical baseline" in out
     assert "servers: vechat-rls serve (defaults)" in out, "measured as a user runs it"
+    # The PostgreSQL profile: perf's phases for the three servers, or why there is none.
+    if "perf not found" not in out:
+        total = next((line for line in out.splitlines()
+                      if line.startswith("PostgreSQL CPU per POST (median of rounds)")), None)
+        assert total is not None, out
+        signed, unsigned, bypass = (float(n) for n in total.split()[-5:-2])
+        assert signed > 0 and unsigned > 0 and bypass > 0, total
+        assert len(list(tmp_path.glob("perf-*.data"))) == 3, list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
