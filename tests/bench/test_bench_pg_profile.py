@@ -4,21 +4,13 @@ with a function on its stack, so the shares add up to the whole."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 
-from tests.support.bench import BENCH_DIR
+from tests.support.bench import load_bench_module
 
 
 def _profiling() -> ModuleType:
-    path = BENCH_DIR / "harness" / "profiling.py"
-    spec = importlib.util.spec_from_file_location("bench_profiling", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("harness/profiling.py", "bench_profiling")
 
 
 def _sample(*frames: str, comm: str = "postgres") -> str:

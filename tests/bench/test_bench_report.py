@@ -3,22 +3,14 @@ dropped, so a starved smoke run still prints every ratio it was asked for."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from tests.support.bench import BENCH_DIR
+from tests.support.bench import load_bench_module
 
 
 def _report() -> ModuleType:
-    path = BENCH_DIR / "harness" / "report.py"
-    spec = importlib.util.spec_from_file_location("bench_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("harness/report.py", "bench_report")
 
 
 @dataclass

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-WSCLIENT = Path(__file__).resolve().parents[2] / "bench" / "wsclient.py"
+from tests.support.bench import load_bench_module
 
-
-def load() -> ModuleType:
-    # By path: bench/ is a folder of scripts, not a package the tests can import.
-    spec = importlib.util.spec_from_file_location("bench_wsclient", WSCLIENT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-wsclient = load()
+wsclient = load_bench_module("wsclient.py", "bench_wsclient")
 
 
 async def test_frames_of_every_length_both_ways_pings_and_the_close_code() -> None:
