@@ -1,7 +1,7 @@
 """The benchmark harnesses run end to end (`bench/http_api.py --quick --pg-profile`, ~30 s;
 `bench/send_path.py`, `bench/read_events.py`, `bench/hub_read.py`, `bench/ws_send.py`,
-`bench/protocol_cost.py`, small; `bench/hostile_clients.py`, ~25 s): smoke checks of the
-harness, not numbers."""
+`bench/protocol_cost.py`, `bench/send_round_trips.py`, small; `bench/hostile_clients.py`, ~25 s):
+smoke checks of the harness, not numbers."""
 
 from __future__ import annotations
 
@@ -114,3 +114,14 @@ def test_hostile_clients_bench_sees_this_tree_cut_every_hostile_client() -> None
     assert "slow headers: 0 of 300 connections still open" in out, out
     sent = re.search(r"before it was cut: (.*)", out)
     assert sent and all(float(s.split()[0]) < 20 for s in sent.group(1).split(", ")), out
+
+
+@pytest.mark.slow
+def test_send_round_trips_bench_sends_both_ways_round_by_round() -> None:
+    out = run_bench("send_round_trips.py", "--seconds", "0.5", "--rounds", "2", "--tasks", "4",
+                    "--connections", "4")
+    for mode in ("three round trips (the API)", "one round trip (function)"):
+        assert len(re.findall(rf"round \d {re.escape(mode)} *: +\d+ sends/s, client CPU +\d+ us,"
+                              r" PostgreSQL CPU +\d+ us per send", out)) == 2, out
+    summary = r"one / three: sends/s \d+\.\d\d; per send the client saves -?\d+ us"
+    assert re.search(summary, out), out
