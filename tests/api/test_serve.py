@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.api import wait_ready
+from tests.support.api import api_settings, wait_ready
 from tests.support.fixtures import Database
 from tests.support.scratch import Scratch
 from vechat_rls import cli
+from vechat_rls.api.app import create_app
 from vechat_rls.api.serving import METRICS_DIR_VARIABLES, TokenRedactingFilter, shared_metrics
 from vechat_rls.auth import mint_token
 from vechat_rls.pgserver import free_port
@@ -159,3 +161,34 @@ def test_access_tokens_in_urls_are_redacted_from_logs() -> None:
     )
     assert TokenRedactingFilter().filter(record)
     assert "eyJ" not in record.getMessage() and "access_token=***" in record.getMessage()
+
+
+def test_making_the_app_leaves_the_process_logging_alone() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    create_app(api_settings("postgresql://vechat_app@127.0.0.1:1/none"))
+    assert root.handlers == handlers and root.level == level
+    assert logging.getLogger("httpx").getEffectiveLevel() == level
+
+
+def test_served_processes_log_vechat_lines_with_their_time_and_redacted() -> None:
+    # A process of its own: applying `log_config` here would reconfigure the test run's logging.
+    script = (
+        "import logging, logging.config\n"
+        "from vechat_rls.api.serving import log_config\n"
+        "logging.config.dictConfig(log_config())\n"
+        "pace = logging.getLogger('vechat_rls.realtime.pace')\n"
+        "pace.info('switch at %s', 'ws?access_token=abc')\n"
+        "logging.getLogger('vechat_rls.api.ws').debug('not shown')\n"
+        "logging.getLogger('httpx').info('a library line')\n"
+    )
+    err = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stderr
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO vechat_rls\.realtime\.pace: "
+        r"switch at ws\?access_token=\*\*\*",
+        lines[0],
+    ), lines[0]

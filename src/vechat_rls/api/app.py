@@ -141,6 +141,13 @@ def create_app(
         openapi_config=_openapi(),
         state=_state(settings, verifier, fleet),
         debug=debug,
+        # The process that serves the app configures logging (`vechat-rls serve`: uvicorn's
+        # configuration, api/serving.py `log_config`), not the app: Litestar's default set the
+        # root logger to INFO with a handler holding the stderr of the moment the app was made,
+        # so every library's INFO lines were printed, unredacted, and, where that stderr was
+        # later replaced and closed (the test runner's capture), each was a "Logging error".
+        # Unexpected exceptions are logged by api/problems.py either way.
+        logging_config=None,
     )
 
 

@@ -148,10 +148,24 @@ def app_factory() -> Litestar:
     )
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""vechat-rls's own lines: time (bench/realtime.py reads the pacer's switches by it), level, the
+module that logged."""
+
+
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging, with the token filter on its access and error loggers."""
+    """The served process's logging: uvicorn's, plus vechat-rls's own loggers (`vechat_rls.*`,
+    INFO and above, to stderr), with the token filter on every handler. The root logger is left
+    as Python has it (WARNING, no handler of ours): other libraries' INFO lines stay silent."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["filters"] = {"redact_tokens": {"()": f"{__name__}.TokenRedactingFilter"}}
+    config["formatters"]["vechat"] = {"format": LOG_FORMAT}
+    config["handlers"]["vechat"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "vechat",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["vechat_rls"] = {"handlers": ["vechat"], "level": "INFO", "propagate": False}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact_tokens")
     return config
