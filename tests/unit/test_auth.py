@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -379,8 +380,11 @@ def test_token_command_prints_a_verifiable_token(
 
 
 def test_token_command_without_secret_is_a_one_line_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    # Where no demo ran: in a checkout after `make run`, the command signs with the demo's
+    # secret from ./.vechat/demo.json, as it should.
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VECHAT_JWT_SECRET", raising=False)
     monkeypatch.delenv("VECHAT_JWT_PUBLIC_KEY", raising=False)
     assert cli.main(["token", "--org", "5", "--user", "9", "--type", "client"]) == 2
